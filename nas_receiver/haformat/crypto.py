@@ -1,0 +1,203 @@
+"""SecureTar v1/v2/v3 through the ``securetar`` library: detection by magic, key selection.
+
+The format of each inner archive is read from its first bytes, never from backup.json's
+``protected``.  A key ring is tried in order; the v3 Argon2id derivation runs once per key
+per backup (all inner archives of one backup share the root salt), and a key that failed
+is not tried again for the same salt.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import securetar
+from nacl.exceptions import CryptoError
+from securetar import (
+    InvalidPasswordError,
+    SecureTarError,
+    SecureTarHeader,
+    SecureTarRootKeyContext,
+)
+
+from .gzipstream import GZIP_MAGIC
+from .keys import KeyRing
+from .tarstream import ByteSource
+
+PREFIX_SIZE = 4096
+_MAGIC = securetar.SECURETAR_MAGIC
+_TAR_MAGIC_AT = 257
+
+
+class UnsupportedFormat(Exception):
+    """A SecureTar version (or header form) this program does not know."""
+
+
+class NotRecognised(Exception):
+    """The bytes are neither gzip, tar nor a SecureTar stream."""
+
+
+class WrongKey(Exception):
+    """No key of the ring opens the stream."""
+
+
+class DecryptError(Exception):
+    """The ciphertext is damaged: authentication, padding or framing failed."""
+
+
+@dataclass(frozen=True)
+class InnerFormat:
+    """How an inner archive is stored: ``securetar`` 0 means not encrypted."""
+
+    securetar: int
+    plaintext_size: int | None
+    header_size: int
+
+    @property
+    def encrypted(self) -> bool:
+        return self.securetar > 0
+
+
+def looks_plain(data: bytes) -> bool:
+    """Return True when ``data`` starts like a gzip stream or a tar archive."""
+    return data[:3] == GZIP_MAGIC or data[_TAR_MAGIC_AT : _TAR_MAGIC_AT + 5] == b"ustar"
+
+
+def sniff(prefix: bytes, member_size: int) -> InnerFormat:
+    """Return the format of an inner archive from its first bytes.
+
+    Raise UnsupportedFormat for an unknown SecureTar version, NotRecognised for bytes that
+    are nothing we know.
+    """
+    if prefix.startswith(_MAGIC):
+        header = parse_header(prefix)
+        return InnerFormat(header.version, header.plaintext_size, header.size)
+    if looks_plain(prefix):
+        return InnerFormat(0, None, 0)
+    if member_size >= 32 and member_size % 16 == 0:
+        return InnerFormat(1, None, securetar.SECURETAR_LEGACY_HEADER_SIZE)
+    raise NotRecognised("neither gzip, tar nor SecureTar")
+
+
+def parse_header(prefix: bytes) -> SecureTarHeader:
+    """Parse a SecureTar header.  Raise UnsupportedFormat or NotRecognised."""
+    try:
+        header = SecureTarHeader.from_bytes(io.BytesIO(prefix))
+    except ValueError as err:
+        raise UnsupportedFormat(str(err)) from err
+    except Exception as err:  # struct.error on a header cut short
+        raise NotRecognised(f"SecureTar header cut short ({err})") from err
+    if len(prefix) < header.size:
+        raise NotRecognised("SecureTar header cut short")
+    return header
+
+
+def expected_ciphertext_size(fmt: InnerFormat) -> int | None:
+    """Return the member size a v2/v3 header implies, None when it implies nothing."""
+    plain = fmt.plaintext_size
+    if plain is None:
+        return None
+    if fmt.securetar == 2:
+        return fmt.header_size + plain + 16 - plain % 16
+    if fmt.securetar == 3:
+        return fmt.header_size + plain + securetar._secretstream_overhead(plain)
+    return None
+
+
+class ChainedSource:
+    """Read ``first`` then ``rest``."""
+
+    def __init__(self, first: bytes, rest: ByteSource) -> None:
+        self._first = first
+        self._rest = rest
+
+    def read(self, size: int, /) -> bytes:
+        if self._first:
+            data, self._first = self._first[:size], self._first[size:]
+            return data
+        return self._rest.read(size)
+
+
+class _Translating:
+    """Wrap a securetar reader so its errors become DecryptError."""
+
+    def __init__(self, reader: securetar.DecryptReader) -> None:
+        self._reader = reader
+
+    def read(self, size: int, /) -> bytes:
+        try:
+            return bytes(self._reader.read(size))
+        except (CryptoError, SecureTarError, ValueError) as err:
+            raise DecryptError(f"decryption failed ({err or type(err).__name__})") from err
+
+
+class KeySession:
+    """Open the encrypted inner archives of one backup with the first key that fits."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self._ring = ring
+        self._contexts: dict[tuple[int, int, bytes], SecureTarRootKeyContext | None] = {}
+        self._preferred = 0
+
+    def find_key(self, prefix: bytes) -> int:
+        """Return the index of the key that opens the stream starting with ``prefix``.
+
+        Raise WrongKey when none does.  v3 proves the key with its validation key; v1/v2
+        only by decrypting the first block and seeing gzip or tar.
+        """
+        header = parse_header(prefix)
+        order = [self._preferred, *(i for i in range(len(self._ring)) if i != self._preferred)]
+        for index in order:
+            if index >= len(self._ring):
+                continue
+            context = self._context(index, header)
+            if context is None:
+                continue
+            if header.version == 3 or self._first_block_ok(context, header, prefix):
+                self._preferred = index
+                return index
+        raise WrongKey(f"none of {len(self._ring)} key(s) opens it")
+
+    def open(self, prefix: bytes, rest: ByteSource, member_size: int) -> ByteSource:
+        """Return a reader of the decrypted stream of a member whose first bytes are ``prefix``.
+
+        Raise WrongKey when no key fits; reads raise DecryptError on damaged ciphertext.
+        """
+        header = parse_header(prefix)
+        context = self._context(self.find_key(prefix), header)
+        assert context is not None  # find_key returned a key whose context exists
+        material = context.restore_key_material(header)
+        reader = context.stream_factory.create_decrypt_reader(
+            ChainedSource(prefix[header.size :], rest),
+            material,
+            member_size - header.size,
+            header.plaintext_size,
+        )
+        return _Translating(reader)
+
+    def _context(self, index: int, header: SecureTarHeader) -> SecureTarRootKeyContext | None:
+        salt = header.cipher_initialization[:16] if header.version == 3 else b""
+        cache_key = (index, header.version, salt)
+        if cache_key not in self._contexts:
+            context = SecureTarRootKeyContext(self._ring[index])
+            try:
+                context.restore_key_material(header)  # v3: runs Argon2id, checks the key
+            except InvalidPasswordError:
+                context = None
+            self._contexts[cache_key] = context
+        return self._contexts[cache_key]
+
+    @staticmethod
+    def _first_block_ok(
+        context: SecureTarRootKeyContext, header: SecureTarHeader, prefix: bytes
+    ) -> bool:
+        body = prefix[header.size : header.size + 512]
+        material = context.restore_key_material(header)
+        reader = context.stream_factory.create_decrypt_reader(
+            io.BytesIO(body), material, len(body), header.plaintext_size
+        )
+        try:
+            reader.read(1)
+        except (SecureTarError, ValueError):
+            return False
+        return True

@@ -1,0 +1,165 @@
+"""Inflate a gzip stream and prove it whole: CRC-32 and length of every byte, checked.
+
+HA's own reader streams inner archives through ``tarfile`` and never reaches the gzip
+trailer, so a damaged archive can pass it.  This reader checks the trailer, and accepts the
+legacy SecureTar v1 form of it (CRC and size each followed by 12 bytes of 0x0c, and 0-15
+padding bytes before them) with the CRC still checked.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from .tarstream import ByteSource
+
+GZIP_MAGIC = b"\x1f\x8b\x08"
+READ_CHUNK = 1 << 20
+MAX_TRAILING = 64
+_FTEXT, _FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 1, 2, 4, 8, 16
+_LEGACY_FILL = b"\x0c" * 12
+
+
+class GzipError(Exception):
+    """The compressed stream is damaged; ``offset`` counts compressed bytes."""
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(f"at compressed byte {offset}: {message}")
+        self.offset = offset
+        self.message = message
+
+
+class InflatingReader:
+    """``read(n)`` returns inflated bytes; the last read raises GzipError on a bad trailer.
+
+    ``legacy_trailer`` is True once a v1 split trailer was accepted.  ``compressed`` counts
+    the bytes taken from the source.  Memory is bounded: at most ``n`` bytes come out of one
+    ``read``, however well the data compresses.
+    """
+
+    def __init__(self, source: ByteSource) -> None:
+        self._source = source
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._tail = b""
+        self._started = False
+        self._done = False
+        self._crc = 0
+        self._size = 0
+        self.compressed = 0
+        self.legacy_trailer = False
+        self.deflate_end: int | None = None
+
+    @property
+    def crc(self) -> int:
+        return self._crc
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, size: int = READ_CHUNK, /) -> bytes:
+        if self._done:
+            return b""
+        if not self._started:
+            self._read_header()
+            self._started = True
+        out = self._inflate(size)
+        if out:
+            self._crc = zlib.crc32(out, self._crc)
+            self._size += len(out)
+            return out
+        self._check_trailer()
+        self._done = True
+        return b""
+
+    def _take(self) -> bytes:
+        data = self._source.read(READ_CHUNK)
+        self.compressed += len(data)
+        return data
+
+    def _need(self, count: int) -> bytes:
+        while len(self._tail) < count:
+            more = self._take()
+            if not more:
+                raise GzipError(self.compressed, "stream ends inside the gzip header")
+            self._tail += more
+        data, self._tail = self._tail[:count], self._tail[count:]
+        return data
+
+    def _read_header(self) -> None:
+        header = self._need(10)
+        if header[:3] != GZIP_MAGIC:
+            raise GzipError(0, "not a gzip stream")
+        flags = header[3]
+        if flags & _FEXTRA:
+            (extra_len,) = struct.unpack("<H", self._need(2))
+            self._need(extra_len)
+        for flag in (_FNAME, _FCOMMENT):
+            if flags & flag:
+                while self._need(1) != b"\0":
+                    pass
+        if flags & _FHCRC:
+            self._need(2)
+
+    def _inflate(self, size: int) -> bytes:
+        inflater = self._inflater
+        while not inflater.eof:
+            if not self._tail:
+                self._tail = self._take()
+                if not self._tail:
+                    pending = inflater.decompress(b"", size)
+                    if pending:
+                        return pending
+                    raise GzipError(self.compressed, "compressed data ends before its end")
+            try:
+                out = inflater.decompress(self._tail, size)
+            except zlib.error as err:
+                raise GzipError(self.compressed - len(self._tail), f"inflate: {err}") from err
+            self._tail = inflater.unconsumed_tail
+            if inflater.eof:
+                self._tail = inflater.unused_data
+                self.deflate_end = self.compressed - len(self._tail)
+            if out:
+                return out
+        return b""
+
+    def _check_trailer(self) -> None:
+        trailer = self._tail
+        while len(trailer) <= MAX_TRAILING:
+            more = self._take()
+            if not more:
+                break
+            trailer += more
+        if len(trailer) > MAX_TRAILING:
+            raise GzipError(self.compressed, "unexpected data after the gzip trailer")
+        crc, size = self._parse_trailer(trailer)
+        if crc != self._crc:
+            raise GzipError(
+                self.compressed, f"CRC mismatch (stored {crc:08x}, data {self._crc:08x})"
+            )
+        if size != self._size & 0xFFFFFFFF:
+            raise GzipError(self.compressed, f"length mismatch (stored {size}, data {self._size})")
+
+    def _parse_trailer(self, trailer: bytes) -> tuple[int, int]:
+        if len(trailer) == 8:
+            crc, size = struct.unpack("<II", trailer)
+            return crc, size
+        legacy = _parse_legacy_trailer(trailer)
+        if legacy is None:
+            raise GzipError(self.compressed, f"malformed gzip trailer ({len(trailer)} bytes)")
+        self.legacy_trailer = True
+        return legacy
+
+
+def _parse_legacy_trailer(trailer: bytes) -> tuple[int, int] | None:
+    """Parse SecureTar v1's split trailer: [pad] CRC 0x0c*12 ISIZE [0x0c*12]."""
+    if trailer.endswith(_LEGACY_FILL) and len(trailer) >= 32:
+        trailer = trailer[:-12]
+    if len(trailer) < 20 or trailer[-16:-4] != _LEGACY_FILL:
+        return None
+    pad = trailer[:-20]
+    if len(pad) >= 16 or any(byte != len(pad) for byte in pad):
+        return None
+    (crc,) = struct.unpack("<I", trailer[-20:-16])
+    (size,) = struct.unpack("<I", trailer[-4:])
+    return crc, size

@@ -1,0 +1,137 @@
+"""backup.json, the kind of a backup, and HA's AgentBackup sidecar object."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+BackupKind = Literal["automatic", "pre-update", "manual"]
+
+# Supervisor names the backups it takes before an update "addon_<slug>_<version>" and
+# "core_<version>"; HA's update dialog and users say "pre-update" or "before update".
+_PRE_UPDATE_NAME = re.compile(r"^(addon_\S+_\S+|core_\S+)$|pre[-_ ]?update|before[-_ ]update", re.I)
+
+
+class MetadataError(ValueError):
+    """backup.json is not JSON or does not describe a backup."""
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class HomeAssistantPart(_Tolerant):
+    version: str | None = None
+    exclude_database: bool = False
+    size: float = 0
+
+
+class AddonPart(_Tolerant):
+    slug: str
+    name: str = ""
+    version: str = ""
+    size: float = 0
+
+
+class BackupJson(_Tolerant):
+    """The ``backup.json`` of an HA backup: required keys enforced, unknown keys kept."""
+
+    slug: str
+    name: str
+    date: datetime
+    type: Literal["full", "partial"]
+    version: int = 2
+    compressed: bool = True
+    protected: bool = False
+    crypto: str | None = None
+    homeassistant: HomeAssistantPart | None = None
+    addons: list[AddonPart] = Field(default_factory=list)
+    folders: list[str] = Field(default_factory=list)
+    repositories: list[Any] = Field(default_factory=list)
+    supervisor_version: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("date")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @field_validator("homeassistant", mode="before")
+    @classmethod
+    def _empty_part(cls, value: Any) -> Any:
+        return value or None
+
+    @property
+    def kind(self) -> BackupKind:
+        if self.extra.get("with_automatic_settings") is True:
+            return "automatic"
+        if self.extra.get("supervisor.addon_update") or _PRE_UPDATE_NAME.search(self.name):
+            return "pre-update"
+        return "manual"
+
+    @property
+    def instance_id(self) -> str | None:
+        value = self.extra.get("instance_id")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def homeassistant_version(self) -> str | None:
+        return self.homeassistant.version if self.homeassistant else None
+
+    def expected_parts(self) -> list[str]:
+        """Return the base names of the inner archives this backup lists (no extension)."""
+        parts = ["homeassistant"] if self.homeassistant is not None else []
+        parts += [addon.slug for addon in self.addons]
+        parts += [folder.replace("/", "_") for folder in self.folders]
+        return parts
+
+    def agent_backup(self, size: int, *, protected: bool | None = None) -> dict[str, Any]:
+        """Return HA's AgentBackup JSON object for a stored copy of ``size`` bytes."""
+        return {
+            "addons": [{"name": a.name, "slug": a.slug, "version": a.version} for a in self.addons],
+            "backup_id": self.slug,
+            "date": self.date.isoformat(),
+            "database_included": bool(
+                self.homeassistant is not None and not self.homeassistant.exclude_database
+            ),
+            "extra_metadata": self.extra,
+            "folders": list(self.folders),
+            "homeassistant_included": self.homeassistant is not None,
+            "homeassistant_version": self.homeassistant_version,
+            "name": self.name,
+            "protected": self.protected if protected is None else protected,
+            "size": size,
+        }
+
+
+def parse_backup_json(data: bytes) -> BackupJson:
+    """Parse backup.json bytes.  Raise MetadataError with a one-line reason."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MetadataError(f"backup.json is not JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise MetadataError("backup.json is not a JSON object")
+    try:
+        return BackupJson.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top)"
+        raise MetadataError(f"backup.json: at '{where}': {first['msg']}") from err
+
+
+def inner_base_name(member_name: str) -> str | None:
+    """Return ``homeassistant`` for ``homeassistant.tar.gz`` (or ``.tar``); None otherwise."""
+    for suffix in (".tar.gz", ".tar"):
+        if member_name.endswith(suffix) and "/" not in member_name:
+            return member_name[: -len(suffix)]
+    return None
+
+
+def ha_base_name(name: str, date: datetime) -> str:
+    """Return the file base name HA suggests (and its S3 agent recomputes) for a backup."""
+    return "_".join(f"{name} {date:%Y-%m-%d %H.%M %S%f}".split())

@@ -1,0 +1,266 @@
+"""Walk a tar stream from front to back, without seeking back and without extracting.
+
+The same walker reads the outer backup archive (from a file) and every inner archive (from a
+decrypting, decompressing stream), so a byte offset in a problem always means the same thing:
+the position in the stream the walker reads.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
+SKIP_CHUNK = 1 << 20
+MAX_META_SIZE = 1 << 20  # PAX and GNU long-name records are small; bigger ones are damage
+
+
+class ByteSource(Protocol):
+    """Anything with ``read(size)`` that returns at most ``size`` bytes, ``b""`` at the end."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class TarFormatError(Exception):
+    """The stream is not a well-formed tar at ``offset``."""
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(f"at byte {offset}: {message}")
+        self.offset = offset
+        self.message = message
+
+
+class TarTruncated(TarFormatError):
+    """The stream ended inside a header or inside a member's data."""
+
+
+class MemberCut(Exception):
+    """Raised through a member stream when the stream under the walker ends too soon.
+
+    Kept apart from TarFormatError so that a reader several layers up (decryption,
+    inflation, an inner tar) cannot mistake the outer file's end for its own damage.
+    """
+
+    def __init__(self, cause: TarTruncated) -> None:
+        super().__init__(str(cause))
+        self.offset = cause.offset
+        self.message = cause.message
+
+
+@dataclass(frozen=True)
+class TarEntry:
+    """One member of a tar stream, as its headers describe it."""
+
+    name: str
+    raw_name: str
+    size: int
+    typeflag: bytes
+    linkname: str
+    mode: int
+    mtime: float
+    header_offset: int
+    data_offset: int
+
+    @property
+    def is_file(self) -> bool:
+        return self.typeflag in tarfile.REGULAR_TYPES
+
+    @property
+    def is_dir(self) -> bool:
+        return self.typeflag == tarfile.DIRTYPE
+
+
+def normalise_name(name: str) -> str:
+    """Return the member name as HA looks it up: no leading ``./``, no trailing ``/``."""
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+    return "" if name == "." else name
+
+
+def parse_pax_records(data: bytes, offset: int) -> dict[str, str]:
+    """Parse PAX extended-header records (``"<len> <key>=<value>\\n"``)."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data) and data[pos] != 0:
+        space = data.find(b" ", pos)
+        if space < 0:
+            raise TarFormatError(offset, "malformed PAX record")
+        try:
+            length = int(data[pos:space])
+        except ValueError as err:
+            raise TarFormatError(offset, "malformed PAX record length") from err
+        record = data[space + 1 : pos + length]
+        if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
+            raise TarFormatError(offset, "malformed PAX record")
+        key, _, value = record[:-1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+class TarWalker:
+    """Iterate the members of a tar stream; read a member's data before asking for the next.
+
+    Data a caller does not read is skipped (read and discarded, or ``skip``ped when the source
+    has a ``skip`` method).  After iteration, ``ended`` tells whether the end-of-archive marker
+    (two zero blocks) was seen; a stream that simply stops has ``ended == False``.
+    """
+
+    def __init__(self, source: ByteSource) -> None:
+        self._source = source
+        self._skip = getattr(source, "skip", None)
+        self.offset = 0
+        self.ended = False
+        self._remaining = 0
+        self._padding = 0
+        self._entry: TarEntry | None = None
+
+    def __iter__(self) -> Iterator[TarEntry]:
+        overrides: dict[str, str] = {}
+        while True:
+            self._finish_entry()
+            header_offset = self.offset
+            block = self._read_exact(BLOCK, "header", allow_eof=True)
+            if not block:
+                return
+            if block == ZERO_BLOCK:
+                self._read_end_marker()
+                return
+            info = self._parse_header(block, header_offset)
+            if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+                overrides.update(self._read_meta(info, header_offset))
+                continue
+            if info.type == tarfile.XGLTYPE:
+                self._read_meta(info, header_offset)
+                continue
+            entry = self._make_entry(info, overrides, header_offset)
+            overrides = {}
+            self._entry = entry
+            self._remaining = entry.size
+            self._padding = -entry.size % BLOCK
+            yield entry
+
+    def read_data(self, size: int) -> bytes:
+        """Return up to ``size`` bytes of the current member's data; ``b""`` at its end.
+
+        Raise TarTruncated when the stream ends before the member does.
+        """
+        if self._remaining <= 0:
+            return b""
+        want = min(size, self._remaining)
+        data = self._source.read(want)
+        if not data:
+            entry = self._entry
+            name = entry.name if entry else "?"
+            claimed = entry.size if entry else 0
+            raise TarTruncated(
+                self.offset,
+                f"stream ends inside '{name}' ({claimed - self._remaining} of {claimed} bytes)",
+            )
+        self._remaining -= len(data)
+        self.offset += len(data)
+        return data
+
+    def member_stream(self) -> _MemberStream:
+        """Return a file-like view of the current member's data (``read`` only)."""
+        return _MemberStream(self)
+
+    def _finish_entry(self) -> None:
+        while self._remaining > 0:
+            if self._skip is not None:
+                skipped = self._skip(self._remaining)
+                if skipped < self._remaining:
+                    self.offset += skipped
+                    self._remaining -= skipped
+                    self.read_data(1)  # raises TarTruncated with the member's name
+                self.offset += skipped
+                self._remaining = 0
+            else:
+                self.read_data(SKIP_CHUNK)
+        if self._padding:
+            padding = self._read_exact(self._padding, "padding after a member")
+            del padding
+            self._padding = 0
+
+    def _read_end_marker(self) -> None:
+        second = self._read_exact(BLOCK, "header", allow_eof=True)
+        if not second:
+            raise TarTruncated(self.offset, "stream ends inside the end-of-archive marker")
+        if second != ZERO_BLOCK:
+            raise TarFormatError(self.offset - BLOCK, "a zero block followed by data")
+        self.ended = True
+
+    def _read_exact(self, size: int, what: str, *, allow_eof: bool = False) -> bytes:
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            data = self._source.read(size - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        self.offset += got
+        if got == size:
+            return b"".join(parts)
+        if got == 0 and allow_eof:
+            return b""
+        raise TarTruncated(self.offset, f"stream ends inside a {what} ({got} of {size} bytes)")
+
+    def _parse_header(self, block: bytes, offset: int) -> tarfile.TarInfo:
+        try:
+            return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as err:
+            raise TarFormatError(offset, f"not a valid tar header ({err})") from err
+
+    def _read_meta(self, info: tarfile.TarInfo, offset: int) -> dict[str, str]:
+        if info.size > MAX_META_SIZE:
+            raise TarFormatError(offset, f"extended header of {info.size} bytes")
+        data = self._read_exact(info.size + (-info.size % BLOCK), "extended header")[: info.size]
+        if info.type == tarfile.XHDTYPE or info.type == tarfile.XGLTYPE:
+            return parse_pax_records(data, offset)
+        text = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        return {"path" if info.type == tarfile.GNUTYPE_LONGNAME else "linkpath": text}
+
+    def _make_entry(
+        self, info: tarfile.TarInfo, overrides: dict[str, str], header_offset: int
+    ) -> TarEntry:
+        raw_name = overrides.get("path", info.name)
+        size = info.size
+        if "size" in overrides:
+            try:
+                size = int(overrides["size"])
+            except ValueError as err:
+                raise TarFormatError(header_offset, "PAX size is not a number") from err
+        if info.type not in tarfile.REGULAR_TYPES and info.type != tarfile.CONTTYPE:
+            size = 0 if info.type != tarfile.GNUTYPE_SPARSE else size
+        mtime = float(overrides.get("mtime", info.mtime))
+        return TarEntry(
+            name=normalise_name(raw_name),
+            raw_name=raw_name,
+            size=size,
+            typeflag=info.type,
+            linkname=overrides.get("linkpath", info.linkname),
+            mode=info.mode,
+            mtime=mtime,
+            header_offset=header_offset,
+            data_offset=self.offset,
+        )
+
+
+class _MemberStream:
+    """File-like ``read`` over the walker's current member."""
+
+    def __init__(self, walker: TarWalker) -> None:
+        self._walker = walker
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size is None or size < 0:
+            size = 1 << 62
+        try:
+            return self._walker.read_data(size)
+        except TarTruncated as err:
+            raise MemberCut(err) from err

@@ -1,0 +1,448 @@
+"""Verify an HA backup: the verdict and every problem, each saying what and where.
+
+``quick`` reads headers only (seeks over data): structure, backup.json, sizes, completeness
+and the key where the format allows.  ``full`` also decrypts and inflates every byte of every
+inner archive, checks gzip CRCs and v3 authentication, walks every inner tar member to its
+end, and hashes the whole file, all in one read of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .crypto import (
+    PREFIX_SIZE,
+    ChainedSource,
+    DecryptError,
+    InnerFormat,
+    KeySession,
+    NotRecognised,
+    UnsupportedFormat,
+    WrongKey,
+    expected_ciphertext_size,
+    looks_plain,
+    sniff,
+)
+from .gzipstream import GZIP_MAGIC, GzipError, InflatingReader
+from .keys import KeyRing
+from .model import BackupJson, MetadataError, inner_base_name, parse_backup_json
+from .sources import CHUNK, HashingReadAhead, SeekingFileSource
+from .tarstream import ByteSource, MemberCut, TarEntry, TarFormatError, TarTruncated, TarWalker
+
+METADATA_NAMES = ("backup.json", "snapshot.json")
+MAX_METADATA = 1 << 20
+
+
+class Verdict(StrEnum):
+    VALID = "valid"
+    INCOMPLETE = "incomplete"
+    CORRUPT = "corrupt"
+    WRONG_KEY = "wrong_key"
+    KEY_REQUIRED = "key_required"
+    UNSUPPORTED = "unsupported"
+
+
+# The verdict of an archive is that of its gravest problem, in this order.
+_GRAVITY = [
+    Verdict.INCOMPLETE,
+    Verdict.CORRUPT,
+    Verdict.UNSUPPORTED,
+    Verdict.WRONG_KEY,
+    Verdict.KEY_REQUIRED,
+]
+
+
+class Level(StrEnum):
+    QUICK = "quick"
+    FULL = "full"
+
+
+@dataclass
+class InnerArchive:
+    """One inner archive (``homeassistant.tar.gz``, an add-on, a folder) as verified."""
+
+    name: str
+    offset: int
+    size: int
+    securetar: int | None = None
+    plaintext_size: int | None = None
+    files: int | None = None
+    content_bytes: int | None = None
+    decrypted_size: int | None = None
+    legacy_trailer: bool = False
+    # Where the deflate data ends and the checked CRC/length: what decrypt needs to write a
+    # standard gzip trailer in place of SecureTar v1's split one.
+    deflate_end: int | None = None
+    crc32: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class VerifyReport:
+    """What verification found.  ``problems`` decide the verdict; ``notes`` do not."""
+
+    path: str
+    level: Level
+    size: int
+    verdict: Verdict = Verdict.VALID
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    backup: BackupJson | None = None
+    inner: list[InnerArchive] = field(default_factory=list)
+    sha256: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def securetar_versions(self) -> list[int]:
+        return sorted({i.securetar for i in self.inner if i.securetar})
+
+    def to_dict(self) -> dict[str, Any]:
+        backup = self.backup
+        return {
+            "path": self.path,
+            "verdict": str(self.verdict),
+            "level": str(self.level),
+            "slug": backup.slug if backup else None,
+            "name": backup.name if backup else None,
+            "date": backup.date.isoformat() if backup else None,
+            "kind": backup.kind if backup else None,
+            "type": backup.type if backup else None,
+            "homeassistant_version": backup.homeassistant_version if backup else None,
+            "instance_id": backup.instance_id if backup else None,
+            "protected": backup.protected if backup else None,
+            "securetar_versions": self.securetar_versions,
+            "size": self.size,
+            "sha256": self.sha256,
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+            "inner": [inner.to_dict() for inner in self.inner],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def verify_archive(
+    path: str | os.PathLike[str],
+    *,
+    level: Level = Level.FULL,
+    keys: KeyRing | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Verify one archive and return its report.  Never raises for what the file holds.
+
+    Raise OSError only when the file cannot be opened at all.
+    """
+    started = time.monotonic()
+    checker = _Checker(Path(path), level, keys or KeyRing(), on_bytes)
+    report = checker.run()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+class _Problems:
+    def __init__(self, report: VerifyReport) -> None:
+        self._report = report
+        self._verdicts: set[Verdict] = set()
+
+    def add(self, verdict: Verdict, message: str) -> None:
+        self._verdicts.add(verdict)
+        self._report.problems.append(message)
+
+    def verdict(self) -> Verdict:
+        for verdict in _GRAVITY:
+            if verdict in self._verdicts:
+                return verdict
+        return Verdict.VALID
+
+
+class _Checker:
+    def __init__(
+        self,
+        path: Path,
+        level: Level,
+        keys: KeyRing,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        self.path = path
+        self.level = level
+        self.keys = keys
+        self.session = KeySession(keys)
+        self.on_bytes = on_bytes
+        self.report = VerifyReport(path=str(path), level=level, size=path.stat().st_size)
+        self.problems = _Problems(self.report)
+        self.tar_ended = False
+        self.truncated = False
+        self.entries = 0
+        self.metadata_error = False
+        self.locked_members = 0
+
+    def run(self) -> VerifyReport:
+        if self.report.size == 0:
+            self.problems.add(Verdict.INCOMPLETE, "empty file (0 bytes): nothing written yet")
+        elif self.level is Level.FULL:
+            with HashingReadAhead(self.path, self.on_bytes) as source:
+                self._walk(source)
+                self.report.sha256 = source.finish()
+        else:
+            with self.path.open("rb") as file:
+                self._walk(SeekingFileSource(file, self.report.size))
+        if self.report.size:
+            self._check_metadata()
+        self.report.verdict = self.problems.verdict()
+        return self.report
+
+    # -- the outer archive ------------------------------------------------------------------
+
+    def _walk(self, source: ByteSource) -> None:
+        walker = TarWalker(source)
+        try:
+            for entry in walker:
+                self.entries += 1
+                self._entry(walker, entry)
+        except (TarTruncated, MemberCut) as err:
+            self.truncated = True
+            self.problems.add(Verdict.INCOMPLETE, f"file cut short at byte {err.offset}: {err.message}")
+        except TarFormatError as err:
+            if self.entries == 0:
+                self.problems.add(Verdict.UNSUPPORTED, f"not a tar archive ({err.message})")
+            else:
+                self.problems.add(Verdict.CORRUPT, f"damaged tar structure {err}")
+            self.truncated = True  # nothing after a broken header can be trusted
+        self.tar_ended = walker.ended
+        if not self.truncated and not walker.ended:
+            self.problems.add(
+                Verdict.INCOMPLETE,
+                f"no end-of-archive marker: the file ends at byte {walker.offset} "
+                "(HA may still be writing it)",
+            )
+
+    def _entry(self, walker: TarWalker, entry: TarEntry) -> None:
+        if entry.name in METADATA_NAMES:
+            self._read_metadata(walker, entry)
+        elif inner_base_name(entry.name) is not None and entry.is_file:
+            self._inner(walker, entry)
+        elif not (entry.name == "" and entry.is_dir):
+            self.report.notes.append(
+                f"unlisted member '{entry.raw_name}' at byte {entry.header_offset}"
+            )
+
+    def _read_metadata(self, walker: TarWalker, entry: TarEntry) -> None:
+        where = f"{entry.name} (at byte {entry.header_offset})"
+        if self.report.backup is not None or self.metadata_error:
+            self.problems.add(Verdict.CORRUPT, f"{where}: a second metadata file")
+            return
+        if entry.size > MAX_METADATA:
+            self.metadata_error = True
+            self.problems.add(Verdict.CORRUPT, f"{where}: {entry.size} bytes, too big")
+            return
+        data = _read_all(walker.member_stream(), entry.size)
+        try:
+            self.report.backup = parse_backup_json(data)
+        except MetadataError as err:
+            self.metadata_error = True
+            verdict = Verdict.INCOMPLETE if entry.size == 0 else Verdict.CORRUPT
+            self.problems.add(verdict, f"{where}: {err}")
+
+    # -- one inner archive ------------------------------------------------------------------
+
+    def _inner(self, walker: TarWalker, entry: TarEntry) -> None:
+        inner = InnerArchive(name=entry.name, offset=entry.header_offset, size=entry.size)
+        self.report.inner.append(inner)
+        where = f"{entry.name} (at byte {entry.header_offset})"
+        if entry.size == 0:
+            self.problems.add(Verdict.INCOMPLETE, f"{where}: size 0, HA had not finished it")
+            return
+        prefix = _read_all(walker.member_stream(), min(entry.size, PREFIX_SIZE))
+        fmt = self._sniff(prefix, entry.size, where)
+        if fmt is None:
+            return
+        inner.securetar = fmt.securetar
+        inner.plaintext_size = fmt.plaintext_size
+        if not self._sizes_consistent(fmt, entry, where):
+            return
+        if fmt.encrypted and not self.keys:
+            self.locked_members += 1
+            return
+        rest = walker.member_stream()
+        try:
+            if fmt.encrypted:
+                if self.level is Level.QUICK:
+                    self.session.find_key(prefix)
+                    return
+                stream: ByteSource = self.session.open(prefix, rest, entry.size)
+            elif self.level is Level.QUICK:
+                return
+            else:
+                stream = ChainedSource(prefix, rest)
+            self._walk_inner(stream, fmt, inner, where)
+        except WrongKey as err:
+            self.problems.add(Verdict.WRONG_KEY, f"{where}: wrong key: {err}")
+        except DecryptError as err:
+            self.problems.add(Verdict.CORRUPT, f"{where}: {err}")
+
+    def _sniff(self, prefix: bytes, size: int, where: str) -> InnerFormat | None:
+        try:
+            return sniff(prefix, size)
+        except UnsupportedFormat as err:
+            self.problems.add(Verdict.UNSUPPORTED, f"{where}: {err}")
+        except NotRecognised as err:
+            self.problems.add(Verdict.CORRUPT, f"{where}: {err}")
+        return None
+
+    def _sizes_consistent(self, fmt: InnerFormat, entry: TarEntry, where: str) -> bool:
+        if fmt.securetar in (2, 3) and not fmt.plaintext_size:
+            self.problems.add(
+                Verdict.INCOMPLETE, f"{where}: SecureTar plaintext_size is 0, HA had not finished it"
+            )
+            return False
+        expected = expected_ciphertext_size(fmt)
+        if expected is not None and expected != entry.size:
+            self.problems.add(
+                Verdict.INCOMPLETE,
+                f"{where}: SecureTar plaintext_size {fmt.plaintext_size} needs a member of "
+                f"{expected} bytes, the tar header says {entry.size}",
+            )
+            return False
+        if fmt.securetar == 1 and entry.size % 16:
+            self.problems.add(Verdict.CORRUPT, f"{where}: size is not whole AES blocks")
+            return False
+        return True
+
+    def _walk_inner(
+        self, stream: ByteSource, fmt: InnerFormat, inner: InnerArchive, where: str
+    ) -> None:
+        counted = _Counting(stream)
+        first = counted.read(CHUNK)
+        if not looks_plain(first):
+            self.problems.add(Verdict.CORRUPT, f"{where}: content is neither gzip nor tar")
+            return
+        chained = ChainedSource(first, counted)
+        content: ByteSource = chained
+        inflater = None
+        if first[:3] == GZIP_MAGIC:
+            inflater = InflatingReader(chained)
+            content = inflater
+        try:
+            inner.files = _walk_tar(content)
+            _drain(content)
+        except GzipError as err:
+            self.problems.add(Verdict.CORRUPT, f"{where}: gzip {err}")
+            return
+        except TarTruncated as err:
+            self.problems.add(Verdict.CORRUPT, f"{where}: inner tar cut short {err}")
+            return
+        except _InnerTarError as err:
+            self.problems.add(Verdict.CORRUPT, f"{where}: inner tar {err}")
+            return
+        except TarFormatError as err:
+            self.problems.add(Verdict.CORRUPT, f"{where}: inner tar damaged {err}")
+            return
+        inner.decrypted_size = counted.count
+        inner.content_bytes = counted.count
+        if inflater is not None:
+            inner.content_bytes = inflater.size
+            inner.legacy_trailer = inflater.legacy_trailer
+            inner.deflate_end = inflater.deflate_end
+            inner.crc32 = inflater.crc
+        if fmt.plaintext_size is not None and counted.count != fmt.plaintext_size:
+            self.problems.add(
+                Verdict.CORRUPT,
+                f"{where}: decrypted {counted.count} bytes, the header says {fmt.plaintext_size}",
+            )
+
+    # -- backup.json against what is there --------------------------------------------------
+
+    def _check_metadata(self) -> None:
+        backup = self.report.backup
+        if backup is None:
+            self._missing_metadata()
+            return
+        present = {inner_base_name(i.name): i for i in self.report.inner}
+        for part in backup.expected_parts():
+            if part not in present:
+                self.problems.add(
+                    Verdict.CORRUPT, f"{part}: listed in backup.json but missing from the archive"
+                )
+        listed = set(backup.expected_parts())
+        for base, inner in present.items():
+            if base not in listed:
+                self.report.notes.append(f"{inner.name}: inner archive not listed in backup.json")
+            self._check_protection(backup, inner)
+        if self.locked_members:
+            self.problems.add(
+                Verdict.KEY_REQUIRED,
+                f"encrypted: {self.locked_members} inner archive(s) need a key to be checked",
+            )
+
+    def _missing_metadata(self) -> None:
+        if self.metadata_error or self.truncated:
+            return
+        if not self.tar_ended:
+            self.problems.add(Verdict.INCOMPLETE, "no backup.json yet (HA writes it last)")
+        elif self.report.inner:
+            self.problems.add(Verdict.CORRUPT, "no backup.json in a finished archive")
+        else:
+            self.problems.add(Verdict.UNSUPPORTED, "not an HA backup: no backup.json")
+
+    def _check_protection(self, backup: BackupJson, inner: InnerArchive) -> None:
+        if inner.securetar is None:
+            return
+        if backup.protected and inner.securetar == 0:
+            self.problems.add(
+                Verdict.CORRUPT,
+                f"{inner.name}: stored unencrypted, but backup.json says protected "
+                "(HA would fail to restore it)",
+            )
+        elif not backup.protected and inner.securetar:
+            self.problems.add(
+                Verdict.CORRUPT,
+                f"{inner.name}: SecureTar v{inner.securetar}, but backup.json says not protected "
+                "(HA would fail to restore it)",
+            )
+
+
+class _InnerTarError(Exception):
+    pass
+
+
+class _Counting:
+    def __init__(self, source: ByteSource) -> None:
+        self._source = source
+        self.count = 0
+
+    def read(self, size: int, /) -> bytes:
+        data = self._source.read(size)
+        self.count += len(data)
+        return data
+
+
+def _walk_tar(content: ByteSource) -> int:
+    walker = TarWalker(content)
+    files = sum(1 for _ in walker)
+    if not walker.ended:
+        raise _InnerTarError(f"has no end-of-archive marker (ends at byte {walker.offset})")
+    return files
+
+
+def _drain(source: ByteSource) -> None:
+    while source.read(CHUNK):
+        pass
+
+
+def _read_all(source: ByteSource, size: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        data = source.read(size - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
