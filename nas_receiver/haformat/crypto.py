@@ -105,17 +105,23 @@ def expected_ciphertext_size(fmt: InnerFormat) -> int | None:
 
 
 class ChainedSource:
-    """Read ``first`` then ``rest``."""
+    """Read ``first`` then ``rest``, with file semantics: a short read only at the end.
+
+    securetar's v3 reader needs whole 1 MiB chunks from each ``read``, so a read that
+    crosses from ``first`` into ``rest`` is filled from both.
+    """
 
     def __init__(self, first: bytes, rest: ByteSource) -> None:
         self._first = first
         self._rest = rest
 
     def read(self, size: int, /) -> bytes:
-        if self._first:
-            data, self._first = self._first[:size], self._first[size:]
-            return data
-        return self._rest.read(size)
+        if not self._first:
+            return self._rest.read(size)
+        data, self._first = self._first[:size], self._first[size:]
+        if len(data) < size:
+            data += self._rest.read(size - len(data))
+        return data
 
 
 class _Translating:

@@ -145,7 +145,7 @@ class TarWalker:
             yield entry
 
     def read_data(self, size: int) -> bytes:
-        """Return up to ``size`` bytes of the current member's data; ``b""`` at its end.
+        """Return ``size`` bytes of the current member's data (fewer at its end, ``b""`` after).
 
         Raise TarTruncated when the stream ends before the member does.
         """
@@ -153,6 +153,11 @@ class TarWalker:
             return b""
         want = min(size, self._remaining)
         data = self._source.read(want)
+        while 0 < len(data) < want:  # file semantics: readers such as securetar's need them
+            more = self._source.read(want - len(data))
+            if not more:
+                break
+            data += more
         if not data:
             entry = self._entry
             name = entry.name if entry else "?"

@@ -1,0 +1,214 @@
+"""Write HA backups the way HA writes them, with the ``securetar`` library HA uses.
+
+``writer="supervisor"`` follows the supervisor: ``SecureTarArchive`` + ``create_tar`` per part,
+``./backup.json`` written last.  ``writer="core"`` follows HA core on Container/Core installs:
+``backup.json`` first.  ``make_ha_config`` lays out a realistic HA configuration folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sqlite3
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from securetar import SecureTarArchive, atomic_contents_add
+
+KEY = "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ12"
+OTHER_KEY = "ZZZZ-YYYY-XXXX-WWWW-VVVV-UUUU-TTTT"
+
+
+def make_ha_config(root: Path, *, entities: int = 40, seed: int = 1, media_kib: int = 64) -> Path:
+    """Create an HA config folder: .storage registries, YAML, a recorder database, media."""
+    rng = random.Random(seed)
+    storage = root / ".storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {"entry_id": f"e{i:04d}", "domain": domain, "title": f"{domain} {i}", "data": {}}
+        for i, domain in enumerate(["hue", "zha", "mqtt", "met", "shelly"])
+    ]
+    devices = [
+        {"id": f"d{i:04d}", "name": f"Device {i}", "config_entries": [entries[i % 5]["entry_id"]]}
+        for i in range(max(entities // 4, 1))
+    ]
+    entity_rows = [
+        {
+            "entity_id": f"sensor.thing_{i}",
+            "unique_id": f"u{i}",
+            "platform": entries[i % 5]["domain"],
+            "device_id": devices[i % len(devices)]["id"],
+        }
+        for i in range(entities)
+    ]
+    _storage_file(storage / "core.config_entries", "core.config_entries", {"entries": entries})
+    _storage_file(storage / "core.device_registry", "core.device_registry", {"devices": devices})
+    _storage_file(
+        storage / "core.entity_registry", "core.entity_registry", {"entities": entity_rows}
+    )
+    (root / "configuration.yaml").write_text(
+        "default_config:\n"
+        "homeassistant:\n  name: Home\n  latitude: !secret latitude\n"
+        "automation: !include automations.yaml\n"
+        "script: !include scripts.yaml\n"
+        "http:\n  server_port: 8123\n"
+    )
+    (root / "automations.yaml").write_text(
+        "- id: '1'\n  alias: Lights on at sunset\n  trigger:\n    - platform: sun\n"
+        "      event: sunset\n  action:\n    - service: light.turn_on\n"
+    )
+    (root / "scripts.yaml").write_text("")
+    (root / "secrets.yaml").write_text("latitude: 52.37\n")
+    _recorder_db(root / "home-assistant_v2.db", rows=entities * 20, rng=rng)
+    media = root / "www"
+    media.mkdir(exist_ok=True)
+    (media / "floorplan.png").write_bytes(rng.randbytes(media_kib * 1024))
+    return root
+
+
+def _storage_file(path: Path, key: str, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps({"version": 1, "minor_version": 1, "key": key, "data": data}))
+
+
+def _recorder_db(path: Path, *, rows: int, rng: random.Random) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_changes (change_id INTEGER PRIMARY KEY, schema_version)")
+        db.execute("INSERT INTO schema_changes (schema_version) VALUES (48)")
+        db.execute("CREATE TABLE states (state_id INTEGER PRIMARY KEY, entity_id, state, ts)")
+        db.executemany(
+            "INSERT INTO states (entity_id, state, ts) VALUES (?, ?, ?)",
+            [(f"sensor.thing_{i % 40}", str(rng.random()), time.time()) for i in range(rows)],
+        )
+    db.close()
+
+
+def make_addon_data(root: Path, slug: str, *, seed: int = 2) -> Path:
+    """Create what the supervisor puts in an add-on archive: addon.json and data/."""
+    rng = random.Random(seed)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "addon.json").write_text(
+        json.dumps({"name": slug, "slug": slug, "version": "1.0.0", "options": {}})
+    )
+    (root / "data" / "options.json").write_text("{}")
+    (root / "data" / "state.bin").write_bytes(rng.randbytes(4096))
+    return root
+
+
+def make_folder(root: Path, name: str, *, seed: int = 3) -> Path:
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    stem = name.replace("/", "_")
+    (root / f"{stem}-readme.txt").write_text(f"{name} folder\n" * 50)
+    (root / f"{stem}.bin").write_bytes(rng.randbytes(2048))
+    return root
+
+
+@dataclass
+class BackupSpec:
+    """What to put in a generated backup."""
+
+    name: str = "Automatic backup 2026.11.1"
+    slug: str = "a1b2c3d4"
+    date: datetime = field(default_factory=lambda: datetime(2026, 11, 20, 4, 45, tzinfo=UTC))
+    password: str | None = None
+    securetar_version: int = 3
+    compressed: bool = True
+    homeassistant: bool = True
+    addons: tuple[str, ...] = ("core_mosquitto",)
+    folders: tuple[str, ...] = ("share", "ssl")
+    writer: Literal["supervisor", "core"] = "supervisor"
+    automatic: bool = True
+    entities: int = 40
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def backup_json(self) -> dict[str, Any]:
+        extra = {"instance_id": "0123abcd", "with_automatic_settings": self.automatic}
+        return {
+            "slug": self.slug,
+            "version": 2,
+            "name": self.name,
+            "date": self.date.isoformat(),
+            "type": "full" if self.addons else "partial",
+            "supervisor_version": "2026.11.0",
+            "extra": {**extra, **self.extra},
+            "homeassistant": {"version": "2026.11.1", "exclude_database": False, "size": 0.1}
+            if self.homeassistant
+            else None,
+            "addons": [
+                {"slug": slug, "name": slug, "version": "1.0.0", "size": 0.0}
+                for slug in self.addons
+            ],
+            "folders": list(self.folders),
+            "repositories": [],
+            "compressed": self.compressed,
+            "protected": self.password is not None,
+            "crypto": "aes128" if self.password and self.securetar_version == 2 else None,
+            "some_future_key": {"tolerated": True},
+        }
+
+
+def write_backup(path: Path, spec: BackupSpec, workdir: Path) -> Path:
+    """Write ``path`` as an HA backup of freshly generated content under ``workdir``."""
+    parts: list[tuple[str, Path]] = []
+    if spec.homeassistant:
+        parts.append(("homeassistant", make_ha_config(workdir / "ha", entities=spec.entities)))
+    for slug in spec.addons:
+        parts.append((slug, make_addon_data(workdir / "addons" / slug, slug)))
+    for folder in spec.folders:
+        parts.append((folder.replace("/", "_"), make_folder(workdir / "folders" / folder, folder)))
+    return write_backup_from(path, spec, parts)
+
+
+def write_backup_from(path: Path, spec: BackupSpec, parts: list[tuple[str, Path]]) -> Path:
+    """Write ``path`` as an HA backup whose inner archives hold the given folders."""
+    metadata = json.dumps(spec.backup_json()).encode()
+    suffix = ".tar.gz" if spec.compressed else ".tar"
+    archive = SecureTarArchive(
+        path,
+        "w",
+        password=spec.password,
+        create_version=spec.securetar_version if spec.password else None,
+    )
+    with archive:
+        if spec.writer == "core":
+            _add_bytes(archive.tar, "backup.json", metadata)
+        for name, folder in parts:
+            with archive.create_tar(f"{name}{suffix}", gzip=spec.compressed) as tar:
+                atomic_contents_add(tar, folder, file_filter=lambda _p: False, arcname=".")
+        if spec.writer == "supervisor":
+            _add_bytes(archive.tar, "./backup.json", metadata)
+    return path
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = time.time()
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_key(path: Path, key: str = KEY, *, kit: bool = False) -> Path:
+    """Write a key file: the bare key, or an emergency kit like HA's."""
+    if kit:
+        path.write_text(
+            "Home Assistant backup emergency kit\n\n"
+            "This is your encryption key for Home Assistant backups.\n\n"
+            f"Encryption key: \n{key}\n\n"
+            "Keep it in a safe place.\n"
+        )
+    else:
+        path.write_text(key + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def member_spans(path: Path) -> dict[str, tuple[int, int]]:
+    """Return ``name -> (data offset, size)`` of each member of a tar file."""
+    with tarfile.open(path) as tar:
+        return {m.name.removeprefix("./"): (m.offset_data, m.size) for m in tar.getmembers()}
