@@ -108,13 +108,27 @@ def _add_extract(commands: Any) -> None:
     parser.add_argument("archive", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
     _key_options(parser)
-    parser.add_argument("--member", action="append", default=[], metavar="NAME",
-                        help="inner archive to extract (homeassistant, an add-on slug, ...)")
-    parser.add_argument("--path", action="append", default=[], metavar="GLOB",
-                        help="only files whose path inside the inner archive matches")
+    parser.add_argument(
+        "--member",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="inner archive to extract (homeassistant, an add-on slug, ...)",
+    )
+    parser.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only files whose path inside the inner archive matches",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
-    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
-                        help="stop after extracting this many bytes (default 256 GiB)")
+    parser.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help="stop after extracting this many bytes (default 256 GiB)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_extract)
 
@@ -191,8 +205,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.to_dict())
     else:
-        print(f"{args.output}: {result.files} files, {human_bytes(result.bytes)} "
-              f"from {', '.join(result.archives) or 'no inner archive'}")
+        print(
+            f"{args.output}: {result.files} files, {human_bytes(result.bytes)} "
+            f"from {', '.join(result.archives) or 'no inner archive'}"
+        )
         for line in result.refused:
             print(f"  refused: {line}")
         for line in result.problems:

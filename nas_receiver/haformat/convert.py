@@ -12,7 +12,7 @@ import struct
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from securetar import SecureTarEncryptStream, SecureTarRootKeyContext
 
@@ -70,15 +70,16 @@ def encrypt_backup(
     """
     if version not in (2, 3):
         raise UsageError(f"SecureTar version {version} cannot be written (use 2 or 3)")
-    report = _require_valid(source, KeyRing(), on_bytes)
-    if report.securetar_versions or (report.backup and report.backup.protected):
+    quick = verify_archive(source, level=Level.QUICK)
+    if quick.securetar_versions or (quick.backup and quick.backup.protected):
         raise BackupError(f"{source}: is encrypted already")
+    report = _require_valid(source, KeyRing(), on_bytes)
     context = SecureTarRootKeyContext(key)
     inner_names = {i.name for i in report.inner}
 
     def content(entry: TarEntry, walker: TarWalker) -> tuple[int, ByteSource]:
         stream = SecureTarEncryptStream(
-            walker.member_stream(),
+            cast(IO[bytes], walker.member_stream()),
             create_version=version,
             derived_key_id=None,
             plaintext_size=entry.size,
@@ -141,9 +142,12 @@ def _rewrite(
     inner_names: set[str],
 ) -> None:
     """Copy ``source``'s members to ``file`` in order, converting inner archives and metadata."""
-    with source.open("rb") as handle, tarfile.open(
-        fileobj=file, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
-    ) as out:
+    with (
+        source.open("rb") as handle,
+        tarfile.TarFile(
+            fileobj=file, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
+        ) as out,
+    ):
         walker = TarWalker(SeekingFileSource(handle, source.stat().st_size))
         for entry in walker:
             info = _tarinfo(entry)

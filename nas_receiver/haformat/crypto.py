@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import IO, cast
 
 import securetar
 from nacl.exceptions import CryptoError
@@ -174,7 +175,7 @@ class KeySession:
         assert context is not None  # find_key returned a key whose context exists
         material = context.restore_key_material(header)
         reader = context.stream_factory.create_decrypt_reader(
-            ChainedSource(prefix[header.size :], rest),
+            cast(IO[bytes], ChainedSource(prefix[header.size :], rest)),
             material,
             member_size - header.size,
             header.plaintext_size,
@@ -185,9 +186,9 @@ class KeySession:
         salt = header.cipher_initialization[:16] if header.version == 3 else b""
         cache_key = (index, header.version, salt)
         if cache_key not in self._contexts:
-            context = SecureTarRootKeyContext(self._ring[index])
+            context: SecureTarRootKeyContext | None = SecureTarRootKeyContext(self._ring[index])
             try:
-                context.restore_key_material(header)  # v3: runs Argon2id, checks the key
+                context.restore_key_material(header)  # type: ignore[union-attr]  # v3: Argon2id
             except InvalidPasswordError:
                 context = None
             self._contexts[cache_key] = context

@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO, cast
 
 from ..errors import OutputExistsError, UnsafeArchiveError
 from .crypto import (
@@ -174,7 +175,7 @@ class _Extraction:
         if first[:3] == GZIP_MAGIC:
             content = InflatingReader(content)
         target.mkdir(exist_ok=True)
-        with tarfile.open(fileobj=_Readable(content), mode="r|") as tar:
+        with tarfile.open(fileobj=cast(IO[bytes], _Readable(content)), mode="r|") as tar:
             for member in tar:
                 if self._wanted(member):
                     self._extract_one(tar, member, target)

@@ -4,6 +4,7 @@ file that hashes every byte on a second thread (full checks: one read of the fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -68,10 +69,8 @@ class HashingReadAhead:
     ) -> None:
         self._stop.set()
         while self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
         self._thread.join()
 
     def read(self, size: int, /) -> bytes:

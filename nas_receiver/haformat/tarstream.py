@@ -225,7 +225,7 @@ class TarWalker:
         if info.size > MAX_META_SIZE:
             raise TarFormatError(offset, f"extended header of {info.size} bytes")
         data = self._read_exact(info.size + (-info.size % BLOCK), "extended header")[: info.size]
-        if info.type == tarfile.XHDTYPE or info.type == tarfile.XGLTYPE:
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
             return parse_pax_records(data, offset)
         text = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
         return {"path" if info.type == tarfile.GNUTYPE_LONGNAME else "linkpath": text}

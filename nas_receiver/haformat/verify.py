@@ -208,7 +208,9 @@ class _Checker:
                 self._entry(walker, entry)
         except (TarTruncated, MemberCut) as err:
             self.truncated = True
-            self.problems.add(Verdict.INCOMPLETE, f"file cut short at byte {err.offset}: {err.message}")
+            self.problems.add(
+                Verdict.INCOMPLETE, f"file cut short at byte {err.offset}: {err.message}"
+            )
         except TarFormatError as err:
             if self.entries == 0:
                 self.problems.add(Verdict.UNSUPPORTED, f"not a tar archive ({err.message})")
@@ -299,7 +301,8 @@ class _Checker:
     def _sizes_consistent(self, fmt: InnerFormat, entry: TarEntry, where: str) -> bool:
         if fmt.securetar in (2, 3) and not fmt.plaintext_size:
             self.problems.add(
-                Verdict.INCOMPLETE, f"{where}: SecureTar plaintext_size is 0, HA had not finished it"
+                Verdict.INCOMPLETE,
+                f"{where}: SecureTar plaintext_size is 0, HA had not finished it",
             )
             return False
         expected = expected_ciphertext_size(fmt)

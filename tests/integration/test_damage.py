@@ -42,7 +42,9 @@ def _flip(path: Path, offset: int) -> None:
         file.write(bytes([byte[0] ^ 0xFF]))
 
 
-def _rebuild(path: Path, *, drop: set[str] = frozenset(), replace: dict[str, bytes] | None = None) -> None:  # type: ignore[assignment]
+def _rebuild(
+    path: Path, *, drop: frozenset[str] = frozenset(), replace: dict[str, bytes] | None = None
+) -> None:
     """Rewrite ``path`` without the members in ``drop`` and with ``replace``d contents."""
     replace = replace or {}
     source = path.with_suffix(".orig")
@@ -120,7 +122,7 @@ def test_backup_json_without_required_key_is_corrupt(make_backup: MakeBackup) ->
 @pytest.mark.parametrize("version", VERSIONS)
 def test_listed_part_missing_is_corrupt(make_backup: MakeBackup, version: int | None) -> None:
     path = _backup(make_backup, version)
-    _rebuild(path, drop={"share.tar.gz"})
+    _rebuild(path, drop=frozenset({"share.tar.gz"}))
     report = verify_archive(path, keys=RING)
     assert report.verdict is Verdict.CORRUPT
     assert "share: listed in backup.json but missing from the archive" in report.problems
@@ -188,9 +190,7 @@ def test_what_ha_leaves_when_cut_off_mid_write_is_incomplete(
     config = make_ha_config(tmp_path / "ha")
     path = tmp_path / "partial.tar"
     snapshot = tmp_path / "snapshot.tar"
-    archive = SecureTarArchive(
-        path, "w", password=KEY if version else None, create_version=version
-    )
+    archive = SecureTarArchive(path, "w", password=KEY if version else None, create_version=version)
     with archive, archive.create_tar("homeassistant.tar.gz") as tar:
         atomic_contents_add(tar, config, file_filter=lambda _p: False, arcname=".")
         archive.tar.fileobj.flush()  # type: ignore[union-attr]
@@ -247,8 +247,13 @@ def damage_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[int | None,
     root = tmp_path_factory.mktemp("damage")
     sources: dict[int | None, Path] = {}
     for version in VERSIONS:
-        spec = BackupSpec(password=KEY if version else None, securetar_version=version or 3,
-                          addons=(), folders=("ssl",), entities=10)
+        spec = BackupSpec(
+            password=KEY if version else None,
+            securetar_version=version or 3,
+            addons=(),
+            folders=("ssl",),
+            entities=10,
+        )
         sources[version] = write_backup(root / f"v{version}.tar", spec, root / f"w{version}")
     return sources
 

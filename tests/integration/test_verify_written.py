@@ -33,7 +33,9 @@ def test_written_backups_are_valid(
     assert report.securetar_versions == ([version] if version else [])
     names = sorted(inner.name for inner in report.inner)
     suffix = ".tar.gz" if compressed else ".tar"
-    assert names == sorted(f"{n}{suffix}" for n in ["homeassistant", "core_mosquitto", "share", "ssl"])
+    assert names == sorted(
+        f"{n}{suffix}" for n in ["homeassistant", "core_mosquitto", "share", "ssl"]
+    )
     ha = next(i for i in report.inner if i.name.startswith("homeassistant"))
     assert ha.files is not None and ha.files >= 10  # every member of the inner tar was walked
     assert report.backup is not None and report.backup.kind == "automatic"
@@ -45,9 +47,10 @@ def test_securetar_itself_reads_what_we_call_valid(make_backup: MakeBackup, vers
     path = make_backup(password=KEY, securetar_version=version)
     with SecureTarArchive(path, "r", password=KEY) as archive:
         member = archive.tar.getmember("homeassistant.tar.gz")
-        with archive.extract_tar(member) as stream, tarfile.open(
-            fileobj=io.BytesIO(stream.read(1 << 30)), mode="r:gz"
-        ) as inner:
+        with (
+            archive.extract_tar(member) as stream,
+            tarfile.open(fileobj=io.BytesIO(stream.read(1 << 30)), mode="r:gz") as inner,
+        ):
             assert ".storage/core.entity_registry" in [m.name.removeprefix("./") for m in inner]
 
 

@@ -1,0 +1,141 @@
+"""The command line as a user runs it: a subprocess, its output, its exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.builders import KEY, OTHER_KEY, write_key
+from tests.conftest import CORPUS_KEYS, corpus_file
+
+MakeBackup = Callable[..., Path]
+REQUIRED_VERIFY_KEYS = {
+    "path",
+    "verdict",
+    "slug",
+    "name",
+    "date",
+    "kind",
+    "protected",
+    "securetar_versions",
+    "sha256",
+    "problems",
+}
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "NAS_RECEIVER_KEY"}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "nas_receiver.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_verify_json_contract_and_exit_codes(make_backup: MakeBackup, key_file: Path) -> None:
+    good = make_backup(password=KEY)
+    result = run("verify", good, "--key-file", key_file, "--json")
+    assert result.returncode == 0, result.stderr
+    (report,) = json.loads(result.stdout)
+    assert set(report) >= REQUIRED_VERIFY_KEYS
+    assert report["verdict"] == "valid" and report["kind"] == "automatic"
+    assert report["securetar_versions"] == [3] and len(report["sha256"]) == 64
+
+    bad = make_backup(password=KEY)
+    bad.write_bytes(bad.read_bytes()[:5000])
+    result = run("verify", good, bad, "--key-file", key_file, "--json")
+    assert result.returncode == 3
+    verdicts = [r["verdict"] for r in json.loads(result.stdout)]
+    assert verdicts == ["valid", "incomplete"]
+
+
+def test_quick_level_has_no_sha(make_backup: MakeBackup) -> None:
+    result = run("verify", make_backup(), "--level", "quick", "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)[0]["sha256"] is None
+
+
+def test_key_from_environment_and_never_printed(make_backup: MakeBackup, tmp_path: Path) -> None:
+    path = make_backup(password=KEY)
+    result = run("verify", path, env={"NAS_RECEIVER_KEY": KEY})
+    assert result.returncode == 0, result.stdout
+    wrong = run("verify", path, "--key-file", write_key(tmp_path / "w", OTHER_KEY), "--json")
+    assert wrong.returncode == 3
+    assert json.loads(wrong.stdout)[0]["verdict"] == "wrong_key"
+    for output in (result.stdout, result.stderr, wrong.stdout, wrong.stderr):
+        assert KEY not in output and OTHER_KEY not in output
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run("verify").returncode == 2
+    assert run("frobnicate").returncode == 2
+    missing_key = run(
+        "verify", corpus_file("supervisor_backup_example.tar"), "--key-file", tmp_path / "nope"
+    )
+    assert missing_key.returncode == 2
+    assert "cannot read key file" in missing_key.stderr
+    assert len(missing_key.stderr.strip().splitlines()) == 1
+
+
+def test_missing_archive_is_one_clear_line(tmp_path: Path) -> None:
+    result = run("verify", tmp_path / "gone.tar")
+    assert result.returncode == 1
+    assert "gone.tar" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_inspect_without_key() -> None:
+    path = corpus_file("supervisor_backup_example_sec_v3.tar")
+    result = run("inspect", path, "--json")
+    assert result.returncode == 0
+    summary = json.loads(result.stdout)
+    assert summary["name"] == "backup_example_sec_v3" and summary["protected"] is True
+    assert summary["securetar_versions"] == [3]
+    text = run("inspect", path).stdout
+    assert "a0d7b954_example" in text and "v3" in text
+
+
+def test_decrypt_encrypt_extract_round_trip(tmp_path: Path) -> None:
+    name = "supervisor_backup_example_enc_v2.tar"
+    key = write_key(tmp_path / "k", CORPUS_KEYS[name] or "")
+    plain = tmp_path / "plain.tar"
+    assert run("decrypt", corpus_file(name), "-o", plain, "--key-file", key).returncode == 0
+    assert run("verify", plain).returncode == 0
+    again = run("decrypt", corpus_file(name), "-o", plain, "--key-file", key)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    new_key = write_key(tmp_path / "new", KEY, kit=True)
+    enc = tmp_path / "enc.tar"
+    assert run("encrypt", plain, "-o", enc, "--key-file", new_key).returncode == 0
+    result = run("verify", enc, "--key-file", new_key, "--json")
+    assert json.loads(result.stdout)[0]["securetar_versions"] == [3]
+    out = tmp_path / "out"
+    result = run("extract", enc, "-o", out, "--key-file", new_key, "--json")
+    assert result.returncode == 0, result.stdout
+    assert json.loads(result.stdout)["archives"] == ["ssl.tar.gz"]
+    assert (out / "ssl").is_dir()
+
+
+def test_encrypt_needs_a_key(make_backup: MakeBackup, tmp_path: Path) -> None:
+    result = run("encrypt", make_backup(), "-o", tmp_path / "x.tar")
+    assert result.returncode == 2 and "needs a key" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS_KEYS))
+def test_verify_every_real_file_from_the_cli(name: str, tmp_path: Path) -> None:
+    key = CORPUS_KEYS[name]
+    args: list[str | Path] = ["verify", corpus_file(name), "--json"]
+    if key:
+        args += ["--key-file", write_key(tmp_path / "k", key)]
+    result = run(*args)
+    expected = "corrupt" if name.startswith("habackuptool") else "valid"
+    assert json.loads(result.stdout)[0]["verdict"] == expected
+    assert result.returncode == (0 if expected == "valid" else 3)

@@ -1,0 +1,113 @@
+"""decrypt and encrypt round trips; securetar itself reads what they write."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from securetar import SecureTarArchive
+
+from nas_receiver.errors import BackupError, OutputExistsError
+from nas_receiver.haformat import KeyRing, Verdict, verify_archive
+from nas_receiver.haformat.convert import decrypt_backup, encrypt_backup
+from tests.builders import KEY, OTHER_KEY
+from tests.conftest import CORPUS_KEYS, corpus_file
+
+MakeBackup = Callable[..., Path]
+
+
+def _inner_files(path: Path, password: str | None = None) -> dict[str, dict[str, bytes]]:
+    """Return ``{inner archive: {file: content}}``, read with securetar as HA reads it."""
+    result: dict[str, dict[str, bytes]] = {}
+    with SecureTarArchive(path, "r", password=password) as archive:
+        for member in archive.tar.getmembers():
+            if not member.name.endswith(".tar.gz"):
+                continue
+            if password:
+                with archive.extract_tar(member) as stream:
+                    blob = stream.read(1 << 30)
+            else:
+                blob = archive.tar.extractfile(member).read()  # type: ignore[union-attr]
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as inner:
+                result[member.name] = {
+                    m.name: inner.extractfile(m).read()  # type: ignore[union-attr]
+                    for m in inner.getmembers()
+                    if m.isfile()
+                }
+    return result
+
+
+def _metadata(path: Path) -> dict[str, object]:
+    with tarfile.open(path) as tar:
+        name = next(n for n in tar.getnames() if n.endswith("backup.json"))
+        return json.loads(tar.extractfile(name).read())  # type: ignore[union-attr,no-any-return]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_decrypt_then_verify_and_read_plain(
+    make_backup: MakeBackup, tmp_path: Path, version: int
+) -> None:
+    source = make_backup(password=KEY, securetar_version=version)
+    out = tmp_path / "plain.tar"
+    report = decrypt_backup(source, out, KeyRing([OTHER_KEY, KEY]))
+    assert report.verdict is Verdict.VALID
+    assert verify_archive(out).verdict is Verdict.VALID  # no key needed any more
+    assert verify_archive(out).securetar_versions == []
+    meta = _metadata(out)
+    assert meta["protected"] is False and meta["some_future_key"] == {"tolerated": True}
+    assert _inner_files(out) == _inner_files(source, KEY)
+
+
+def test_decrypt_real_v2_and_v3(tmp_path: Path) -> None:
+    for name in ("supervisor_backup_example_enc_v2.tar", "supervisor_backup_example_sec_v3.tar"):
+        out = tmp_path / f"{name}.plain.tar"
+        decrypt_backup(corpus_file(name), out, KeyRing([CORPUS_KEYS[name] or ""]))
+        assert _inner_files(out) == _inner_files(corpus_file(name), CORPUS_KEYS[name])
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_encrypt_then_decrypt_gives_identical_content(
+    make_backup: MakeBackup, tmp_path: Path, version: int
+) -> None:
+    plain = make_backup()
+    encrypted = tmp_path / "enc.tar"
+    report = encrypt_backup(plain, encrypted, KEY, version=version)
+    assert report.verdict is Verdict.VALID
+    assert report.securetar_versions == [version]
+    assert _metadata(encrypted)["protected"] is True
+    # securetar (HA's reader) opens it with the key, and the content is the original's
+    assert _inner_files(encrypted, KEY) == _inner_files(plain)
+    assert verify_archive(encrypted, keys=KeyRing([OTHER_KEY])).verdict is Verdict.WRONG_KEY
+    back = tmp_path / "back.tar"
+    decrypt_backup(encrypted, back, KeyRing([KEY]))
+    assert _inner_files(back) == _inner_files(plain)
+
+
+def test_encrypt_refuses_an_encrypted_backup(make_backup: MakeBackup, tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="encrypted already"):
+        encrypt_backup(make_backup(password=KEY), tmp_path / "x.tar", KEY)
+    assert not (tmp_path / "x.tar").exists()
+
+
+def test_decrypt_with_wrong_key_writes_nothing(make_backup: MakeBackup, tmp_path: Path) -> None:
+    source = make_backup(password=KEY)
+    before = source.read_bytes()
+    with pytest.raises(BackupError, match="wrong_key"):
+        decrypt_backup(source, tmp_path / "out.tar", KeyRing([OTHER_KEY]))
+    assert list(tmp_path.glob("*out.tar*")) == []
+    assert source.read_bytes() == before
+
+
+def test_never_overwrites(make_backup: MakeBackup, tmp_path: Path) -> None:
+    out = tmp_path / "exists.tar"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError):
+        decrypt_backup(make_backup(password=KEY), out, KeyRing([KEY]))
+    with pytest.raises(OutputExistsError):
+        encrypt_backup(make_backup(), out, KEY)
+    assert out.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

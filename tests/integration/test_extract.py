@@ -1,0 +1,150 @@
+"""Extraction for recovery: what was asked, nothing outside the folder, nothing overwritten."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from securetar import SecureTarArchive
+
+from nas_receiver.errors import OutputExistsError, UnsafeArchiveError
+from nas_receiver.haformat import KeyRing
+from nas_receiver.haformat.extract import extract_backup
+from tests.builders import KEY, BackupSpec
+
+MakeBackup = Callable[..., Path]
+
+
+def _hostile_backup(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    """Write an encrypted backup whose homeassistant archive holds ``entries`` as given."""
+    spec = BackupSpec(password=KEY, addons=(), folders=())
+    with SecureTarArchive(path, "w", password=KEY, create_version=3) as archive:
+        with archive.create_tar("homeassistant.tar.gz") as tar:
+            for info, data in entries:
+                info.mtime = time.time()
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        meta = json.dumps(spec.backup_json()).encode()
+        info = tarfile.TarInfo("./backup.json")
+        info.size = len(meta)
+        archive.tar.addfile(info, io.BytesIO(meta))
+    return path
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info, None
+
+
+def test_extracts_everything_by_default(make_backup: MakeBackup, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = extract_backup(make_backup(password=KEY), out, KeyRing([KEY]))
+    assert result.problems == [] and result.refused == []
+    assert json.loads((out / "homeassistant/.storage/core.entity_registry").read_text())
+    assert (out / "core_mosquitto/addon.json").exists()
+    assert (out / "ssl").is_dir() and (out / "backup.json").exists()
+    assert result.files > 10
+
+
+def test_member_and_path_choose(make_backup: MakeBackup, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = extract_backup(
+        make_backup(password=KEY, securetar_version=2),
+        out,
+        KeyRing([KEY]),
+        members=["homeassistant"],
+        paths=[".storage/*"],
+    )
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == [
+        "homeassistant/.storage/core.config_entries",
+        "homeassistant/.storage/core.device_registry",
+        "homeassistant/.storage/core.entity_registry",
+    ]
+    assert result.archives == ["homeassistant.tar.gz"]
+
+
+def test_hostile_members_are_refused_and_nothing_lands_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    device = tarfile.TarInfo("dev/sda")
+    device.type = tarfile.CHRTYPE
+    entries = [
+        _file("good.txt", b"fine"),
+        _file("/etc/evil-absolute", b"x"),
+        _file("../escape.txt", b"x"),
+        _file("a/../../escape2.txt", b"x"),
+        _link("abs-link", "/etc/passwd"),
+        _link("up-link", "../../outside"),
+        _link("hard-out", "../outside/x", tarfile.LNKTYPE),
+        (device, None),
+    ]
+    backup = _hostile_backup(tmp_path / "hostile.tar", entries)
+    out = tmp_path / "work" / "out"
+    result = extract_backup(backup, out, KeyRing([KEY]))
+    assert (out / "homeassistant/good.txt").read_bytes() == b"fine"
+    refused = " ".join(result.refused)
+    for name in ("escape.txt", "escape2.txt", "abs-link", "up-link", "hard-out"):
+        assert name in refused, result.refused
+    # an absolute name is kept inside the folder (leading "/" stripped), never written at /
+    assert (out / "homeassistant/etc/evil-absolute").read_bytes() == b"x"
+    assert not Path("/etc/evil-absolute").exists()
+    assert "dev/sda" in refused
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "work" / "escape.txt").exists()
+    assert not (tmp_path / "escape.txt").exists()
+    inside = [p for p in out.rglob("*") if p.is_symlink() or p.is_char_device()]
+    assert inside == []
+
+
+def test_decompression_bomb_stops_at_the_cap(tmp_path: Path) -> None:
+    backup = _hostile_backup(tmp_path / "bomb.tar", [_file("zeros.bin", bytes(8 << 20))])
+    assert backup.stat().st_size < 200_000  # 8 MiB of zeros compresses to almost nothing
+    with pytest.raises(UnsafeArchiveError, match="cap"):
+        extract_backup(backup, tmp_path / "out", KeyRing([KEY]), max_bytes=1 << 20)
+    written = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written <= 1 << 20
+
+
+def test_never_overwrites_without_force(make_backup: MakeBackup, tmp_path: Path) -> None:
+    backup = make_backup()
+    out = tmp_path / "out"
+    (out / "homeassistant").mkdir(parents=True)
+    (out / "homeassistant/configuration.yaml").write_text("mine")
+    with pytest.raises(OutputExistsError, match="--force"):
+        extract_backup(backup, out, KeyRing(), members=["homeassistant"])
+    assert (out / "homeassistant/configuration.yaml").read_text() == "mine"
+    extract_backup(backup, out, KeyRing(), members=["homeassistant"], force=True)
+    assert "default_config" in (out / "homeassistant/configuration.yaml").read_text()
+
+
+def test_damaged_inner_archive_is_reported_and_others_still_extract(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    backup = make_backup(password=KEY)
+    with tarfile.open(backup) as tar:
+        member = tar.getmember("share.tar.gz")
+    with backup.open("r+b") as file:
+        file.seek(member.offset_data + member.size // 2)
+        file.write(b"\xff\xff")
+    result = extract_backup(backup, tmp_path / "out", KeyRing([KEY]))
+    assert any(p.startswith("share.tar.gz") for p in result.problems)
+    assert (tmp_path / "out/homeassistant/configuration.yaml").exists()
+    assert (tmp_path / "out/ssl").is_dir()
+
+
+def test_unknown_member_name_is_a_problem(make_backup: MakeBackup, tmp_path: Path) -> None:
+    result = extract_backup(make_backup(), tmp_path / "o", KeyRing(), members=["nope"])
+    assert result.problems == ["nope: no such inner archive"]

@@ -1,0 +1,93 @@
+"""Inflating with the CRC checked, including SecureTar v1's split trailer."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import zlib
+
+import pytest
+
+from nas_receiver.haformat.gzipstream import GzipError, InflatingReader
+
+DATA = b"homeassistant " * 5000
+
+
+def _read_all(blob: bytes, chunk: int = 4096) -> bytes:
+    reader = InflatingReader(io.BytesIO(blob))
+    parts = []
+    while part := reader.read(chunk):
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _legacy(blob: bytes, pad: int) -> bytes:
+    """Re-frame a gzip stream the way securetar <= 2024.11 wrote v1 (trailer split)."""
+    crc, size = blob[-8:-4], blob[-4:]
+    return blob[:-8] + bytes([pad]) * pad + crc + b"\x0c" * 12 + size
+
+
+def test_standard_gzip() -> None:
+    assert _read_all(gzip.compress(DATA)) == DATA
+
+
+def test_gzip_with_file_name_header() -> None:
+    buffer = io.BytesIO()
+    with gzip.GzipFile("homeassistant.tar", "wb", fileobj=buffer) as file:
+        file.write(DATA)
+    assert _read_all(buffer.getvalue()) == DATA
+
+
+@pytest.mark.parametrize("pad", [0, 4, 15])
+def test_legacy_v1_trailer_is_accepted_and_its_crc_checked(pad: int) -> None:
+    blob = _legacy(gzip.compress(DATA), pad)
+    reader = InflatingReader(io.BytesIO(blob))
+    while reader.read(65536):
+        pass
+    assert reader.legacy_trailer
+    bad = bytearray(blob)
+    bad[-20] ^= 1  # inside the CRC
+    with pytest.raises(GzipError, match="CRC mismatch"):
+        _read_all(bytes(bad))
+
+
+def test_legacy_trailer_with_its_final_padding_still_there() -> None:
+    assert _read_all(_legacy(gzip.compress(DATA), 4) + b"\x0c" * 12) == DATA
+
+
+def test_crc_and_length_mismatch() -> None:
+    blob = bytearray(gzip.compress(DATA))
+    blob[-8] ^= 1
+    with pytest.raises(GzipError, match="CRC mismatch"):
+        _read_all(bytes(blob))
+    blob = bytearray(gzip.compress(DATA))
+    blob[-1] ^= 1
+    with pytest.raises(GzipError, match="length mismatch"):
+        _read_all(bytes(blob))
+
+
+@pytest.mark.parametrize("cut", [5, 50, -30, -8, -1])
+def test_truncated(cut: int) -> None:
+    blob = gzip.compress(DATA)
+    with pytest.raises(GzipError):
+        _read_all(blob[:cut])
+
+
+def test_garbage_after_trailer_and_not_gzip() -> None:
+    with pytest.raises(GzipError, match="unexpected data"):
+        _read_all(gzip.compress(DATA) + b"x" * 100)
+    with pytest.raises(GzipError, match="not a gzip"):
+        _read_all(b"hello world, certainly not gzip")
+
+
+def test_memory_is_bounded_per_read() -> None:
+    reader = InflatingReader(io.BytesIO(gzip.compress(bytes(50 << 20))))
+    assert len(reader.read(1 << 16)) <= 1 << 16
+
+
+def test_raw_deflate_with_hand_made_header() -> None:
+    body = zlib.compress(DATA)[2:-4]
+    header = b"\x1f\x8b\x08\x00" + b"\x00" * 4 + b"\x00\xff"
+    trailer = struct.pack("<II", zlib.crc32(DATA), len(DATA))
+    assert _read_all(header + body + trailer) == DATA

@@ -1,0 +1,136 @@
+"""backup.json: every field HA has written, unknown keys tolerated, kinds, the sidecar."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from nas_receiver.haformat.model import (
+    MetadataError,
+    ha_base_name,
+    inner_base_name,
+    parse_backup_json,
+)
+
+BASE = {
+    "slug": "7fed74c8",
+    "name": "Example",
+    "date": "2024-11-21T17:58:38.135597+00:00",
+    "type": "partial",
+}
+
+
+def _parse(**changes: object) -> object:
+    return parse_backup_json(json.dumps({**BASE, **changes}).encode())
+
+
+def test_minimal_backup_json_gets_defaults() -> None:
+    backup = parse_backup_json(json.dumps(BASE).encode())
+    assert backup.compressed is True and backup.protected is False
+    assert backup.addons == [] and backup.folders == [] and backup.homeassistant is None
+    assert backup.expected_parts() == []
+
+
+@pytest.mark.parametrize("missing", ["slug", "name", "date", "type"])
+def test_required_keys_are_enforced(missing: str) -> None:
+    raw = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(MetadataError, match=f"at '{missing}'"):
+        parse_backup_json(json.dumps(raw).encode())
+
+
+def test_unknown_keys_are_kept_and_nested_too() -> None:
+    backup = _parse(future={"x": 1}, homeassistant={"version": "2026.3.0", "new": True})
+    assert backup.model_extra == {"future": {"x": 1}}  # type: ignore[attr-defined]
+    assert backup.homeassistant_version == "2026.3.0"  # type: ignore[attr-defined]
+
+
+def test_date_keeps_its_offset_and_microseconds_may_be_missing() -> None:
+    backup = _parse(date="2025-02-08T04:45:00+01:00")
+    assert backup.date.utcoffset() == timedelta(hours=1)  # type: ignore[attr-defined]
+    naive = _parse(date="2021-05-01T10:00:00")
+    assert naive.date.tzinfo is UTC  # type: ignore[attr-defined]
+
+
+def test_duplicated_key_keeps_the_last_like_json_parsers() -> None:
+    raw = (
+        b'{"slug": "a", "slug": "b", "name": "n", '
+        b'"date": "2025-01-01T00:00:00+00:00", "type": "full"}'
+    )
+    assert parse_backup_json(raw).slug == "b"
+
+
+@pytest.mark.parametrize(
+    ("extra", "name", "kind"),
+    [
+        ({"with_automatic_settings": True}, "Automatic backup 2025.2.1", "automatic"),
+        ({"supervisor.addon_update": "core_mosquitto"}, "addon_core_mosquitto_6.4.1", "pre-update"),
+        ({}, "core_2025.1.4", "pre-update"),
+        ({}, "Pre-update backup", "pre-update"),
+        ({"with_automatic_settings": False}, "My backup", "manual"),
+        ({}, "Custom backup 2025.5.1", "manual"),
+    ],
+)
+def test_kind(extra: dict[str, object], name: str, kind: str) -> None:
+    assert _parse(extra=extra, name=name).kind == kind  # type: ignore[attr-defined]
+
+
+def test_expected_parts_and_folder_names() -> None:
+    backup = _parse(
+        homeassistant={"version": "2025.1.0"},
+        addons=[{"slug": "core_ssh", "name": "SSH", "version": "9"}],
+        folders=["share", "addons/local"],
+    )
+    assert backup.expected_parts() == ["homeassistant", "core_ssh", "share", "addons_local"]  # type: ignore[attr-defined]
+
+
+def test_not_json_and_not_object() -> None:
+    with pytest.raises(MetadataError, match="not JSON"):
+        parse_backup_json(b"{")
+    with pytest.raises(MetadataError, match="not a JSON object"):
+        parse_backup_json(b"[]")
+
+
+def test_agent_backup_has_every_key_ha_reads() -> None:
+    backup = _parse(
+        homeassistant={"version": "2025.1.0", "exclude_database": True},
+        addons=[{"slug": "core_ssh", "name": "SSH", "version": "9"}],
+        folders=["ssl"],
+        protected=True,
+        extra={"instance_id": "abc"},
+    )
+    sidecar = backup.agent_backup(1234)  # type: ignore[attr-defined]
+    assert sorted(sidecar) == sorted(
+        [
+            "addons",
+            "backup_id",
+            "date",
+            "database_included",
+            "extra_metadata",
+            "folders",
+            "homeassistant_included",
+            "homeassistant_version",
+            "name",
+            "protected",
+            "size",
+        ]
+    )
+    assert sidecar["addons"] == [{"name": "SSH", "slug": "core_ssh", "version": "9"}]
+    assert sidecar["database_included"] is False and sidecar["homeassistant_included"] is True
+    assert sidecar["size"] == 1234 and sidecar["protected"] is True
+    assert backup.agent_backup(1, protected=False)["protected"] is False  # type: ignore[attr-defined]
+
+
+def test_ha_base_name_matches_ha_s3_agent() -> None:
+    date = datetime(2025, 2, 8, 4, 45, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert ha_base_name("Automatic backup 2025.2.1", date) == (
+        "Automatic_backup_2025.2.1_2025-02-08_04.45_00000000"
+    )
+
+
+def test_inner_base_name() -> None:
+    assert inner_base_name("homeassistant.tar.gz") == "homeassistant"
+    assert inner_base_name("share.tar") == "share"
+    assert inner_base_name("backup.json") is None
+    assert inner_base_name("sub/x.tar.gz") is None
