@@ -1,8 +1,3 @@
 """nas-receiver: keeps Home Assistant backups safe on a NAS."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("nas-receiver")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__version__ = "0.1.0"

@@ -7,6 +7,7 @@ then give it its name.  Neither writes plaintext anywhere but the output of ``de
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import tarfile
@@ -22,7 +23,7 @@ from .keys import KeyRing
 from .model import inner_base_name
 from .output import atomic_output
 from .sources import SeekingFileSource
-from .tarstream import ByteSource, TarEntry, TarWalker
+from .tarstream import ByteSource, FileLike, TarEntry, TarWalker
 from .verify import METADATA_NAMES, InnerArchive, Level, Verdict, VerifyReport, verify_archive
 
 OnBytes = Callable[[int], None] | None
@@ -120,7 +121,7 @@ def _require(report: VerifyReport, what: str) -> None:
 def _decrypted_member(
     entry: TarEntry, walker: TarWalker, inner: InnerArchive, session: KeySession
 ) -> tuple[int, ByteSource]:
-    prefix = _read_exactly(walker.member_stream(), min(entry.size, PREFIX_SIZE))
+    prefix = walker.member_stream().read(min(entry.size, PREFIX_SIZE))
     rest = walker.member_stream()
     if not inner.securetar:
         return entry.size, ChainedSource(prefix, rest)
@@ -152,15 +153,15 @@ def _rewrite(
         for entry in walker:
             info = _tarinfo(entry)
             if entry.name in METADATA_NAMES:
-                raw = json.loads(_read_exactly(walker.member_stream(), entry.size))
+                raw = json.loads(walker.member_stream().read(entry.size))
                 data = json.dumps(metadata(raw), ensure_ascii=False).encode()
                 info.size = len(data)
-                out.addfile(info, _BytesReader(data))
+                out.addfile(info, io.BytesIO(data))
             elif entry.name in inner_names and inner_base_name(entry.name):
                 info.size, stream = content(entry, walker)
-                out.addfile(info, _FileLike(stream))
+                out.addfile(info, FileLike(stream))
             else:
-                out.addfile(info, _FileLike(walker.member_stream()) if entry.size else None)
+                out.addfile(info, FileLike(walker.member_stream()) if entry.size else None)
 
 
 def _tarinfo(entry: TarEntry) -> tarfile.TarInfo:
@@ -171,18 +172,6 @@ def _tarinfo(entry: TarEntry) -> tarfile.TarInfo:
     info.type = entry.typeflag
     info.linkname = entry.linkname
     return info
-
-
-def _read_exactly(source: ByteSource, size: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    while got < size:
-        data = source.read(size - got)
-        if not data:
-            raise BackupError(f"source ended {size - got} bytes early")
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
 
 
 class _Spliced:
@@ -204,23 +193,3 @@ class _Spliced:
             pass
         data, self._tail = self._tail[:size], self._tail[size:]
         return data
-
-
-class _FileLike:
-    """``tarfile.addfile`` wants ``read(n)``; our sources take ``n`` positionally."""
-
-    def __init__(self, source: ByteSource) -> None:
-        self._source = source
-
-    def read(self, size: int = -1) -> bytes:
-        return self._source.read(size if size >= 0 else 1 << 62)
-
-
-class _BytesReader(_FileLike):
-    def __init__(self, data: bytes) -> None:
-        super().__init__(ChainedSource(data, _Empty()))
-
-
-class _Empty:
-    def read(self, size: int, /) -> bytes:
-        return b""

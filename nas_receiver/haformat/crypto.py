@@ -9,10 +9,12 @@ is not tried again for the same salt.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, cast
 
 import securetar
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from nacl.exceptions import CryptoError
 from securetar import (
     InvalidPasswordError,
@@ -125,6 +127,11 @@ class ChainedSource:
         return data
 
 
+class _Some:
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self.read = read
+
+
 class _Translating:
     """Wrap a securetar reader so its errors become DecryptError."""
 
@@ -136,6 +143,43 @@ class _Translating:
             return bytes(self._reader.read(size))
         except (CryptoError, SecureTarError, ValueError) as err:
             raise DecryptError(f"decryption failed ({err or type(err).__name__})") from err
+
+
+class CbcDecryptStream:
+    """AES-128-CBC decryption (SecureTar v1/v2) with the key material securetar derived.
+
+    securetar's own reader copies its buffer on every read and does not check the padding;
+    this one passes each decrypted chunk on as it is and checks the PKCS#7 padding at the
+    end.  The ciphertext's size is known, so the last read is known, and it always holds the
+    whole last block (CBC returns whole blocks only).  Reads may be short; ``b""`` is the end.
+    """
+
+    def __init__(self, source: ByteSource, key: bytes, iv: bytes, ciphertext_size: int) -> None:
+        if ciphertext_size <= 0 or ciphertext_size % 16:
+            raise DecryptError(f"ciphertext of {ciphertext_size} bytes is not whole AES blocks")
+        self._source = source
+        self._decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        self._left = ciphertext_size
+
+    def read(self, size: int, /) -> bytes:
+        while self._left:
+            data = self._source.read(min(max(size, 16), self._left))
+            if not data:
+                raise DecryptError(f"ciphertext ends {self._left} bytes early")
+            self._left -= len(data)
+            plain = self._decryptor.update(data)
+            if not self._left:
+                return self._unpad(plain + self._decryptor.finalize())
+            if plain:
+                return plain
+        return b""
+
+    @staticmethod
+    def _unpad(last: bytes) -> bytes:
+        pad = last[-1] if last else 0
+        if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
+            raise DecryptError("bad padding at the end of the ciphertext")
+        return last[:-pad]
 
 
 class KeySession:
@@ -174,6 +218,12 @@ class KeySession:
         context = self._context(self.find_key(prefix), header)
         assert context is not None  # find_key returned a key whose context exists
         material = context.restore_key_material(header)
+        if header.version in (1, 2):
+            # The CBC stream takes short reads, so it reads without the copies a full read makes.
+            some = _Some(getattr(rest, "read_some", rest.read))
+            body = ChainedSource(prefix[header.size :], some)
+            return CbcDecryptStream(body, material.key, material.iv, member_size - header.size)
+        body = ChainedSource(prefix[header.size :], rest)
         reader = context.stream_factory.create_decrypt_reader(
             cast(IO[bytes], ChainedSource(prefix[header.size :], rest)),
             material,

@@ -34,7 +34,7 @@ from .gzipstream import GZIP_MAGIC, GzipError, InflatingReader
 from .keys import KeyRing
 from .model import inner_base_name
 from .sources import SeekingFileSource
-from .tarstream import ByteSource, MemberCut, TarEntry, TarFormatError, TarWalker
+from .tarstream import ByteSource, FileLike, MemberCut, TarEntry, TarFormatError, TarWalker
 from .verify import METADATA_NAMES
 
 DEFAULT_MAX_BYTES = 256 << 30
@@ -158,7 +158,7 @@ class _Extraction:
                 if fmt.encrypted
                 else ChainedSource(prefix, rest)
             )
-            self._unpack(stream, self.destination / base)
+            self._unpack(stream, self.destination / base, legacy=fmt.securetar == 1)
         except (UnsupportedFormat, NotRecognised, DecryptError, GzipError) as err:
             self.result.problems.append(f"{where}: {err}")
         except WrongKey as err:
@@ -167,15 +167,15 @@ class _Extraction:
         except tarfile.TarError as err:
             self.result.problems.append(f"{where}: inner tar damaged: {err}")
 
-    def _unpack(self, stream: ByteSource, target: Path) -> None:
+    def _unpack(self, stream: ByteSource, target: Path, *, legacy: bool) -> None:
         first = stream.read(1 << 20)
         if not looks_plain(first):
             raise NotRecognised("content is neither gzip nor tar")
         content: ByteSource = ChainedSource(first, stream)
         if first[:3] == GZIP_MAGIC:
-            content = InflatingReader(content)
+            content = InflatingReader(content, legacy=legacy)
         target.mkdir(exist_ok=True)
-        with tarfile.open(fileobj=cast(IO[bytes], _Readable(content)), mode="r|") as tar:
+        with tarfile.open(fileobj=cast(IO[bytes], FileLike(content)), mode="r|") as tar:
             for member in tar:
                 if self._wanted(member):
                     self._extract_one(tar, member, target)
@@ -216,11 +216,3 @@ class _Extraction:
     def _refuse_overwrite(self, path: Path) -> None:
         if not self.force and (path.exists() or path.is_symlink()):
             raise OutputExistsError(f"{path}: exists already; use --force to overwrite")
-
-
-class _Readable:
-    def __init__(self, source: ByteSource) -> None:
-        self._source = source
-
-    def read(self, size: int = -1) -> bytes:
-        return self._source.read(size if size >= 0 else 1 << 62)

@@ -32,16 +32,20 @@ class GzipError(Exception):
 class InflatingReader:
     """``read(n)`` returns inflated bytes; the last read raises GzipError on a bad trailer.
 
-    ``legacy_trailer`` is True once a v1 split trailer was accepted.  ``compressed`` counts
-    the bytes taken from the source.  Memory is bounded: at most ``n`` bytes come out of one
-    ``read``, however well the data compresses.
+    With ``legacy=False`` zlib parses the header and checks CRC and length itself, in the
+    same pass as inflating (the fastest way).  With ``legacy=True`` (SecureTar v1) the deflate
+    data is inflated raw and the CRC computed here, so the split trailer can be accepted;
+    ``legacy_trailer`` is then True once one was.  ``compressed`` counts the bytes taken from
+    the source.  Memory is bounded: at most ``n`` bytes come out of one ``read``, however well
+    the data compresses.
     """
 
-    def __init__(self, source: ByteSource) -> None:
+    def __init__(self, source: ByteSource, *, legacy: bool = False) -> None:
         self._source = source
-        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._legacy = legacy
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS if legacy else 16 + zlib.MAX_WBITS)
         self._tail = b""
-        self._started = False
+        self._started = not legacy
         self._done = False
         self._crc = 0
         self._size = 0
@@ -65,10 +69,14 @@ class InflatingReader:
             self._started = True
         out = self._inflate(size)
         if out:
-            self._crc = zlib.crc32(out, self._crc)
+            if self._legacy:
+                self._crc = zlib.crc32(out, self._crc)
             self._size += len(out)
             return out
-        self._check_trailer()
+        if self._legacy:
+            self._check_trailer()
+        else:
+            self._check_nothing_follows()
         self._done = True
         return b""
 
@@ -114,7 +122,7 @@ class InflatingReader:
             try:
                 out = inflater.decompress(self._tail, size)
             except zlib.error as err:
-                raise GzipError(self.compressed - len(self._tail), f"inflate: {err}") from err
+                raise GzipError(self.compressed - len(self._tail), _explain(err)) from err
             self._tail = inflater.unconsumed_tail
             if inflater.eof:
                 self._tail = inflater.unused_data
@@ -122,6 +130,13 @@ class InflatingReader:
             if out:
                 return out
         return b""
+
+    def _check_nothing_follows(self) -> None:
+        extra = len(self._tail)
+        while more := self._take():
+            extra += len(more)
+        if extra:
+            raise GzipError(self.compressed, f"{extra} unexpected bytes after the gzip trailer")
 
     def _check_trailer(self) -> None:
         trailer = self._tail
@@ -149,6 +164,21 @@ class InflatingReader:
             raise GzipError(self.compressed, f"malformed gzip trailer ({len(trailer)} bytes)")
         self.legacy_trailer = True
         return legacy
+
+
+_ZLIB_MEANING = {
+    "incorrect data check": "CRC mismatch",
+    "incorrect length check": "length mismatch",
+    "incorrect header check": "not a gzip stream",
+}
+
+
+def _explain(err: zlib.error) -> str:
+    text = str(err)
+    for needle, meaning in _ZLIB_MEANING.items():
+        if needle in text:
+            return f"{meaning} ({text})"
+    return f"inflate: {text}"
 
 
 def _parse_legacy_trailer(trailer: bytes) -> tuple[int, int] | None:

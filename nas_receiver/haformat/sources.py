@@ -74,23 +74,14 @@ class HashingReadAhead:
         self._thread.join()
 
     def read(self, size: int, /) -> bytes:
+        """Return up to ``size`` bytes, never more than the rest of the current chunk (one
+        copy, no joins); ``b""`` only at the end of the file."""
         if not self._chunk and not self._next_chunk():
             return b""
-        if len(self._chunk) >= size:
-            data = bytes(self._chunk[:size])
-            self._chunk = self._chunk[size:]
-            self.consumed += size
-            return data
-        parts = [bytes(self._chunk)]
-        got = len(self._chunk)
-        self._chunk = memoryview(b"")
-        while got < size and self._next_chunk():
-            take = self._chunk[: size - got]
-            parts.append(bytes(take))
-            got += len(take)
-            self._chunk = self._chunk[len(take) :]
-        self.consumed += got
-        return b"".join(parts)
+        data = bytes(self._chunk[:size])
+        self._chunk = self._chunk[len(data) :]
+        self.consumed += len(data)
+        return data
 
     def skip(self, size: int) -> int:
         """Consume ``size`` bytes without copying them; return how many there were."""

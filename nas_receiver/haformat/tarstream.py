@@ -14,7 +14,7 @@ from typing import Protocol
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
-SKIP_CHUNK = 1 << 20
+SKIP_CHUNK = 4 << 20  # big reads while skipping data cost fewer inflate calls
 MAX_META_SIZE = 1 << 20  # PAX and GNU long-name records are small; bigger ones are damage
 
 
@@ -22,6 +22,29 @@ class ByteSource(Protocol):
     """Anything with ``read(size)`` that returns at most ``size`` bytes, ``b""`` at the end."""
 
     def read(self, size: int, /) -> bytes: ...
+
+
+def read_full(source: ByteSource, size: int) -> bytes:
+    """Return ``size`` bytes from ``source``, fewer only where it ends."""
+    data = source.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size and (more := source.read(size - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class FileLike:
+    """A source as a file object for ``tarfile`` and ``securetar``: ``read`` is full."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self._source = source
+
+    def read(self, size: int = -1, /) -> bytes:
+        return read_full(self._source, size if size >= 0 else 1 << 62)
 
 
 class TarFormatError(Exception):
@@ -145,19 +168,13 @@ class TarWalker:
             yield entry
 
     def read_data(self, size: int) -> bytes:
-        """Return ``size`` bytes of the current member's data (fewer at its end, ``b""`` after).
+        """Return up to ``size`` bytes of the current member's data; ``b""`` at its end.
 
         Raise TarTruncated when the stream ends before the member does.
         """
         if self._remaining <= 0:
             return b""
-        want = min(size, self._remaining)
-        data = self._source.read(want)
-        while 0 < len(data) < want:  # file semantics: readers such as securetar's need them
-            more = self._source.read(want - len(data))
-            if not more:
-                break
-            data += more
+        data = self._source.read(min(size, self._remaining))
         if not data:
             entry = self._entry
             name = entry.name if entry else "?"
@@ -256,8 +273,14 @@ class TarWalker:
         )
 
 
+class _Data:
+    def __init__(self, walker: TarWalker) -> None:
+        self.read = walker.read_data
+
+
 class _MemberStream:
-    """File-like ``read`` over the walker's current member."""
+    """File-like ``read`` over the walker's current member, with file semantics: a short
+    read only at the member's end (securetar's v3 reader needs whole chunks)."""
 
     def __init__(self, walker: TarWalker) -> None:
         self._walker = walker
@@ -265,6 +288,13 @@ class _MemberStream:
     def read(self, size: int = -1, /) -> bytes:
         if size is None or size < 0:
             size = 1 << 62
+        try:
+            return read_full(_Data(self._walker), size)
+        except TarTruncated as err:
+            raise MemberCut(err) from err
+
+    def read_some(self, size: int, /) -> bytes:
+        """Like ``read`` but may return fewer bytes before the end (no copy to fill up)."""
         try:
             return self._walker.read_data(size)
         except TarTruncated as err:

@@ -244,7 +244,7 @@ class _Checker:
             self.metadata_error = True
             self.problems.add(Verdict.CORRUPT, f"{where}: {entry.size} bytes, too big")
             return
-        data = _read_all(walker.member_stream(), entry.size)
+        data = walker.member_stream().read(entry.size)
         try:
             self.report.backup = parse_backup_json(data)
         except MetadataError as err:
@@ -261,7 +261,7 @@ class _Checker:
         if entry.size == 0:
             self.problems.add(Verdict.INCOMPLETE, f"{where}: size 0, HA had not finished it")
             return
-        prefix = _read_all(walker.member_stream(), min(entry.size, PREFIX_SIZE))
+        prefix = walker.member_stream().read(min(entry.size, PREFIX_SIZE))
         fmt = self._sniff(prefix, entry.size, where)
         if fmt is None:
             return
@@ -278,12 +278,10 @@ class _Checker:
                 if self.level is Level.QUICK:
                     self.session.find_key(prefix)
                     return
-                stream: ByteSource = self.session.open(prefix, rest, entry.size)
-            elif self.level is Level.QUICK:
-                return
-            else:
-                stream = ChainedSource(prefix, rest)
-            self._walk_inner(stream, fmt, inner, where)
+                decrypted = self.session.open(prefix, rest, entry.size)
+                self._walk_inner(decrypted, fmt, inner, where)
+            elif self.level is Level.FULL:
+                self._walk_inner(ChainedSource(prefix, rest), fmt, inner, where)
         except WrongKey as err:
             self.problems.add(Verdict.WRONG_KEY, f"{where}: wrong key: {err}")
         except DecryptError as err:
@@ -330,7 +328,7 @@ class _Checker:
         content: ByteSource = chained
         inflater = None
         if first[:3] == GZIP_MAGIC:
-            inflater = InflatingReader(chained)
+            inflater = InflatingReader(chained, legacy=fmt.securetar == 1)
             content = inflater
         try:
             inner.files = _walk_tar(content)
@@ -437,15 +435,3 @@ def _walk_tar(content: ByteSource) -> int:
 def _drain(source: ByteSource) -> None:
     while source.read(CHUNK):
         pass
-
-
-def _read_all(source: ByteSource, size: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    while got < size:
-        data = source.read(size - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)

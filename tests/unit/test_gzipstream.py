@@ -14,8 +14,8 @@ from nas_receiver.haformat.gzipstream import GzipError, InflatingReader
 DATA = b"homeassistant " * 5000
 
 
-def _read_all(blob: bytes, chunk: int = 4096) -> bytes:
-    reader = InflatingReader(io.BytesIO(blob))
+def _read_all(blob: bytes, chunk: int = 4096, *, legacy: bool = False) -> bytes:
+    reader = InflatingReader(io.BytesIO(blob), legacy=legacy)
     parts = []
     while part := reader.read(chunk):
         parts.append(part)
@@ -42,43 +42,51 @@ def test_gzip_with_file_name_header() -> None:
 @pytest.mark.parametrize("pad", [0, 4, 15])
 def test_legacy_v1_trailer_is_accepted_and_its_crc_checked(pad: int) -> None:
     blob = _legacy(gzip.compress(DATA), pad)
-    reader = InflatingReader(io.BytesIO(blob))
+    reader = InflatingReader(io.BytesIO(blob), legacy=True)
     while reader.read(65536):
         pass
     assert reader.legacy_trailer
     bad = bytearray(blob)
     bad[-20] ^= 1  # inside the CRC
     with pytest.raises(GzipError, match="CRC mismatch"):
-        _read_all(bytes(bad))
+        _read_all(bytes(bad), legacy=True)
 
 
 def test_legacy_trailer_with_its_final_padding_still_there() -> None:
-    assert _read_all(_legacy(gzip.compress(DATA), 4) + b"\x0c" * 12) == DATA
+    assert _read_all(_legacy(gzip.compress(DATA), 4) + b"\x0c" * 12, legacy=True) == DATA
 
 
-def test_crc_and_length_mismatch() -> None:
+def test_legacy_trailer_is_refused_outside_v1() -> None:
+    with pytest.raises(GzipError):
+        _read_all(_legacy(gzip.compress(DATA), 4))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_crc_and_length_mismatch(legacy: bool) -> None:
     blob = bytearray(gzip.compress(DATA))
     blob[-8] ^= 1
     with pytest.raises(GzipError, match="CRC mismatch"):
-        _read_all(bytes(blob))
+        _read_all(bytes(blob), legacy=legacy)
     blob = bytearray(gzip.compress(DATA))
     blob[-1] ^= 1
     with pytest.raises(GzipError, match="length mismatch"):
-        _read_all(bytes(blob))
+        _read_all(bytes(blob), legacy=legacy)
 
 
+@pytest.mark.parametrize("legacy", [False, True])
 @pytest.mark.parametrize("cut", [5, 50, -30, -8, -1])
-def test_truncated(cut: int) -> None:
+def test_truncated(cut: int, legacy: bool) -> None:
     blob = gzip.compress(DATA)
     with pytest.raises(GzipError):
-        _read_all(blob[:cut])
+        _read_all(blob[:cut], legacy=legacy)
 
 
-def test_garbage_after_trailer_and_not_gzip() -> None:
-    with pytest.raises(GzipError, match="unexpected data"):
-        _read_all(gzip.compress(DATA) + b"x" * 100)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_garbage_after_trailer_and_not_gzip(legacy: bool) -> None:
+    with pytest.raises(GzipError, match="unexpected"):
+        _read_all(gzip.compress(DATA) + b"x" * 100, legacy=legacy)
     with pytest.raises(GzipError, match="not a gzip"):
-        _read_all(b"hello world, certainly not gzip")
+        _read_all(b"hello world, certainly not gzip", legacy=legacy)
 
 
 def test_memory_is_bounded_per_read() -> None:
@@ -91,3 +99,4 @@ def test_raw_deflate_with_hand_made_header() -> None:
     header = b"\x1f\x8b\x08\x00" + b"\x00" * 4 + b"\x00\xff"
     trailer = struct.pack("<II", zlib.crc32(DATA), len(DATA))
     assert _read_all(header + body + trailer) == DATA
+    assert _read_all(header + body + trailer, legacy=True) == DATA
