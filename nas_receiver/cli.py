@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .catalog import Catalog
+from .config import Config, example_text, find_config
+from .daemon import Daemon, scan_once
 from .errors import ExitCode, NasReceiverError, UsageError
 from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup, encrypt_backup
 from .haformat.extract import DEFAULT_MAX_BYTES, extract_backup
+from .logs import setup_logging
 from .progress import Progress, human_bytes
+from .report import list_archives, source_status
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -54,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decrypt(commands)
     _add_encrypt(commands)
     _add_extract(commands)
+    _add_daemon_commands(commands)
     return parser
 
 
@@ -133,7 +140,111 @@ def _add_extract(commands: Any) -> None:
     parser.set_defaults(handler=cmd_extract)
 
 
+def _add_daemon_commands(commands: Any) -> None:
+    run = commands.add_parser("run", help="run the receiver daemon in the foreground")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(handler=cmd_run)
+    scan = commands.add_parser(
+        "scan", help="process everything pending once, then exit (exit 3 if any is not valid)"
+    )
+    scan.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    scan.set_defaults(handler=cmd_scan)
+    listing = commands.add_parser("list", help="every archive, its verdict and its copies")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=cmd_list)
+    status = commands.add_parser("status", help="health per source (exit 3 when unhealthy)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cmd_status)
+    config = commands.add_parser("config", help="check the configuration, or print an example")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands.add_parser("check", help="validate the configuration in force").set_defaults(
+        handler=cmd_config_check
+    )
+    config_commands.add_parser("example", help="print a commented example").set_defaults(
+        handler=cmd_config_example
+    )
+
+
 # -- commands ---------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, str]:
+    return find_config(Path(args.config) if args.config else None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, where = _config(args)
+    setup_logging(config.log_file, verbose=args.verbose)
+    logging.getLogger(__name__).info("nas-receiver %s, configuration: %s", __version__, where)
+    daemon = Daemon(config, reload=lambda: _config(args)[0])
+    daemon.install_signal_handlers()
+    daemon.run()
+    return ExitCode.OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    setup_logging(config.log_file)
+    verdicts = scan_once(config)
+    if args.json:
+        _print_json(verdicts)
+    valid = all(v == "valid" for v in verdicts)
+    return ExitCode.OK if valid else ExitCode.NOT_VALID
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    rows = list_archives(_read_catalog(config))
+    if args.json:
+        _print_json(rows)
+        return ExitCode.OK
+    if not rows:
+        print("no archives yet")
+    for row in rows:
+        print(
+            f"{row['date'] or '-':25}  {row['verdict']:12} {row['source']:10} "
+            f"{row['name']}  ({row['sha256'][:12]})"
+        )
+        for copy in row["copies"]:
+            mark = "verified" if copy["verified"] else "unverified"
+            print(f"    {copy['location']:12} {copy['state']:8} {mark:10} {copy['path']}")
+    return ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    status = source_status(config, _read_catalog(config))
+    if args.json:
+        _print_json(status)
+    else:
+        for source in status["sources"]:
+            state = "ok" if source["healthy"] else "NEEDS ATTENTION"
+            print(
+                f"{source['name']}: {state} - {source['valid']} valid of {source['archives']}, "
+                f"last valid {source['last_valid'] or 'never'}, "
+                f"{len(source['pending'])} pending"
+            )
+            for problem in source["problems"]:
+                print(f"  problem: {problem}")
+    return ExitCode.OK if status["healthy"] else ExitCode.NOT_VALID
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config, where = _config(args)
+    print(f"{where}: ok ({len(config.sources)} source(s), library {config.library.path})")
+    return ExitCode.OK
+
+
+def cmd_config_example(_args: argparse.Namespace) -> int:
+    print(example_text(), end="")
+    return ExitCode.OK
+
+
+def _read_catalog(config: Config) -> Catalog:
+    """Open the catalog for reading (works while the daemon runs); create it if new."""
+    if not config.catalog_path.exists():
+        return Catalog(config.catalog_path)
+    return Catalog(config.catalog_path, readonly=True)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

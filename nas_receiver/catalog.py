@@ -1,0 +1,394 @@
+"""The catalog: SQLite in WAL mode, the one shared state of the program.
+
+Archives are identified by the SHA-256 of their bytes.  A *sighting* is a file seen in a
+source folder; a *copy* is a place an archive is kept (the library, the quarantine, a
+destination).  Every step records its state before and after the work, so a process killed
+at any moment resumes cleanly: see ``recover``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .haformat import VerifyReport
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE archives (
+        sha256 TEXT PRIMARY KEY,
+        slug TEXT, name TEXT, date TEXT, source TEXT NOT NULL, kind TEXT,
+        ha_version TEXT, instance_id TEXT, protected INTEGER, size INTEGER NOT NULL,
+        verdict TEXT NOT NULL, problems TEXT NOT NULL DEFAULT '[]',
+        backup_json TEXT, verified_at REAL NOT NULL, first_seen REAL NOT NULL
+    );
+    CREATE TABLE sightings (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL, path TEXT NOT NULL,
+        size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        stable_since REAL NOT NULL, first_seen REAL NOT NULL,
+        sha256 TEXT, verdict TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+        sidecar TEXT,
+        UNIQUE (source, path)
+    );
+    CREATE INDEX sightings_state ON sightings (state);
+    CREATE TABLE copies (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL, location TEXT NOT NULL, state TEXT NOT NULL,
+        path TEXT, temp_path TEXT, copy_sha256 TEXT, verified INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL, detail TEXT
+    );
+    CREATE INDEX copies_sha ON copies (sha256, location);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY, at REAL NOT NULL, level TEXT NOT NULL, kind TEXT NOT NULL,
+        source TEXT, sha256 TEXT, message TEXT NOT NULL
+    );
+    """,
+}
+
+
+class SightingState:
+    """Where a file seen in a source folder is in its way through the program."""
+
+    WAITING = "waiting"  # seen; waits to stop changing
+    VERIFYING = "verifying"  # taken by a worker (reset to waiting on recovery)
+    INCOMPLETE = "incomplete"  # verified incomplete; waits to change, or to be given up
+    DONE = "done"  # verified and kept (library or quarantine)
+    GONE = "gone"  # deleted from the source (HA's own retention)
+
+
+class CopyState:
+    PLACING = "placing"  # being written under temp_path
+    PRESENT = "present"  # in place, checksum checked
+    MARKED = "marked"  # marked for deletion (retention), not yet deleted
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Sighting:
+    id: int
+    source: str
+    path: str
+    size: int
+    mtime_ns: int
+    state: str
+    stable_since: float
+    first_seen: float
+    sha256: str | None
+    verdict: str | None
+    attempts: int
+    sidecar: str | None
+
+
+@dataclass(frozen=True)
+class Copy:
+    id: int
+    sha256: str
+    location: str
+    state: str
+    path: str | None
+    temp_path: str | None
+    copy_sha256: str | None
+    verified: bool
+    updated_at: float
+    detail: str | None
+
+
+class Catalog:
+    """Thread-safe access to the catalog file: one SQLite connection per thread."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self._readonly = readonly
+        self._local = threading.local()
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            if self._readonly:
+                uri = f"file:{self.path}?mode=ro"
+                connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            else:
+                connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+            connection.row_factory = sqlite3.Row
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: catalog schema {version} is newer than this program's "
+                    f"({SCHEMA_VERSION}); upgrade nas-receiver"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if row is None:
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._connection().execute(sql, params).fetchall()
+
+    # -- sightings -----------------------------------------------------------------------------
+
+    def sightings(self, source: str | None = None, states: Sequence[str] = ()) -> list[Sighting]:
+        sql, params = "SELECT * FROM sightings WHERE 1", []
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += list(states)
+        return [Sighting(**dict(row)) for row in self._query(sql + " ORDER BY id", params)]
+
+    def sighting(self, sighting_id: int) -> Sighting | None:
+        rows = self._query("SELECT * FROM sightings WHERE id = ?", (sighting_id,))
+        return Sighting(**dict(rows[0])) if rows else None
+
+    def observe(
+        self,
+        source: str,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        now: float,
+        sidecar: str | None = None,
+    ) -> str:
+        """Record a file as seen now.  Return ``new``, ``changed``, ``replaced`` or ``same``."""
+        mtime = mtime_ns / 1e9
+        stable_since = min(now, mtime)  # unchanged since its last write, as far as we know
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT * FROM sightings WHERE source = ? AND path = ?", (source, path)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO sightings (source, path, size, mtime_ns, state, stable_since,"
+                    " first_seen, sidecar) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        source,
+                        path,
+                        size,
+                        mtime_ns,
+                        SightingState.WAITING,
+                        stable_since,
+                        now,
+                        sidecar,
+                    ),
+                )
+                return "new"
+            if sidecar != row["sidecar"]:
+                db.execute("UPDATE sightings SET sidecar = ? WHERE id = ?", (sidecar, row["id"]))
+            if row["size"] == size and row["mtime_ns"] == mtime_ns and row["state"] != "gone":
+                return "same"
+            replaced = row["state"] in (SightingState.DONE, SightingState.GONE)
+            db.execute(
+                "UPDATE sightings SET size = ?, mtime_ns = ?, state = ?, stable_since = ?,"
+                " sha256 = NULL, verdict = NULL, attempts = CASE WHEN ? THEN 0 ELSE attempts"
+                " END WHERE id = ?",
+                (size, mtime_ns, SightingState.WAITING, now, replaced, row["id"]),
+            )
+            return "replaced" if replaced else "changed"
+
+    def has_sidecars(self, source: str) -> bool:
+        """True when archives in this source come with sidecars (HA's Synology agent)."""
+        rows = self._query(
+            "SELECT 1 FROM sightings WHERE source = ? AND sidecar IS NOT NULL LIMIT 1", (source,)
+        )
+        return bool(rows)
+
+    def count_sightings(self, states: Sequence[str]) -> int:
+        marks = ",".join("?" * len(states))
+        rows = self._query(f"SELECT COUNT(*) FROM sightings WHERE state IN ({marks})", states)  # noqa: S608
+        return int(rows[0][0])
+
+    def mark_gone(self, sighting_id: int) -> None:
+        self._set_state(sighting_id, SightingState.GONE)
+
+    def take(self, sighting_id: int, size: int, mtime_ns: int) -> bool:
+        """Claim a waiting sighting for verification; False if it changed or was taken."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE sightings SET state = ?, attempts = attempts + 1 WHERE id = ? AND"
+                " state IN (?, ?) AND size = ? AND mtime_ns = ?",
+                (
+                    SightingState.VERIFYING,
+                    sighting_id,
+                    SightingState.WAITING,
+                    SightingState.INCOMPLETE,
+                    size,
+                    mtime_ns,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def finish_sighting(
+        self, sighting_id: int, state: str, sha256: str | None, verdict: str | None
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sightings SET state = ?, sha256 = ?, verdict = ? WHERE id = ?",
+                (state, sha256, verdict, sighting_id),
+            )
+
+    def release(self, sighting_id: int) -> None:
+        """Give a sighting back to the waiting state (verification stopped or the file moved)."""
+        self._set_state(sighting_id, SightingState.WAITING)
+
+    def _set_state(self, sighting_id: int, state: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE sightings SET state = ? WHERE id = ?", (state, sighting_id))
+
+    # -- archives ------------------------------------------------------------------------------
+
+    def record_archive(self, report: VerifyReport, source: str, now: float) -> None:
+        """Insert or refresh an archive from its verification report (full level)."""
+        assert report.sha256 is not None
+        backup = report.backup
+        values = {
+            "sha256": report.sha256,
+            "slug": backup.slug if backup else None,
+            "name": backup.name if backup else Path(report.path).name,
+            "date": backup.date.isoformat() if backup else None,
+            "source": source,
+            "kind": backup.kind if backup else None,
+            "ha_version": backup.homeassistant_version if backup else None,
+            "instance_id": backup.instance_id if backup else None,
+            "protected": int(backup.protected) if backup else None,
+            "size": report.size,
+            "verdict": str(report.verdict),
+            "problems": json.dumps(report.problems),
+            "backup_json": backup.model_dump_json() if backup else None,
+            "verified_at": now,
+            "first_seen": now,
+        }
+        columns = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        updates = ", ".join(
+            f"{key} = excluded.{key}" for key in values if key not in ("sha256", "first_seen")
+        )
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO archives ({columns}) VALUES ({marks}) "  # noqa: S608
+                f"ON CONFLICT (sha256) DO UPDATE SET {updates}",
+                list(values.values()),
+            )
+
+    def archives(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM archives ORDER BY date, sha256")
+        return [dict(row) for row in rows]
+
+    def archive(self, sha256: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM archives WHERE sha256 = ?", (sha256,))
+        return dict(rows[0]) if rows else None
+
+    # -- copies --------------------------------------------------------------------------------
+
+    def copies(self, sha256: str | None = None, location: str | None = None) -> list[Copy]:
+        sql, params = "SELECT * FROM copies WHERE 1", []
+        if sha256 is not None:
+            sql += " AND sha256 = ?"
+            params.append(sha256)
+        if location is not None:
+            sql += " AND location = ?"
+            params.append(location)
+        return [
+            Copy(**{**dict(row), "verified": bool(row["verified"])})
+            for row in self._query(sql + " ORDER BY id", params)
+        ]
+
+    def begin_copy(self, sha256: str, location: str, temp_path: str, now: float) -> int:
+        """Record, before writing it, that a copy is being placed under ``temp_path``."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO copies (sha256, location, state, temp_path, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sha256, location, CopyState.PLACING, temp_path, now),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def finish_copy(
+        self,
+        copy_id: int,
+        path: str,
+        copy_sha256: str,
+        *,
+        verified: bool,
+        now: float,
+        detail: str | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE copies SET state = ?, path = ?, temp_path = NULL, copy_sha256 = ?,"
+                " verified = ?, updated_at = ?, detail = ? WHERE id = ?",
+                (CopyState.PRESENT, path, copy_sha256, int(verified), now, detail, copy_id),
+            )
+
+    def drop_copy(self, copy_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM copies WHERE id = ?", (copy_id,))
+
+    # -- events --------------------------------------------------------------------------------
+
+    def event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        level: str = "info",
+        source: str | None = None,
+        sha256: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO events (at, level, kind, source, sha256, message)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (now or time.time(), level, kind, source, sha256, message),
+            )
+
+    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(row) for row in rows]

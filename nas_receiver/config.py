@@ -1,0 +1,239 @@
+"""The configuration: one YAML file, validated by pydantic, explained by path when wrong.
+
+Lookup order: ``--config``, then ``$NAS_RECEIVER_CONFIG``, then ``/etc/nas-receiver/config.yaml``;
+with none of them, the embedded default: everything under ``./nas-receiver-data/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+ENV_CONFIG = "NAS_RECEIVER_CONFIG"
+SYSTEM_CONFIG = Path("/etc/nas-receiver/config.yaml")
+DEFAULT_DATA_DIR = Path("nas-receiver-data")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``30``, ``30s``, ``5m``, ``2h``, ``8d`` or ``1w`` into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 2h, 8d)")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    """One folder HA writes backups to (one HA instance, one share)."""
+
+    name: str = Field(
+        description="short name of this HA instance; a folder name in the library",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    )
+    path: Path = Field(description="the folder (NFS/SMB export) HA writes its backups to")
+    keys: list[Path] = Field(
+        default_factory=list, description="key files (bare key or emergency kit), tried in order"
+    )
+    watch: Literal["inotify", "poll"] = Field(
+        "inotify", description="inotify on the NAS itself; poll for network mounts"
+    )
+    settle_seconds: float = Field(
+        30, ge=0, description="a file unchanged this long is a candidate for verification"
+    )
+    give_up: Duration = Field(
+        timedelta(hours=6),
+        description="an incomplete file unchanged this long is abandoned and quarantined",
+    )
+    expect_every: Duration | None = Field(
+        None, description="alarm when no new backup arrives within this time (e.g. 8d)"
+    )
+
+
+class LibraryConfig(_Section):
+    """The NAS's own verified copies."""
+
+    path: Path = Field(description="folder of the library; one sub-folder per source")
+    store: Literal["original", "decrypted", "both"] = Field(
+        "original", description="keep the archive as HA wrote it, a decrypted copy, or both"
+    )
+    browse: bool = Field(
+        False, description="also unpack the HA configuration so single files can be recovered"
+    )
+
+
+class QuarantineConfig(_Section):
+    """Where damaged and abandoned archives are copied (never deleted automatically)."""
+
+    path: Path = Field(description="folder of the quarantine")
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="catalog, state, lock and logs")
+    sources: list[SourceConfig] = Field(min_length=1, description="folders HA writes to")
+    library: LibraryConfig = Field(description="the library of verified backups")
+    quarantine: QuarantineConfig = Field(description="the quarantine of damaged backups")
+    workers: int = Field(1, ge=1, le=8, description="archives verified at the same time")
+    reconcile_every: Duration = Field(
+        timedelta(minutes=5), description="full rescan of every source (events are only hints)"
+    )
+    log_file: Path | None = Field(None, description="also log to this file (rotated)")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        names = [source.name for source in sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+        return sources
+
+    @model_validator(mode="after")
+    def _separate_folders(self) -> Config:
+        kept = {"library": self.library.path, "quarantine": self.quarantine.path}
+        for source in self.sources:
+            for label, folder in kept.items():
+                if _overlaps(source.path, folder):
+                    raise ValueError(
+                        f"source '{source.name}' and the {label} must not share a folder"
+                    )
+        return self
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.sqlite3"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "daemon.lock"
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    a, b = a.absolute(), b.absolute()
+    return a == b or a in b.parents or b in a.parents
+
+
+def default_config(base: Path | None = None) -> Config:
+    """Return the embedded default: everything under ``./nas-receiver-data/``."""
+    data = (base or Path.cwd()) / DEFAULT_DATA_DIR
+    return Config(
+        data_dir=data,
+        sources=[
+            SourceConfig(name="incoming", path=data / "incoming", settle_seconds=5, watch="inotify")
+        ],
+        library=LibraryConfig(path=data / "library"),
+        quarantine=QuarantineConfig(path=data / "quarantine"),
+    )
+
+
+def example_text() -> str:
+    """Return the commented example configuration."""
+    return resources.files("nas_receiver").joinpath("config_example.yaml").read_text()
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate ``path``.  Raise ConfigError naming the file and the key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
+    return parse_config(text, str(path), base=path.parent)
+
+
+def parse_config(text: str, where: str, *, base: Path | None = None) -> Config:
+    """Validate YAML ``text``; relative paths are taken from ``base``."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML{line}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping of settings")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(where, err)) from err
+    return _absolute(config, base or Path.cwd())
+
+
+def _explain(where: str, err: ValidationError) -> str:
+    lines = []
+    for error in err.errors():
+        path = ""
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{where}: at '{path or '(top)'}': {message}")
+    return "\n".join(lines)
+
+
+def _absolute(config: Config, base: Path) -> Config:
+    def fix(path: Path) -> Path:
+        return path if path.is_absolute() else base / path
+
+    return config.model_copy(
+        update={
+            "data_dir": fix(config.data_dir),
+            "sources": [
+                s.model_copy(update={"path": fix(s.path), "keys": [fix(k) for k in s.keys]})
+                for s in config.sources
+            ],
+            "library": config.library.model_copy(update={"path": fix(config.library.path)}),
+            "quarantine": config.quarantine.model_copy(
+                update={"path": fix(config.quarantine.path)}
+            ),
+            "log_file": fix(config.log_file) if config.log_file else None,
+        }
+    )
+
+
+def find_config(explicit: Path | None) -> tuple[Config, str]:
+    """Return the configuration in force and where it came from."""
+    if explicit is not None:
+        return load_config(explicit), str(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return load_config(Path(env)), f"${ENV_CONFIG} ({env})"
+    if SYSTEM_CONFIG.exists():
+        return load_config(SYSTEM_CONFIG), str(SYSTEM_CONFIG)
+    return default_config(), "embedded default (./nas-receiver-data/)"

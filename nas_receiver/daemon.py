@@ -1,0 +1,364 @@
+"""The receiver daemon: watch, reconcile, verify one archive at a time, keep it.
+
+The main loop owns the catalog's bookkeeping of sightings; verification runs on worker
+threads (``workers`` of them).  Each pass: check stop and reload requests, take in file
+events (hints), rescan when due (the truth), hand due archives to workers, tell systemd.
+First SIGTERM/SIGINT: warm stop (the current verification finishes); a second: cold stop
+(it is abandoned and verified again next time).  SIGHUP reloads the configuration.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from .catalog import Catalog, SightingState
+from .config import Config, SourceConfig
+from .errors import ConfigError, NasReceiverError
+from .intake.scan import SIDECAR_SUFFIXES, SeenFile, scan_source, stat_one
+from .intake.stability import is_due
+from .intake.watch import Hint, Watcher
+from .pipeline import Pipeline
+from .systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+
+
+class AlreadyRunning(NasReceiverError):
+    code = "locked"
+
+
+class DaemonLock:
+    """An exclusive lock on the data folder: two daemons never share one catalog."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> DaemonLock:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AlreadyRunning(
+                f"{self._path}: another nas-receiver works on this data folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Intake:
+    """Bring what is in the source folders into the catalog (scan results and hints)."""
+
+    def __init__(self, catalog: Catalog, clock: Callable[[], float] = time.time) -> None:
+        self.catalog = catalog
+        self.clock = clock
+
+    def reconcile(self, source: SourceConfig) -> int:
+        """Rescan one source; record new, changed and vanished files.  Return files seen."""
+        try:
+            found = scan_source(source.path)
+        except OSError as err:
+            log.error("%s: cannot list %s: %s", source.name, source.path, err.strerror)
+            return 0
+        now = self.clock()
+        known = {s.path: s for s in self.catalog.sightings(source.name)}
+        for seen in found.values():
+            old = known.get(seen.path)
+            if (
+                old
+                and old.size == seen.size
+                and old.mtime_ns == seen.mtime_ns
+                and old.sidecar == seen.sidecar
+                and old.state != SightingState.GONE
+            ):
+                continue  # the common case: nothing to write
+            self._observe(source, seen, now)
+        for path, sighting in known.items():
+            if path not in found and sighting.state != SightingState.GONE:
+                self._vanished(source, sighting.id, path)
+        return len(found)
+
+    def hint(self, source: SourceConfig, relative: str) -> None:
+        """Look at one path an event named."""
+        for suffix in SIDECAR_SUFFIXES:  # a sidecar arrived: look at its archive
+            if relative.endswith(suffix):
+                relative = relative[: -len(suffix)] + ".tar"
+        seen = stat_one(source.path, relative)
+        if seen is not None:
+            self._observe(source, seen, self.clock())
+            return
+        for sighting in self.catalog.sightings(source.name):
+            if sighting.path == relative and sighting.state != SightingState.GONE:
+                self._vanished(source, sighting.id, relative)
+
+    def _observe(self, source: SourceConfig, seen: SeenFile, now: float) -> None:
+        change = self.catalog.observe(
+            source.name, seen.path, seen.size, seen.mtime_ns, now, seen.sidecar
+        )
+        if change == "new":
+            log.info("%s: arrived: %s", source.name, seen.path)
+        elif change == "replaced":
+            log.info("%s: replaced under the same name: %s", source.name, seen.path)
+
+    def _vanished(self, source: SourceConfig, sighting_id: int, path: str) -> None:
+        log.info("%s: deleted from the share (HA's retention?): %s", source.name, path)
+        self.catalog.mark_gone(sighting_id)
+        self.catalog.event("deleted", f"{path}: deleted from the share", source=source.name)
+
+
+def due_sightings(config: Config, catalog: Catalog, now: float) -> list[tuple[int, SourceConfig]]:
+    """Return the sightings to verify now, oldest first."""
+    due: list[tuple[int, SourceConfig]] = []
+    for source in config.sources:
+        sightings = catalog.sightings(
+            source.name, [SightingState.WAITING, SightingState.INCOMPLETE]
+        )
+        if not sightings:
+            continue
+        sidecar_folder = catalog.has_sidecars(source.name)
+        for sighting in sightings:
+            if is_due(
+                sighting,
+                now,
+                settle_seconds=source.settle_seconds,
+                give_up_seconds=source.give_up.total_seconds(),
+                awaiting_sidecar=sidecar_folder and sighting.sidecar is None,
+            ):
+                due.append((sighting.id, source))
+    return due
+
+
+class Daemon:
+    """``nas-receiver run``: the long-running receiver."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reload: Callable[[], Config] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._reload = reload
+        self.clock = clock
+        self.catalog = Catalog(config.catalog_path)
+        self.notifier = Notifier()
+        self._stop_requests = 0
+        self._reload_requested = False
+        self._cancel = threading.Event()
+        self._in_flight: dict[int, Future[str | None]] = {}
+        self._last_event = "started"
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop_requests += 1
+        if self._stop_requests > 1:
+            self._cancel.set()  # cold: abandon the current verification
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload_requested = True
+
+    def request_stop(self) -> None:
+        self._stop_requests += 1
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        with DaemonLock(self.config.lock_path):
+            self._prepare_folders()
+            pipeline = Pipeline(self.config, self.catalog, self.clock)
+            pipeline.recover()
+            intake = Intake(self.catalog, self.clock)
+            watcher = self._start_watcher()
+            for source in self.config.sources:
+                intake.reconcile(source)
+            next_reconcile = time.monotonic() + self.config.reconcile_every.total_seconds()
+            self.notifier.ready(self._status())
+            log.info("ready: watching %s", ", ".join(str(s.path) for s in self.config.sources))
+            with ThreadPoolExecutor(self.config.workers, thread_name_prefix="verify") as pool:
+                while not self._stop_requests:
+                    if self._reload_requested:
+                        pipeline, intake, watcher = self._do_reload(pipeline, intake, watcher)
+                    self._take_hints(watcher, intake)
+                    if time.monotonic() >= next_reconcile:
+                        for source in self.config.sources:
+                            intake.reconcile(source)
+                        next_reconcile = (
+                            time.monotonic() + self.config.reconcile_every.total_seconds()
+                        )
+                    self._dispatch(pool, pipeline)
+                    self.notifier.heartbeat(self._status())
+                    self._wait_for_work(watcher)
+                self.notifier.stopping()
+                log.info(
+                    "stopping%s",
+                    " (cold)" if self._cancel.is_set() else ": finishing the current verification",
+                )
+                self._drain(pool)
+            watcher.stop()
+            self.catalog.close()
+            log.info("stopped")
+
+    def _prepare_folders(self) -> None:
+        for folder in (self.config.data_dir, self.config.library.path, self.config.quarantine.path):
+            folder.mkdir(parents=True, exist_ok=True)
+        for source in self.config.sources:
+            if not source.path.exists():
+                source.path.mkdir(parents=True, exist_ok=True)
+                log.info("%s: created %s", source.name, source.path)
+
+    def _start_watcher(self) -> Watcher:
+        watcher = Watcher()
+        for source in self.config.sources:
+            try:
+                watcher.watch(source.name, source.path, poll=source.watch == "poll")
+            except OSError as err:
+                log.warning(
+                    "%s: no file events (%s); the rescan every %s finds new files",
+                    source.name,
+                    err,
+                    self.config.reconcile_every,
+                )
+        return watcher
+
+    def _take_hints(self, watcher: Watcher, intake: Intake) -> None:
+        looked: set[Hint] = set()
+        while True:
+            try:
+                hint = watcher.hints.get_nowait()
+            except queue.Empty:
+                return
+            if hint in looked:
+                continue
+            looked.add(hint)
+            try:
+                source = self.config.source(hint.source)
+            except KeyError:
+                continue
+            intake.hint(source, hint.relative)
+
+    def _dispatch(self, pool: ThreadPoolExecutor, pipeline: Pipeline) -> None:
+        for sighting_id, future in list(self._in_flight.items()):
+            if future.done():
+                del self._in_flight[sighting_id]
+                self._report(future)
+        free = self.config.workers - len(self._in_flight)
+        if free <= 0:
+            return
+        for sighting_id, _source in due_sightings(self.config, self.catalog, self.clock()):
+            if free <= 0:
+                break
+            if sighting_id in self._in_flight:
+                continue
+            sighting = self.catalog.sighting(sighting_id)
+            if sighting is None:
+                continue
+            self._in_flight[sighting_id] = pool.submit(pipeline.process, sighting, self._cancel)
+            self._last_event = f"verifying {sighting.path}"
+            free -= 1
+
+    def _report(self, future: Future[str | None]) -> None:
+        try:
+            verdict = future.result()
+        except Exception:
+            log.exception("a job failed; it will be tried again")
+            return
+        if verdict:
+            self._last_event = f"last verdict: {verdict}"
+
+    def _wait_for_work(self, watcher: Watcher) -> None:
+        deadline = time.monotonic() + TICK
+        while time.monotonic() < deadline and not self._stop_requests:
+            if not watcher.hints.empty() or any(f.done() for f in self._in_flight.values()):
+                return
+            time.sleep(0.05)
+
+    def _drain(self, pool: ThreadPoolExecutor) -> None:
+        for future in self._in_flight.values():
+            while not future.done():
+                time.sleep(0.05)
+            self._report(future)
+        self._in_flight.clear()
+        pool.shutdown(wait=True)
+
+    def _do_reload(
+        self, pipeline: Pipeline, intake: Intake, watcher: Watcher
+    ) -> tuple[Pipeline, Intake, Watcher]:
+        self._reload_requested = False
+        if self._reload is None:
+            return pipeline, intake, watcher
+        try:
+            config = self._reload()
+        except (ConfigError, OSError) as err:
+            log.error("reload refused, the old configuration stays: %s", err)
+            return pipeline, intake, watcher
+        if config.data_dir != self.config.data_dir:
+            log.error("reload refused: data_dir cannot change while running")
+            return pipeline, intake, watcher
+        self.config = config
+        self._prepare_folders()
+        watcher.stop()
+        log.info("configuration reloaded")
+        return Pipeline(config, self.catalog, self.clock), intake, self._start_watcher()
+
+    def _status(self) -> str:
+        waiting = self.catalog.count_sightings(
+            [SightingState.WAITING, SightingState.INCOMPLETE, SightingState.VERIFYING]
+        )
+        return f"{waiting} waiting, {len(self._in_flight)} verifying; {self._last_event}"
+
+
+def scan_once(config: Config, *, clock: Callable[[], float] = time.time) -> list[str]:
+    """``nas-receiver scan``: take in every source, process everything due, return verdicts.
+
+    Files still changing (not yet settled) are left for a later run.
+    """
+    with DaemonLock(config.lock_path):
+        for folder in (config.data_dir, config.library.path, config.quarantine.path):
+            folder.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(config.catalog_path)
+        pipeline = Pipeline(config, catalog, clock)
+        pipeline.recover()
+        intake = Intake(catalog, clock)
+        for source in config.sources:
+            if source.path.exists():
+                intake.reconcile(source)
+            else:
+                log.error("%s: %s does not exist", source.name, source.path)
+        verdicts = []
+        for sighting_id, _source in due_sightings(config, catalog, clock()):
+            sighting = catalog.sighting(sighting_id)
+            if sighting is not None and (verdict := pipeline.process(sighting)):
+                verdicts.append(verdict)
+        catalog.close()
+        return verdicts

@@ -1,0 +1,161 @@
+"""Placing archives in the NAS library or the quarantine: atomic, checksum-checked, once.
+
+The fastest safe way is chosen per copy: a reflink (FICLONE, btrfs on Synology) shares the
+data blocks, a hard link shares the inode, a streamed copy is fsync'd.  Each is written under
+a temporary name, checked, then given its final name without replacing anything.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .haformat.output import fsync_dir, publish
+
+log = logging.getLogger(__name__)
+
+FICLONE = 0x40049409  # from linux/fs.h
+CHUNK = 1 << 20
+PARTIAL_MARK = ".partial-"
+
+Method = Literal["reflink", "hardlink", "copy"]
+
+
+@dataclass(frozen=True)
+class Placed:
+    path: Path
+    sha256: str
+    method: Method
+
+
+def temp_name(final: Path) -> Path:
+    """Return a temporary name beside ``final`` that ``clean_partials`` will recognise."""
+    return final.with_name(f".{final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
+
+
+def clean_partials(folder: Path) -> list[Path]:
+    """Remove temporary files a killed process left in ``folder`` (and below).  Return them."""
+    removed: list[Path] = []
+    if not folder.exists():
+        return removed
+    for path in folder.rglob(f".*{PARTIAL_MARK}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb", buffering=0) as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def choose_final(folder: Path, base: str, sha256: str, suffix: str = ".tar") -> tuple[Path, bool]:
+    """Return the final path for an archive and whether it is already there (same bytes).
+
+    A name taken by other bytes (the same backup re-encrypted, say) gets the hash's start.
+    """
+    final = folder / f"{base}{suffix}"
+    if final.exists():
+        if sha256_of(final) == sha256:
+            return final, True
+        final = folder / f"{base}_{sha256[:8]}{suffix}"
+        if final.exists() and sha256_of(final) == sha256:
+            return final, True
+    return final, False
+
+
+def clone_into(source: Path, temp: Path, *, allow_hardlink: bool = True) -> Method:
+    """Write ``temp`` as a copy of ``source`` by the cheapest safe method; fsync it."""
+    try:
+        _reflink(source, temp)
+        return "reflink"
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        log.debug("reflink %s: %s", source, err)
+    if allow_hardlink:
+        try:
+            os.link(source, temp)
+            return "hardlink"
+        except OSError as err:
+            log.debug("hardlink %s: %s", source, err)
+    _stream_copy(source, temp)
+    return "copy"
+
+
+def place(
+    source: Path,
+    folder: Path,
+    base: str,
+    sha256: str,
+    *,
+    temp: Path | None = None,
+    allow_hardlink: bool = True,
+) -> Placed:
+    """Put a checked copy of ``source`` at ``folder/<base>.tar`` (or a free variant).
+
+    Raise PlacementError when the copy does not have ``sha256`` (the source changed, or the
+    disk lied); nothing is left behind then.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    final, there = choose_final(folder, base, sha256)
+    if there:
+        return Placed(final, sha256, "copy")
+    temp = temp or temp_name(final)
+    try:
+        method = clone_into(source, temp, allow_hardlink=allow_hardlink)
+        copied = sha256_of(temp)  # also for a hard link: the source may have been replaced
+        if copied != sha256:
+            raise PlacementError(f"{temp}: copy has SHA-256 {copied}, expected {sha256}")
+        publish(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    return Placed(final, sha256, method)
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write ``path`` atomically (temporary name, fsync, rename over any older version)."""
+    temp = temp_name(path)
+    try:
+        with temp.open("w", encoding="utf-8") as file:
+            json.dump(value, file, indent=2, ensure_ascii=False)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+        fsync_dir(path.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class PlacementError(OSError):
+    """A placed copy did not turn out identical to its source."""
+
+
+def _reflink(source: Path, temp: Path) -> None:
+    with source.open("rb") as src, temp.open("xb") as dst:
+        fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        os.fsync(dst.fileno())
+
+
+def _stream_copy(source: Path, temp: Path) -> None:
+    with source.open("rb", buffering=0) as src, temp.open("xb", buffering=0) as dst:
+        try:
+            os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError as err:  # not every filesystem takes advice
+            if err.errno != errno.EINVAL:
+                raise
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+        os.fsync(dst.fileno())

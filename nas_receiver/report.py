@@ -1,0 +1,99 @@
+"""What ``list`` and ``status`` tell: the 3-2-1 view of every archive, and health per source."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from .catalog import Catalog, CopyState, SightingState
+from .config import Config
+
+PENDING = [SightingState.WAITING, SightingState.INCOMPLETE, SightingState.VERIFYING]
+
+
+def _when(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else None
+
+
+def list_archives(catalog: Catalog) -> list[dict[str, Any]]:
+    """Every archive with its verdict and every copy (location, state, path)."""
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for copy in catalog.copies():
+        if copy.state in (CopyState.PLACING, CopyState.DELETED):
+            continue
+        copies.setdefault(copy.sha256, []).append(
+            {
+                "location": copy.location,
+                "state": copy.state,
+                "path": copy.path,
+                "verified": copy.verified,
+                "method": copy.detail,
+            }
+        )
+    rows = []
+    for archive in catalog.archives():
+        rows.append(
+            {
+                "sha256": archive["sha256"],
+                "slug": archive["slug"],
+                "name": archive["name"],
+                "date": archive["date"],
+                "source": archive["source"],
+                "kind": archive["kind"],
+                "verdict": archive["verdict"],
+                "problems": json.loads(archive["problems"]),
+                "size": archive["size"],
+                "protected": bool(archive["protected"])
+                if archive["protected"] is not None
+                else None,
+                "homeassistant_version": archive["ha_version"],
+                "verified_at": _when(archive["verified_at"]),
+                "copies": copies.get(archive["sha256"], []),
+            }
+        )
+    return rows
+
+
+def source_status(config: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:
+    """Health per source; ``healthy`` is False when any source needs the user."""
+    now = now or time.time()
+    archives = catalog.archives()
+    sources = []
+    for source in config.sources:
+        mine = [a for a in archives if a["source"] == source.name]
+        valid = [a for a in mine if a["verdict"] == "valid"]
+        pending = catalog.sightings(source.name, PENDING)
+        last_arrival = max((a["first_seen"] for a in mine), default=None)
+        last_valid = max((a["first_seen"] for a in valid), default=None)
+        newest = max(mine, key=lambda a: a["first_seen"], default=None)
+        problems = []
+        if newest is not None and newest["verdict"] != "valid":
+            problems.append(f"newest archive {newest['name']!r} is {newest['verdict']}")
+        if source.expect_every is not None:
+            limit = source.expect_every.total_seconds()
+            if last_valid is None:
+                problems.append("no valid backup received yet")
+            elif now - last_valid > limit:
+                days = (now - last_valid) / 86400
+                problems.append(
+                    f"no new valid backup for {days:.1f} days "
+                    f"(expected every {source.expect_every})"
+                )
+        if not source.path.exists():
+            problems.append(f"{source.path} does not exist")
+        sources.append(
+            {
+                "name": source.name,
+                "path": str(source.path),
+                "archives": len(mine),
+                "valid": len(valid),
+                "last_arrival": _when(last_arrival),
+                "last_valid": _when(last_valid),
+                "pending": [{"path": s.path, "state": s.state, "size": s.size} for s in pending],
+                "problems": problems,
+                "healthy": not problems,
+            }
+        )
+    return {"healthy": all(s["healthy"] for s in sources), "sources": sources}
