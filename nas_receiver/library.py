@@ -1,8 +1,12 @@
 """Placing archives in the NAS library or the quarantine: atomic, checksum-checked, once.
 
 The fastest safe way is chosen per copy: a reflink (FICLONE, btrfs on Synology) shares the
-data blocks, a hard link shares the inode, a streamed copy is fsync'd.  Each is written under
-a temporary name, checked, then given its final name without replacing anything.
+data blocks copy-on-write, else a streamed copy is fsync'd.  Each is written under a temporary
+name, checked, then given its final name without replacing anything.
+
+No hard links: a hard link *is* the share's file, so a writer that rewrites a backup in
+place under the same name (``shutil.copy`` does, and HA's extra-location copies use it)
+would silently change the library's copy too.  The daemon's tests caught exactly that.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ FICLONE = 0x40049409  # from linux/fs.h
 CHUNK = 1 << 20
 PARTIAL_MARK = ".partial-"
 
-Method = Literal["reflink", "hardlink", "copy"]
+Method = Literal["reflink", "copy"]
 
 
 @dataclass(frozen=True)
@@ -76,20 +80,14 @@ def choose_final(folder: Path, base: str, sha256: str, suffix: str = ".tar") -> 
     return final, False
 
 
-def clone_into(source: Path, temp: Path, *, allow_hardlink: bool = True) -> Method:
-    """Write ``temp`` as a copy of ``source`` by the cheapest safe method; fsync it."""
+def clone_into(source: Path, temp: Path) -> Method:
+    """Write ``temp`` as an independent copy of ``source``, the cheapest way; fsync it."""
     try:
         _reflink(source, temp)
         return "reflink"
     except OSError as err:
         temp.unlink(missing_ok=True)
         log.debug("reflink %s: %s", source, err)
-    if allow_hardlink:
-        try:
-            os.link(source, temp)
-            return "hardlink"
-        except OSError as err:
-            log.debug("hardlink %s: %s", source, err)
     _stream_copy(source, temp)
     return "copy"
 
@@ -101,7 +99,6 @@ def place(
     sha256: str,
     *,
     temp: Path | None = None,
-    allow_hardlink: bool = True,
 ) -> Placed:
     """Put a checked copy of ``source`` at ``folder/<base>.tar`` (or a free variant).
 
@@ -114,8 +111,8 @@ def place(
         return Placed(final, sha256, "copy")
     temp = temp or temp_name(final)
     try:
-        method = clone_into(source, temp, allow_hardlink=allow_hardlink)
-        copied = sha256_of(temp)  # also for a hard link: the source may have been replaced
+        method = clone_into(source, temp)
+        copied = sha256_of(temp)  # the source may have been replaced since it was verified
         if copied != sha256:
             raise PlacementError(f"{temp}: copy has SHA-256 {copied}, expected {sha256}")
         publish(temp, final)

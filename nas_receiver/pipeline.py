@@ -175,7 +175,7 @@ class Pipeline:
         folder.mkdir(parents=True, exist_ok=True)
         temp = temp_name(folder / f"{base}.tar")
         copy_id = self.catalog.begin_copy(sha, location, str(temp), self.clock())
-        placed = place(path, folder, base, sha, temp=temp, allow_hardlink=location == LIBRARY)
+        placed = place(path, folder, base, sha, temp=temp)
         self.catalog.finish_copy(
             copy_id,
             str(placed.path),

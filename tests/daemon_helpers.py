@@ -1,0 +1,69 @@
+"""Helpers for daemon tests: a config on temporary folders, waiting, and looking at results."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nas_receiver.config import Config, load_config
+
+
+def write_config(
+    root: Path,
+    *,
+    settle: float = 0.5,
+    give_up: str = "30s",
+    reconcile: str = "1s",
+    keys: tuple[Path, ...] = (),
+    watch: str = "inotify",
+    expect_every: str | None = None,
+    extra_source: str = "",
+) -> Path:
+    """Write ``root/config.yaml`` with share/, library/, quarantine/, data/ under ``root``."""
+    key_list = ", ".join(str(k) for k in keys)
+    expect = f"\n    expect_every: {expect_every}" if expect_every else ""
+    text = f"""
+data_dir: {root / "data"}
+sources:
+  - name: home
+    path: {root / "share"}
+    keys: [{key_list}]
+    watch: {watch}
+    settle_seconds: {settle}
+    give_up: {give_up}{expect}
+{extra_source}
+library: {{path: {root / "library"}}}
+quarantine: {{path: {root / "quarantine"}}}
+reconcile_every: {reconcile}
+"""
+    (root / "share").mkdir(parents=True, exist_ok=True)
+    path = root / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def config_at(root: Path, **kwargs: object) -> Config:
+    return load_config(write_config(root, **kwargs))  # type: ignore[arg-type]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def archives_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.tar") if not p.name.startswith("."))
+
+
+def partials_in(*folders: Path) -> list[Path]:
+    return [p for folder in folders if folder.exists() for p in folder.rglob(".*partial*")]

@@ -1,0 +1,150 @@
+"""One archive's way: verify, then library or quarantine, exactly once, checked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from nas_receiver.catalog import Catalog, SightingState
+from nas_receiver.daemon import Intake, due_sightings, scan_once
+from nas_receiver.pipeline import Pipeline
+from nas_receiver.report import list_archives
+from tests.builders import KEY, write_key
+from tests.conftest import corpus_file
+from tests.daemon_helpers import archives_in, config_at, partials_in, sha256
+
+MakeBackup = Callable[..., Path]
+AGENT_BACKUP_KEYS = {
+    "addons",
+    "backup_id",
+    "date",
+    "database_included",
+    "extra_metadata",
+    "folders",
+    "homeassistant_included",
+    "homeassistant_version",
+    "name",
+    "protected",
+    "size",
+}
+
+
+def test_valid_goes_to_library_with_ha_sidecar(make_backup: MakeBackup, tmp_path: Path) -> None:
+    key = write_key(tmp_path / "key.txt", KEY)
+    config = config_at(tmp_path, settle=0, keys=(key,))
+    original = make_backup(password=KEY)
+    arrived = config.sources[0].path / "Automatic_backup.tar"
+    shutil.copyfile(original, arrived)
+    before = arrived.read_bytes()
+    assert scan_once(config) == ["valid"]
+    (placed,) = archives_in(config.library.path)
+    assert placed.parent == config.library.path / "home"
+    assert placed.name == "Automatic_backup_2026.11.1_2026-11-20_04.45_00000000.tar"
+    assert sha256(placed) == sha256(arrived)
+    sidecar = json.loads(placed.with_name(placed.stem + "_meta.json").read_text())
+    assert set(sidecar) == AGENT_BACKUP_KEYS
+    assert sidecar["size"] == placed.stat().st_size and sidecar["protected"] is True
+    assert arrived.read_bytes() == before  # the share is never modified
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert row["verdict"] == "valid"
+    assert [c["location"] for c in row["copies"]] == ["library"]
+
+
+def test_corrupt_goes_to_quarantine_with_reason(tmp_path: Path) -> None:
+    config = config_at(tmp_path, settle=0)
+    arrived = config.sources[0].path / "broken.tar"
+    shutil.copyfile(corpus_file("habackuptool_test_protected_v1.tar"), arrived)
+    assert scan_once(config) == ["corrupt"]
+    assert archives_in(config.library.path) == []
+    (kept,) = archives_in(config.quarantine.path)
+    reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text())
+    assert reason["verdict"] == "corrupt" and reason["sha256"] == sha256(arrived)
+    assert any("missing from the archive" in p for p in reason["problems"])
+    assert arrived.exists()  # never moved or deleted
+
+
+def test_locked_archive_is_kept_unverified(tmp_path: Path) -> None:
+    config = config_at(tmp_path, settle=0)  # no key configured
+    shutil.copyfile(
+        corpus_file("supervisor_backup_example_sec_v3.tar"), config.sources[0].path / "locked.tar"
+    )
+    assert scan_once(config) == ["key_required"]
+    (row,) = list_archives(Catalog(config.catalog_path))
+    (copy,) = row["copies"]
+    assert copy["location"] == "library" and copy["verified"] is False
+
+
+def test_same_bytes_twice_is_one_archive(make_backup: MakeBackup, tmp_path: Path) -> None:
+    config = config_at(tmp_path, settle=0)
+    backup = make_backup()
+    for name in ("a.tar", "copy-of-a.tar"):
+        shutil.copyfile(backup, config.sources[0].path / name)
+    assert scan_once(config) == ["valid", "valid"]
+    assert len(archives_in(config.library.path)) == 1
+    catalog = Catalog(config.catalog_path)
+    assert len(list_archives(catalog)) == 1
+    assert {s.sha256 for s in catalog.sightings()} == {sha256(backup)}
+
+
+def test_incomplete_waits_then_is_given_up(make_backup: MakeBackup, tmp_path: Path) -> None:
+    config = config_at(tmp_path, settle=0, give_up="1h")
+    partial = config.sources[0].path / "partial.tar"
+    partial.write_bytes(make_backup().read_bytes()[:30000])
+    assert scan_once(config) == ["incomplete"]
+    assert archives_in(config.quarantine.path) == []
+    catalog = Catalog(config.catalog_path)
+    assert [s.state for s in catalog.sightings()] == [SightingState.INCOMPLETE]
+    assert scan_once(config) == []  # unchanged and not yet given up: nothing to do
+    later = config_at(tmp_path, settle=0, give_up="1s")
+    assert scan_once(later, clock=lambda: 4e9) == ["incomplete"]
+    assert len(archives_in(later.quarantine.path)) == 1
+
+
+def test_incomplete_then_finished_is_valid(make_backup: MakeBackup, tmp_path: Path) -> None:
+    config = config_at(tmp_path, settle=0)
+    data = make_backup().read_bytes()
+    path = config.sources[0].path / "growing.tar"
+    path.write_bytes(data[:50000])
+    assert scan_once(config) == ["incomplete"]
+    path.write_bytes(data)
+    assert scan_once(config) == ["valid"]
+    assert len(archives_in(config.library.path)) == 1
+    assert archives_in(config.quarantine.path) == []
+
+
+def test_deleted_share_file_is_recorded_not_fatal(make_backup: MakeBackup, tmp_path: Path) -> None:
+    config = config_at(tmp_path, settle=0)
+    path = config.sources[0].path / "a.tar"
+    shutil.copyfile(make_backup(), path)
+    assert scan_once(config) == ["valid"]
+    path.unlink()
+    assert scan_once(config) == []
+    catalog = Catalog(config.catalog_path)
+    assert [s.state for s in catalog.sightings()] == [SightingState.GONE]
+    assert len(archives_in(config.library.path)) == 1  # our copy stays
+    assert any(e["kind"] == "deleted" for e in catalog.events())
+
+
+def test_recover_cleans_what_a_kill_left(make_backup: MakeBackup, tmp_path: Path) -> None:
+    config = config_at(tmp_path, settle=0)
+    path = config.sources[0].path / "a.tar"
+    shutil.copyfile(make_backup(), path)
+    catalog = Catalog(config.catalog_path)
+    intake = Intake(catalog)
+    intake.reconcile(config.sources[0])
+    ((sighting_id, _),) = due_sightings(config, catalog, 4e9)
+    sighting = catalog.sighting(sighting_id)
+    assert sighting is not None
+    assert catalog.take(sighting.id, sighting.size, sighting.mtime_ns)  # then "killed"
+    folder = config.library.path / "home"
+    folder.mkdir(parents=True)
+    stray = folder / ".x.tar.partial-dead"
+    stray.write_bytes(b"half")
+    copy_id = catalog.begin_copy("f" * 64, "library", str(stray), 0)
+    Pipeline(config, catalog).recover()
+    assert not stray.exists() and partials_in(config.library.path) == []
+    assert catalog.copies() == [] and copy_id
+    assert catalog.sighting(sighting.id).state == SightingState.WAITING  # type: ignore[union-attr]
+    assert scan_once(config) == ["valid"]
