@@ -32,7 +32,7 @@ def running() -> Iterator[Callable[[Config], Daemon]]:
         thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()
         started.append((daemon, thread))
-        wait_for(lambda: config.catalog_path.exists(), 10, "catalog")
+        wait_for(config.catalog_path.exists, 10, "catalog")
         return daemon
 
     yield start
