@@ -1,0 +1,1 @@
+"""The command handlers, one module per group; the CLI imports them only when used."""

@@ -1,0 +1,95 @@
+"""Commands of the receiver: run, scan, list, status, config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .. import __version__
+from ..catalog import Catalog
+from ..config import Config, example_text, find_config
+from ..daemon import Daemon, scan_once
+from ..errors import ExitCode
+from ..logs import setup_logging
+from ..report import list_archives, source_status
+from .output import print_json
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, str]:
+    return find_config(Path(args.config) if args.config else None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, where = _config(args)
+    setup_logging(config.log_file, verbose=args.verbose)
+    logging.getLogger(__name__).info("nas-receiver %s, configuration: %s", __version__, where)
+    daemon = Daemon(config, reload=lambda: _config(args)[0])
+    daemon.install_signal_handlers()
+    daemon.run()
+    return ExitCode.OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    setup_logging(config.log_file)
+    verdicts = scan_once(config)
+    if args.json:
+        print_json(verdicts)
+    valid = all(v == "valid" for v in verdicts)
+    return ExitCode.OK if valid else ExitCode.NOT_VALID
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    rows = list_archives(_read_catalog(config))
+    if args.json:
+        print_json(rows)
+        return ExitCode.OK
+    if not rows:
+        print("no archives yet")
+    for row in rows:
+        print(
+            f"{row['date'] or '-':25}  {row['verdict']:12} {row['source']:10} "
+            f"{row['name']}  ({row['sha256'][:12]})"
+        )
+        for copy in row["copies"]:
+            mark = "verified" if copy["verified"] else "unverified"
+            print(f"    {copy['location']:12} {copy['state']:8} {mark:10} {copy['path']}")
+    return ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    status = source_status(config, _read_catalog(config))
+    if args.json:
+        print_json(status)
+    else:
+        for source in status["sources"]:
+            state = "ok" if source["healthy"] else "NEEDS ATTENTION"
+            print(
+                f"{source['name']}: {state} - {source['valid']} valid of {source['archives']}, "
+                f"last valid {source['last_valid'] or 'never'}, "
+                f"{len(source['pending'])} pending"
+            )
+            for problem in source["problems"]:
+                print(f"  problem: {problem}")
+    return ExitCode.OK if status["healthy"] else ExitCode.NOT_VALID
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config, where = _config(args)
+    print(f"{where}: ok ({len(config.sources)} source(s), library {config.library.path})")
+    return ExitCode.OK
+
+
+def cmd_config_example(_args: argparse.Namespace) -> int:
+    print(example_text(), end="")
+    return ExitCode.OK
+
+
+def _read_catalog(config: Config) -> Catalog:
+    """Open the catalog for reading (works while the daemon runs); create it if new."""
+    if not config.catalog_path.exists():
+        return Catalog(config.catalog_path)
+    return Catalog(config.catalog_path, readonly=True)
