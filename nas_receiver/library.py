@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,11 +51,33 @@ def clean_partials(folder: Path) -> list[Path]:
     removed: list[Path] = []
     if not folder.exists():
         return removed
-    for path in folder.rglob(f".*{PARTIAL_MARK}*"):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    for path in sorted(folder.rglob(f".*{PARTIAL_MARK}*"), reverse=True):
+        remove_path(path)
+        removed.append(path)
     return removed
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a whole folder (even a read-only one); nothing if it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        make_writable_tree(path)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def make_writable_tree(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+
+
+def make_read_only(folder: Path) -> None:
+    """Take write permission from everything under ``folder`` (a browse copy is a record)."""
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o222)
+    folder.chmod(folder.stat().st_mode & ~0o222)
 
 
 def sha256_of(path: Path) -> str:

@@ -8,6 +8,7 @@ back to the queue and removes half-written copies; placing is idempotent by SHA-
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -16,13 +17,26 @@ from pathlib import Path
 from .catalog import Catalog, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
 from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
+from .haformat.convert import decrypt_backup
+from .haformat.extract import extract_backup
 from .haformat.model import ha_base_name
-from .library import Placed, clean_partials, place, temp_name, write_json
+from .library import (
+    Placed,
+    clean_partials,
+    make_read_only,
+    make_writable_tree,
+    place,
+    remove_path,
+    temp_name,
+    write_json,
+)
 from .progress import human_bytes
 
 log = logging.getLogger(__name__)
 
 LIBRARY = "library"
+LIBRARY_DECRYPTED = "library-decrypted"
+LIBRARY_BROWSE = "library-browse"
 QUARANTINE = "quarantine"
 KEPT_UNVERIFIED = {Verdict.KEY_REQUIRED, Verdict.WRONG_KEY}
 
@@ -54,7 +68,7 @@ class Pipeline:
         for copy in self.catalog.copies():
             if copy.state == CopyState.PLACING:
                 if copy.temp_path:
-                    Path(copy.temp_path).unlink(missing_ok=True)
+                    remove_path(Path(copy.temp_path))
                 self.catalog.drop_copy(copy.id)
         for folder in (self.config.library.path, self.config.quarantine.path):
             for path in clean_partials(folder):
@@ -107,39 +121,89 @@ class Pipeline:
         return str(verdict)
 
     def _to_library(self, source: SourceConfig, sighting: Sighting, report: VerifyReport) -> None:
+        """Keep what the library settings ask for; each part once (by SHA-256 and location),
+        so a run that was killed half-way completes the missing parts only."""
         assert report.sha256 is not None and report.backup is not None
         sha = report.sha256
-        present = [c for c in self.catalog.copies(sha, LIBRARY) if c.state == CopyState.PRESENT]
-        if present and all(Path(c.path or "").exists() for c in present):
-            log.info("%s: %s is already in the library (same bytes)", source.name, sighting.path)
-            self.catalog.event(
-                "duplicate",
-                f"{sighting.path}: already in the library",
-                source=source.name,
-                sha256=sha,
-            )
-            return
         folder = self.config.library.path / source.name
         base = ha_base_name(report.backup.name, report.backup.date)
         verified = report.verdict is Verdict.VALID
-        placed = self._place(
-            source.path / sighting.path, folder, base, sha, LIBRARY, verified=verified
+        store = self.config.library.store
+        decryptable = verified and bool(report.securetar_versions)
+        archive = source.path / sighting.path
+        if store != "decrypted" or not decryptable:
+            original = self._present(sha, LIBRARY)
+            if original is None:
+                placed = self._place(archive, folder, base, sha, LIBRARY, verified=verified)
+                write_json(_sidecar_of(placed.path), report.backup.agent_backup(report.size))
+                original = placed.path
+                log.info(
+                    "%s: placed in library: %s (%s%s)",
+                    source.name,
+                    placed.path,
+                    placed.method,
+                    "" if verified else f", unverified: {report.verdict}",
+                )
+                self.catalog.event(
+                    "library",
+                    f"{placed.path.name} placed ({report.verdict})",
+                    source=source.name,
+                    sha256=sha,
+                )
+            else:
+                log.info("%s: %s is already in the library", source.name, sighting.path)
+            archive = original
+        if store != "original" and decryptable and self._present(sha, LIBRARY_DECRYPTED) is None:
+            where = folder if store == "decrypted" else folder / "decrypted"
+            self._store_decrypted(source, archive, where, base, sha)
+        if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
+            self._browse(source, archive, folder, base, sha)
+
+    def _present(self, sha: str, location: str) -> Path | None:
+        for copy in self.catalog.copies(sha, location):
+            if copy.state == CopyState.PRESENT and copy.path and Path(copy.path).exists():
+                return Path(copy.path)
+        return None
+
+    def _store_decrypted(
+        self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
+    ) -> None:
+        """Keep an unencrypted HA backup (restorable in HA, openable without it)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{base}.tar"
+        copy_id = self.catalog.begin_copy(sha, LIBRARY_DECRYPTED, str(final), self.clock())
+        if final.exists():
+            final.unlink()  # a leftover of a run killed after publishing: made again
+        result = decrypt_backup(archive, final, self.keys(source))
+        assert result.sha256 is not None and result.backup is not None
+        write_json(_sidecar_of(final), result.backup.agent_backup(result.size, protected=False))
+        self.catalog.finish_copy(
+            copy_id, str(final), result.sha256, verified=True, now=self.clock(), detail="decrypted"
         )
-        sidecar = placed.path.with_name(placed.path.name[: -len(".tar")] + "_meta.json")
-        write_json(sidecar, report.backup.agent_backup(report.size))
-        log.info(
-            "%s: placed in library: %s (%s%s)",
-            source.name,
-            placed.path,
-            placed.method,
-            "" if verified else f", unverified: {report.verdict}",
+        log.info("%s: decrypted copy in library: %s", source.name, final)
+
+    def _browse(
+        self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
+    ) -> None:
+        """Unpack the HA configuration read-only, for single files from File Station."""
+        final = folder / base
+        if final.exists():
+            make_writable_tree(final)
+            shutil.rmtree(final)  # a leftover of a run killed after the rename: made again
+        temp = temp_name(final)
+        copy_id = self.catalog.begin_copy(sha, LIBRARY_BROWSE, str(temp), self.clock())
+        result = extract_backup(archive, temp, self.keys(source), members=["homeassistant"])
+        make_read_only(temp)
+        temp.rename(final)
+        self.catalog.finish_copy(
+            copy_id,
+            str(final),
+            sha,
+            verified=not result.problems,
+            now=self.clock(),
+            detail=f"{result.files} files",
         )
-        self.catalog.event(
-            "library",
-            f"{placed.path.name} placed ({report.verdict})",
-            source=source.name,
-            sha256=sha,
-        )
+        log.info("%s: browsable copy of the configuration: %s/", source.name, final)
 
     def _to_quarantine(
         self, source: SourceConfig, sighting: Sighting, report: VerifyReport
@@ -189,6 +253,11 @@ class Pipeline:
     def _gone(self, sighting: Sighting) -> None:
         log.info("%s: %s was deleted before it was verified", sighting.source, sighting.path)
         self.catalog.mark_gone(sighting.id)
+
+
+def _sidecar_of(archive: Path) -> Path:
+    """HA's Synology DSM agent keeps ``<base>_meta.json`` beside ``<base>.tar``."""
+    return archive.with_name(archive.name[: -len(".tar")] + "_meta.json")
 
 
 def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:

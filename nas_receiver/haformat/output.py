@@ -58,7 +58,7 @@ def atomic_output(final: Path) -> Iterator[PendingFile]:
     final = Path(final)
     if final.exists():
         raise OutputExistsError(f"{final}: exists already; not overwritten")
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.partial-", dir=final.parent)
     temporary = Path(name)
     try:
         with os.fdopen(fd, "w+b") as file:

@@ -148,3 +148,63 @@ def test_recover_cleans_what_a_kill_left(make_backup: MakeBackup, tmp_path: Path
     assert catalog.copies() == [] and copy_id
     assert catalog.sighting(sighting.id).state == SightingState.WAITING  # type: ignore[union-attr]
     assert scan_once(config) == ["valid"]
+
+
+def _with_library(config_path: Path, settings: str) -> Path:
+    text = config_path.read_text()
+    library = text.split("library: {path: ")[1].split("}")[0]
+    config_path.write_text(
+        text.replace(f"library: {{path: {library}}}", f"library: {{path: {library}, {settings}}}")
+    )
+    return config_path
+
+
+def test_store_both_and_browse(make_backup: MakeBackup, tmp_path: Path) -> None:
+    from nas_receiver.config import load_config
+    from nas_receiver.haformat import KeyRing, verify_archive
+    from tests.daemon_helpers import write_config
+
+    key = write_key(tmp_path / "key.txt", KEY)
+    path = _with_library(write_config(tmp_path, settle=0, keys=(key,)), "store: both, browse: true")
+    config = load_config(path)
+    shutil.copyfile(make_backup(password=KEY), config.sources[0].path / "a.tar")
+    assert scan_once(config) == ["valid"]
+    folder = config.library.path / "home"
+    original = next(folder.glob("*.tar"))
+    decrypted = next((folder / "decrypted").glob("*.tar"))
+    assert verify_archive(original, keys=KeyRing([KEY])).securetar_versions == [3]
+    plain = verify_archive(decrypted)
+    assert plain.verdict == "valid" and plain.securetar_versions == []
+    meta = json.loads(decrypted.with_name(decrypted.stem + "_meta.json").read_text())
+    assert meta["protected"] is False
+    browse = folder / original.stem
+    assert "default_config" in (browse / "homeassistant" / "configuration.yaml").read_text()
+    assert not (browse / "homeassistant" / "configuration.yaml").stat().st_mode & 0o222
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert sorted(c["location"] for c in row["copies"]) == [
+        "library",
+        "library-browse",
+        "library-decrypted",
+    ]
+    decrypted_copy = next(c for c in row["copies"] if c["location"] == "library-decrypted")
+    assert decrypted_copy["path"] == str(decrypted)
+    # a second scan finds everything in place and writes nothing new
+    assert scan_once(config) == []
+    assert len(list(folder.rglob("*.tar"))) == 2
+
+
+def test_store_decrypted_only(make_backup: MakeBackup, tmp_path: Path) -> None:
+    from nas_receiver.config import load_config
+    from nas_receiver.haformat import verify_archive
+    from tests.daemon_helpers import write_config
+
+    key = write_key(tmp_path / "key.txt", KEY)
+    config = load_config(
+        _with_library(write_config(tmp_path, settle=0, keys=(key,)), "store: decrypted")
+    )
+    shutil.copyfile(
+        make_backup(password=KEY, securetar_version=2), config.sources[0].path / "a.tar"
+    )
+    assert scan_once(config) == ["valid"]
+    (only,) = archives_in(config.library.path)
+    assert verify_archive(only).securetar_versions == []
