@@ -1,6 +1,6 @@
 """Benchmarks of the receiver daemon: idle cost, arrival-to-library time, reconcile scan.
 
-    .venv/bin/python bench/bench_daemon.py [--idle-seconds 60] [--archives 5000]
+.venv/bin/python bench/bench_daemon.py [--idle-seconds 60] [--archives 5000]
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.generate import MIB, make_content  # noqa: E402
-from nas_receiver.catalog import Catalog  # noqa: E402
-from nas_receiver.config import load_config  # noqa: E402
-from nas_receiver.daemon import Intake, scan_once  # noqa: E402
-from nas_receiver.haformat import verify_archive  # noqa: E402
-from tests.builders import BackupSpec, write_backup_from  # noqa: E402
-from tests.daemon_helpers import write_config  # noqa: E402
+from bench.generate import MIB, make_content
+from nas_receiver.catalog import Catalog
+from nas_receiver.config import load_config
+from nas_receiver.daemon import Intake, scan_once
+from nas_receiver.haformat import verify_archive
+from tests.builders import BackupSpec, write_backup_from
+from tests.daemon_helpers import write_config
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "real"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -43,7 +43,8 @@ def _rss_mib(pid: int) -> float:
 def _start(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), "run"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -59,8 +60,10 @@ def bench_idle(root: Path, seconds: float) -> None:
     finally:
         process.terminate()
         process.wait(30)
-    print(f"idle daemon over {seconds:.0f} s: {used:.2f} s CPU, RSS {rss:.0f} MiB "
-          f"(targets: <= 0.5 s, <= 80 MiB)")
+    print(
+        f"idle daemon over {seconds:.0f} s: {used:.2f} s CPU, RSS {rss:.0f} MiB "
+        f"(targets: <= 0.5 s, <= 80 MiB)"
+    )
 
 
 def bench_arrival(root: Path, mib: int) -> None:
@@ -68,8 +71,9 @@ def bench_arrival(root: Path, mib: int) -> None:
     make_content(content, mib)
     backup = root / "source.tar"
     spec = BackupSpec(addons=(), folders=("media",), name="Arrival bench")
-    write_backup_from(backup, spec, [("homeassistant", content / "ha"),
-                                     ("media", content / "media")])
+    write_backup_from(
+        backup, spec, [("homeassistant", content / "ha"), ("media", content / "media")]
+    )
     verify_seconds = verify_archive(backup).seconds
     config = write_config(root, settle=5, reconcile="5m")
     share = root / "share"
@@ -85,9 +89,11 @@ def bench_arrival(root: Path, mib: int) -> None:
     finally:
         process.terminate()
         process.wait(30)
-    print(f"arrival to library, {backup.stat().st_size / MIB:.0f} MB backup, settle 5 s: "
-          f"{took:.2f} s (target <= settle + verify {verify_seconds:.2f} s + 1 s = "
-          f"{5 + verify_seconds + 1:.2f} s)")
+    print(
+        f"arrival to library, {backup.stat().st_size / MIB:.0f} MB backup, settle 5 s: "
+        f"{took:.2f} s (target <= settle + verify {verify_seconds:.2f} s + 1 s = "
+        f"{5 + verify_seconds + 1:.2f} s)"
+    )
 
 
 def bench_reconcile(root: Path, count: int) -> None:
@@ -99,8 +105,9 @@ def bench_reconcile(root: Path, count: int) -> None:
     config = load_config(config_path)
     started = time.perf_counter()
     scan_once(config)  # brings all of them into the catalog (one archive, many sightings)
-    print(f"  (first scan of {count} files with verification: "
-          f"{time.perf_counter() - started:.1f} s)")
+    print(
+        f"  (first scan of {count} files with verification: {time.perf_counter() - started:.1f} s)"
+    )
     catalog = Catalog(config.catalog_path)
     intake = Intake(catalog)
     timings = []
@@ -108,8 +115,10 @@ def bench_reconcile(root: Path, count: int) -> None:
         started = time.perf_counter()
         seen = intake.reconcile(config.sources[0])
         timings.append(time.perf_counter() - started)
-    print(f"reconcile scan of {seen} archives already in the catalog: "
-          f"{min(timings):.2f} s best of 3 (target <= 2 s)")
+    print(
+        f"reconcile scan of {seen} archives already in the catalog: "
+        f"{min(timings):.2f} s best of 3 (target <= 2 s)"
+    )
 
 
 def main() -> None:

@@ -16,11 +16,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .haformat import VerifyReport
+if TYPE_CHECKING:
+    from .haformat import VerifyReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -53,6 +54,10 @@ _MIGRATIONS: dict[int, str] = {
         id INTEGER PRIMARY KEY, at REAL NOT NULL, level TEXT NOT NULL, kind TEXT NOT NULL,
         source TEXT, sha256 TEXT, message TEXT NOT NULL
     );
+    """,
+    2: """
+    CREATE TABLE pins (sha256 TEXT PRIMARY KEY, pinned_at REAL NOT NULL);
+    CREATE INDEX copies_location ON copies (location, state)
     """,
 }
 
@@ -369,6 +374,64 @@ class Catalog:
     def drop_copy(self, copy_id: int) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM copies WHERE id = ?", (copy_id,))
+
+    def held_at(self, location: str) -> list[tuple[Any, ...]]:
+        """Each archive with a present copy at ``location``: what retention needs, in one
+        query, as plain tuples (tens of thousands of rows): (sha256, name, date, first_seen,
+        instance_id, source, kind, verdict, verified)."""
+        cursor = self._connection().cursor()
+        cursor.row_factory = None
+        return cursor.execute(
+            "SELECT a.sha256, a.name, a.date, a.first_seen, a.instance_id, a.source, a.kind,"
+            " a.verdict, MAX(c.verified) FROM copies c JOIN archives a"
+            " ON a.sha256 = c.sha256 WHERE c.location = ? AND c.state = ? GROUP BY a.sha256",
+            (location, CopyState.PRESENT),
+        ).fetchall()
+
+    def present_copies(self, other_than: str) -> list[tuple[str, str, bool]]:
+        """(sha256, location, verified) of every present copy at other locations."""
+        rows = self._query(
+            "SELECT sha256, location, verified FROM copies WHERE state = ? AND location != ?",
+            (CopyState.PRESENT, other_than),
+        )
+        return [(row[0], row[1], bool(row[2])) for row in rows]
+
+    def mark_copy(self, copy_id: int, now: float) -> None:
+        """First step of a deletion: recorded before the file or object is touched."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE copies SET state = ?, updated_at = ? WHERE id = ?",
+                (CopyState.MARKED, now, copy_id),
+            )
+
+    def copy_deleted(self, copy_id: int, now: float) -> None:
+        """Second step: the file or object is gone."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE copies SET state = ?, updated_at = ? WHERE id = ?",
+                (CopyState.DELETED, now, copy_id),
+            )
+
+    # -- pins ----------------------------------------------------------------------------------
+
+    def pin(self, sha256: str, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO pins VALUES (?, ?)", (sha256, now))
+
+    def unpin(self, sha256: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM pins WHERE sha256 = ?", (sha256,))
+
+    def pinned(self) -> set[str]:
+        return {row[0] for row in self._query("SELECT sha256 FROM pins")}
+
+    def find_archives(self, needle: str) -> list[dict[str, Any]]:
+        """Archives whose SHA-256 starts with, or whose slug or name is, ``needle``."""
+        rows = self._query(
+            "SELECT * FROM archives WHERE sha256 LIKE ? OR slug = ? OR name = ?",
+            (needle.lower() + "%", needle, needle),
+        )
+        return [dict(row) for row in rows]
 
     # -- events --------------------------------------------------------------------------------
 

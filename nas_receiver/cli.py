@@ -153,6 +153,22 @@ def _add_daemon_commands(commands: Any) -> None:
     status = commands.add_parser("status", help="health per source (exit 3 when unhealthy)")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler="receiver:cmd_status")
+    prune = commands.add_parser("prune", help="apply retention: keep or delete, with reasons")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    prune.add_argument("--location", choices=["library", "quarantine"], help="only this one")
+    prune.add_argument("--json", action="store_true", help="print JSON")
+    prune.set_defaults(handler="receiver:cmd_prune")
+    for verb, text in (
+        ("pin", "never delete this archive anywhere"),
+        ("unpin", "let retention decide again"),
+    ):
+        pin = commands.add_parser(verb, help=text)
+        pin.add_argument(
+            "archive",
+            metavar="ARCHIVE",
+            help="SHA-256 (or its start), slug, name, or the backup file itself",
+        )
+        pin.set_defaults(handler=f"receiver:cmd_{verb}")
     config = commands.add_parser("config", help="check the configuration, or print an example")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate the configuration in force")

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .retention import Policy
 
 ENV_CONFIG = "NAS_RECEIVER_CONFIG"
 SYSTEM_CONFIG = Path("/etc/nas-receiver/config.yaml")
@@ -79,6 +80,37 @@ class SourceConfig(_Section):
     )
 
 
+def _forever_or_duration(value: Any) -> timedelta | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() == "forever"):
+        return None
+    return parse_duration(value)
+
+
+KeepFor = Annotated[timedelta | None, BeforeValidator(_forever_or_duration)]
+
+
+class RetentionConfig(_Section):
+    """A retention policy; rules are ORed, like restic's forget.  Empty keeps everything."""
+
+    keep_last: int = Field(0, ge=0, description="keep the newest N archives")
+    keep_within: Duration | None = Field(
+        None, description="keep archives this close to the newest one (e.g. 14d)"
+    )
+    keep_hourly: int = Field(0, ge=0, description="newest archive of each of the last N hours")
+    keep_daily: int = Field(0, ge=0, description="newest archive of each of the last N days")
+    keep_weekly: int = Field(0, ge=0, description="newest archive of each of the last N weeks")
+    keep_monthly: int = Field(0, ge=0, description="newest archive of each of the last N months")
+    keep_yearly: int = Field(0, ge=0, description="newest archive of each of the last N years")
+    keep_kinds: dict[Literal["automatic", "manual", "pre-update"], KeepFor] = Field(
+        default_factory=dict,
+        description="per kind of backup: a duration, or forever (e.g. {manual: forever})",
+    )
+    min_valid: int = Field(0, ge=0, description="never fewer verified-valid archives than this")
+
+    def policy(self) -> Policy:
+        return Policy(**self.model_dump())
+
+
 class LibraryConfig(_Section):
     """The NAS's own verified copies."""
 
@@ -89,12 +121,18 @@ class LibraryConfig(_Section):
     browse: bool = Field(
         False, description="also unpack the HA configuration so single files can be recovered"
     )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="which library archives to keep"
+    )
 
 
 class QuarantineConfig(_Section):
     """Where damaged and abandoned archives are copied (never deleted automatically)."""
 
     path: Path = Field(description="folder of the quarantine")
+    max_age: Duration | None = Field(
+        None, description="delete quarantined archives older than this (off by default)"
+    )
 
 
 class Config(_Section):

@@ -18,10 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from . import prune
 from .catalog import Catalog, SightingState
 from .config import Config, SourceConfig
 from .errors import ConfigError, NasReceiverError
@@ -34,6 +36,24 @@ from .systemd import Notifier
 log = logging.getLogger(__name__)
 
 TICK = 1.0
+PRUNE_EVERY = 86400.0
+
+
+def prune_all(config: Config, catalog: Catalog) -> int:
+    """Apply retention to every location; return how many archives were deleted.
+
+    A failing prune is logged and never stops the receiver."""
+    now = datetime.now().astimezone()
+    deleted = 0
+    for location in prune.locations(config):
+        try:
+            rows = prune.plan(config, catalog, location, now=now)
+            deleted += len(
+                prune.delete_copies(config, catalog, location, rows, now=now.timestamp())
+            )
+        except OSError as err:
+            log.error("prune of the %s failed: %s", location, err)
+    return deleted
 
 
 class AlreadyRunning(NasReceiverError):
@@ -203,6 +223,7 @@ class Daemon:
             for source in self.config.sources:
                 intake.reconcile(source)
             next_reconcile = time.monotonic() + self.config.reconcile_every.total_seconds()
+            next_prune = time.monotonic()
             self.notifier.ready(self._status())
             log.info("ready: watching %s", ", ".join(str(s.path) for s in self.config.sources))
             with ThreadPoolExecutor(self.config.workers, thread_name_prefix="verify") as pool:
@@ -216,7 +237,9 @@ class Daemon:
                         next_reconcile = (
                             time.monotonic() + self.config.reconcile_every.total_seconds()
                         )
-                    self._dispatch(pool, pipeline)
+                    if self._dispatch(pool, pipeline) or time.monotonic() >= next_prune:
+                        prune_all(self.config, self.catalog)  # after arrivals, and daily
+                        next_prune = time.monotonic() + PRUNE_EVERY
                     self.notifier.heartbeat(self._status())
                     self._wait_for_work(watcher)
                 self.notifier.stopping()
@@ -267,14 +290,16 @@ class Daemon:
                 continue
             intake.hint(source, hint.relative)
 
-    def _dispatch(self, pool: ThreadPoolExecutor, pipeline: Pipeline) -> None:
+    def _dispatch(self, pool: ThreadPoolExecutor, pipeline: Pipeline) -> bool:
+        """Collect finished jobs, start due ones; return True when an archive was kept."""
+        kept = False
         for sighting_id, future in list(self._in_flight.items()):
             if future.done():
                 del self._in_flight[sighting_id]
-                self._report(future)
+                kept = self._report(future) or kept
         free = self.config.workers - len(self._in_flight)
         if free <= 0:
-            return
+            return kept
         for sighting_id, _source in due_sightings(self.config, self.catalog, self.clock()):
             if free <= 0:
                 break
@@ -286,15 +311,17 @@ class Daemon:
             self._in_flight[sighting_id] = pool.submit(pipeline.process, sighting, self._cancel)
             self._last_event = f"verifying {sighting.path}"
             free -= 1
+        return kept
 
-    def _report(self, future: Future[str | None]) -> None:
+    def _report(self, future: Future[str | None]) -> bool:
         try:
             verdict = future.result()
         except Exception:
             log.exception("a job failed; it will be tried again")
-            return
+            return False
         if verdict:
             self._last_event = f"last verdict: {verdict}"
+        return verdict is not None and verdict != "incomplete"
 
     def _wait_for_work(self, watcher: Watcher) -> None:
         deadline = time.monotonic() + TICK
@@ -360,5 +387,6 @@ def scan_once(config: Config, *, clock: Callable[[], float] = time.time) -> list
             sighting = catalog.sighting(sighting_id)
             if sighting is not None and (verdict := pipeline.process(sighting)):
                 verdicts.append(verdict)
+        prune_all(config, catalog)
         catalog.close()
         return verdicts

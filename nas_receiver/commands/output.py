@@ -7,6 +7,7 @@ import sys
 
 
 def print_json(value: object) -> None:
-    """Print ``value`` as indented JSON on stdout."""
-    json.dump(value, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    """Print ``value`` as JSON on stdout: indented for a person at a terminal, compact for
+    programs (json's fast C encoder only runs without indentation)."""
+    text = json.dumps(value, indent=2 if sys.stdout.isatty() else None, default=str)
+    sys.stdout.write(text + "\n")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
+from datetime import datetime
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, prune
 from ..catalog import Catalog
 from ..config import Config, example_text, find_config
-from ..daemon import Daemon, scan_once
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
+from ..library import sha256_of
 from ..logs import setup_logging
 from ..report import list_archives, source_status
 from .output import print_json
@@ -21,6 +23,8 @@ def _config(args: argparse.Namespace) -> tuple[Config, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..daemon import Daemon
+
     config, where = _config(args)
     setup_logging(config.log_file, verbose=args.verbose)
     logging.getLogger(__name__).info("nas-receiver %s, configuration: %s", __version__, where)
@@ -31,6 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from ..daemon import scan_once
+
     config, _where = _config(args)
     setup_logging(config.log_file)
     verdicts = scan_once(config)
@@ -75,6 +81,59 @@ def cmd_status(args: argparse.Namespace) -> int:
             for problem in source["problems"]:
                 print(f"  problem: {problem}")
     return ExitCode.OK if status["healthy"] else ExitCode.NOT_VALID
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    catalog = Catalog(config.catalog_path)
+    now = datetime.now().astimezone()
+    rows = []
+    for location in [args.location] if args.location else prune.locations(config):
+        planned = prune.plan(config, catalog, location, now=now)
+        if not args.dry_run:
+            prune.delete_copies(config, catalog, location, planned, now=now.timestamp())
+        rows += planned
+    if args.json:
+        print_json([row.to_dict() for row in rows])
+    else:
+        for row in rows:
+            d = row.decision
+            print(
+                f"{row.location:10} {d.action:6} {d.date:%Y-%m-%d %H:%M}  {d.name}  "
+                f"({d.sha256[:12]})  {'; '.join(d.reasons)}"
+            )
+        if args.dry_run:
+            print("dry run: nothing was deleted")
+    return ExitCode.OK
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    catalog = Catalog(config.catalog_path)
+    sha = _find_archive(catalog, args.archive)
+    catalog.pin(sha, time.time())
+    print(f"pinned {sha}: never deleted anywhere")
+    return ExitCode.OK
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    config, _where = _config(args)
+    catalog = Catalog(config.catalog_path)
+    sha = _find_archive(catalog, args.archive)
+    catalog.unpin(sha)
+    print(f"unpinned {sha}")
+    return ExitCode.OK
+
+
+def _find_archive(catalog: Catalog, needle: str) -> str:
+    path = Path(needle)
+    if path.is_file():
+        needle = sha256_of(path)
+    found = catalog.find_archives(needle)
+    if len(found) != 1:
+        what = "no archive" if not found else f"{len(found)} archives"
+        raise UsageError(f"{needle}: {what} in the catalog match; give more of the SHA-256")
+    return str(found[0]["sha256"])
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -23,7 +23,10 @@ MakeBackup = Callable[..., Path]
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -55,8 +58,9 @@ def test_newest_archive_not_valid_is_unhealthy_and_list_shows_both(
     shutil.copyfile(make_backup(), config.sources[0].path / "good.tar")
     assert scan_once(config) == ["valid"]
     time.sleep(0.01)
-    shutil.copyfile(corpus_file("habackuptool_test_protected_v1.tar"),
-                    config.sources[0].path / "bad.tar")
+    shutil.copyfile(
+        corpus_file("habackuptool_test_protected_v1.tar"), config.sources[0].path / "bad.tar"
+    )
     scan = _cli(config_path, "scan", "--json")
     assert scan.returncode == 3 and json.loads(scan.stdout) == ["corrupt"]
     status = _cli(config_path, "status")

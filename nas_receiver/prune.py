@@ -1,0 +1,183 @@
+"""Prune: apply retention to the library and the quarantine, deleting in two steps.
+
+``plan`` says what would go and why; ``delete_copies`` is the only function that deletes.
+It re-reads the catalog and applies the safety floors again right before deleting, so no
+caller (a stale plan, a future destination, a bug) can delete past them.  A deletion is
+marked in the catalog first and recorded as done once the files are gone: a crash
+mid-prune is finished by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog, CopyState
+from .config import Config
+from .library import remove_path
+from .retention import Candidate, Decision, Holding, Policy, World, apply_floors, select
+
+log = logging.getLogger(__name__)
+
+LIBRARY = "library"
+QUARANTINE = "quarantine"
+# A library entry is the archive and what was made from it; they go together.
+LIBRARY_PARTS = ("library", "library-decrypted", "library-browse")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One archive at one location, with what prune does with it and why."""
+
+    location: str
+    decision: Decision
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "location": self.location,
+            "sha256": d.sha256,
+            "name": d.name,
+            "date": d.date.isoformat(),
+            "group": d.group,
+            "action": d.action,
+            "reasons": list(d.reasons),
+        }
+
+
+def locations(config: Config) -> list[str]:
+    return [LIBRARY, QUARANTINE]
+
+
+def plan(
+    config: Config, catalog: Catalog, location: str, *, now: datetime, tz: tzinfo | None = None
+) -> list[Row]:
+    """Return the keep/delete decision of every archive held at ``location``."""
+    candidates = _candidates(catalog, location)
+    if location == QUARANTINE:
+        decisions = _quarantine_decisions(candidates, config.quarantine.max_age, now)
+        policy = Policy()
+    else:
+        policy = config.library.retention.policy()
+        decisions = select(candidates, policy, tz=tz)
+    decisions = apply_floors(decisions, candidates, location, policy, _world(catalog, location))
+    return [Row(location, decision) for decision in decisions]
+
+
+def delete_copies(
+    config: Config, catalog: Catalog, location: str, rows: list[Row], *, now: float
+) -> list[Row]:
+    """Delete what ``rows`` mark for deletion, floors permitting; return what was deleted."""
+    finish_marked(catalog, now)
+    wanted = {r.decision.sha256 for r in rows if r.decision.action == "delete"}
+    if not wanted:
+        return []
+    candidates = _candidates(catalog, location)
+    policy = config.library.retention.policy() if location == LIBRARY else Policy()
+    proposed = [
+        Decision(
+            c.sha256,
+            c.name,
+            c.date,
+            c.group,
+            "delete" if c.sha256 in wanted else "keep",
+            ("asked",),
+        )
+        for c in candidates
+    ]
+    permitted = apply_floors(proposed, candidates, location, policy, _world(catalog, location))
+    deleted = []
+    for decision in permitted:
+        if decision.action != "delete":
+            continue
+        _delete_archive_at(catalog, location, decision.sha256, now)
+        log.info("pruned from the %s: %s (%s)", location, decision.name, decision.sha256[:12])
+        catalog.event(
+            "pruned",
+            f"{decision.name}: deleted from the {location}",
+            sha256=decision.sha256,
+            now=now,
+        )
+        deleted.append(Row(location, decision))
+    return deleted
+
+
+def finish_marked(catalog: Catalog, now: float) -> None:
+    """Complete deletions a killed run had marked but not finished."""
+    for copy in catalog.copies():
+        if copy.state == CopyState.MARKED:
+            _remove_files(copy.path)
+            catalog.copy_deleted(copy.id, now)
+
+
+def _delete_archive_at(catalog: Catalog, location: str, sha: str, now: float) -> None:
+    parts = LIBRARY_PARTS if location == LIBRARY else (location,)
+    copies = [
+        c for c in catalog.copies(sha) if c.location in parts and c.state == CopyState.PRESENT
+    ]
+    for copy in copies:
+        catalog.mark_copy(copy.id, now)
+    for copy in copies:
+        _remove_files(copy.path)
+        catalog.copy_deleted(copy.id, now)
+
+
+def _remove_files(path_text: str | None) -> None:
+    if not path_text:
+        return
+    path = Path(path_text)
+    if path.name.endswith(".tar"):
+        stem = path.name[: -len(".tar")]
+        path.with_name(stem + "_meta.json").unlink(missing_ok=True)
+        path.with_name(path.name + ".reason.json").unlink(missing_ok=True)
+    remove_path(path)
+
+
+def _candidates(catalog: Catalog, location: str) -> list[Candidate]:
+    pinned = catalog.pinned()
+    rows = catalog.held_at(location)
+    return [
+        Candidate(
+            sha,
+            name or "",
+            _date(date, first_seen),
+            instance or source,
+            kind or "manual",
+            verdict == "valid" and bool(verified),
+            sha in pinned,
+        )
+        for sha, name, date, first_seen, instance, source, kind, verdict, verified in rows
+    ]
+
+
+def _date(iso: str | None, first_seen: float) -> datetime:
+    """All in UTC: aware datetimes sharing one tzinfo compare fast (retention sorts them)."""
+    if iso:
+        return datetime.fromisoformat(iso).astimezone(UTC)
+    return datetime.fromtimestamp(first_seen, UTC)
+
+
+def _world(catalog: Catalog, location: str) -> World:
+    """Copies elsewhere; the floors look at other locations only."""
+    holdings: dict[str, list[Holding]] = {}
+    for sha, where, verified in catalog.present_copies(other_than=location):
+        holdings.setdefault(sha, []).append(Holding(where, verified))
+    return World(holdings=holdings)
+
+
+def _quarantine_decisions(
+    candidates: list[Candidate], max_age: timedelta | None, now: datetime
+) -> list[Decision]:
+    decisions = []
+    for c in candidates:
+        old = max_age is not None and c.date < now - max_age
+        reasons = (
+            () if old else (("no age rule",) if max_age is None else (f"younger than {max_age}",))
+        )
+        decisions.append(
+            Decision(c.sha256, c.name, c.date, c.group, "delete" if old else "keep", reasons)
+        )
+    return decisions
