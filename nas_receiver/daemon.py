@@ -204,6 +204,7 @@ class Daemon:
         self._stop_requests += 1
         if self._stop_requests > 1:
             self._cancel.set()  # cold: abandon the current verification
+            log.info("stopping at once: the current verification is abandoned for now")
 
     def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
         self._reload_requested = True
@@ -243,10 +244,7 @@ class Daemon:
                     self.notifier.heartbeat(self._status())
                     self._wait_for_work(watcher)
                 self.notifier.stopping()
-                log.info(
-                    "stopping%s",
-                    " (cold)" if self._cancel.is_set() else ": finishing the current verification",
-                )
+                log.info("stopping: finishing the current verification")
                 self._drain(pool)
             watcher.stop()
             self.catalog.close()

@@ -206,3 +206,75 @@ def test_killed_at_random_moments_loses_and_duplicates_nothing(
         assert len(present) == 1, row
         assert (row["verdict"] == "valid") == (present[0]["location"] == "library")
         assert sha256(Path(present[0]["path"])) == row["sha256"]
+
+
+@pytest.fixture(scope="module")
+def big_backup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An unencrypted, uncompressed backup of 400 MiB: slow enough to act during its check."""
+    from tests.builders import BackupSpec, write_backup_from
+
+    root = tmp_path_factory.mktemp("big")
+    content = root / "content"
+    content.mkdir()
+    chunk = random.Random(1).randbytes(1 << 20)
+    with (content / "big.bin").open("wb") as file:
+        for index in range(400):
+            file.write(chunk[index % 7 :] + chunk[: index % 7])
+    spec = BackupSpec(compressed=False, addons=(), folders=(), homeassistant=True)
+    return write_backup_from(root / "big.tar", spec, [("homeassistant", content)])
+
+
+def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 30) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if needle in line:
+            return
+    raise AssertionError(f"no log line with {needle!r}")
+
+
+def test_second_signal_stops_cold_and_the_archive_is_verified_next_time(
+    tmp_path: Path, big_backup: Path
+) -> None:
+    config = write_config(tmp_path, settle=0.1)
+    shutil.copyfile(big_backup, tmp_path / "share" / "big.tar")
+    process = _start(config)
+    _wait_for_line(process, "verifying big.tar")
+    process.send_signal(signal.SIGTERM)
+    _wait_for_line(process, "stopping: finishing the current verification")
+    process.send_signal(signal.SIGTERM)  # a second one (two at once would merge into one)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "stopping at once" in output and "placed in library" not in output
+    assert archives_in(tmp_path / "library") == []
+    assert partials_in(tmp_path / "library") == []
+    process = _start(config)
+    try:
+        wait_for(lambda: archives_in(tmp_path / "library"), 60, "verified after restart")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def test_file_deleted_while_being_verified(tmp_path: Path, big_backup: Path) -> None:
+    config = write_config(tmp_path, settle=0.1)
+    arrived = tmp_path / "share" / "big.tar"
+    shutil.copyfile(big_backup, arrived)
+    process = _start(config)
+    try:
+        _wait_for_line(process, "verifying big.tar")
+        arrived.unlink()  # HA's retention strikes mid-check
+        wait_for(
+            lambda: (
+                json.loads(_cli(config, "status", "--json").stdout)["sources"][0]["pending"] == []
+            ),
+            30,
+            "nothing pending",
+        )
+        assert process.poll() is None  # still running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert "Traceback" not in output
+    assert partials_in(tmp_path / "library", tmp_path / "quarantine") == []

@@ -85,3 +85,15 @@ def test_config_commands(tmp_path: Path) -> None:
     bad = _cli(config_path, "config", "check")
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"nas-receiver: {config_path}: at 'surprise': unknown setting"
+
+
+def test_log_file_gets_one_line_per_event(make_backup: MakeBackup, tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, settle=0)
+    log = tmp_path / "logs" / "nas-receiver.log"
+    config_path.write_text(config_path.read_text() + f"log_file: {log}\n")
+    shutil.copyfile(make_backup(), tmp_path / "share" / "a.tar")
+    assert _cli(config_path, "scan").returncode == 0
+    lines = log.read_text().splitlines()
+    assert any(" INFO home: arrived: a.tar" in line for line in lines)
+    assert any("verified valid in" in line for line in lines)
+    assert any("placed in library" in line for line in lines)

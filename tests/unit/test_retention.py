@@ -259,3 +259,12 @@ def test_a_second_prune_deletes_nothing_more(dates: list[datetime], policy: Poli
     remaining = [c for c in candidates if c.sha256 in kept]
     second = apply_floors(select(remaining, policy, tz=UTC), remaining, "library", policy, World())
     assert all(d.action == "keep" for d in second)
+
+
+def test_the_readme_worked_example() -> None:
+    today = datetime(2026, 11, 26, 4, 45, tzinfo=UTC)  # a Thursday
+    archives = _archives([today - timedelta(days=i) for i in range(200)])
+    kept = _kept(archives, Policy(keep_daily=7, keep_weekly=4, keep_monthly=3))
+    expected = [f"2026-11-{d:02d}" for d in (26, 25, 24, 23, 22, 21, 20, 15, 8)]
+    expected += ["2026-10-31", "2026-09-30"]
+    assert sorted(d.date().isoformat() for d in kept) == sorted(expected)
