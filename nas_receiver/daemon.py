@@ -175,6 +175,8 @@ def due_sightings(config: Config, catalog: Catalog, now: float) -> list[tuple[in
 class Daemon:
     """``nas-receiver run``: the long-running receiver."""
 
+    catalog: Catalog  # opened by run(), under the lock; nothing touches the disk before
+
     def __init__(
         self,
         config: Config,
@@ -185,7 +187,6 @@ class Daemon:
         self.config = config
         self._reload = reload
         self.clock = clock
-        self.catalog = Catalog(config.catalog_path)
         self.notifier = Notifier()
         self._stop_requests = 0
         self._reload_requested = False
@@ -216,6 +217,7 @@ class Daemon:
 
     def run(self) -> None:
         with DaemonLock(self.config.lock_path):
+            self.catalog = Catalog(self.config.catalog_path)
             self._prepare_folders()
             pipeline = Pipeline(self.config, self.catalog, self.clock)
             pipeline.recover()

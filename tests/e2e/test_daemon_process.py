@@ -123,8 +123,7 @@ def test_sighup_reload_keeps_old_config_when_new_one_is_bad(
     good = config.read_text()
     process = _start(config)
     try:
-        wait_for((tmp_path / "data" / "catalog.sqlite3").exists, 20, "start")
-        time.sleep(0.5)
+        _wait_for_line(process, "ready: watching")
         config.write_text(good + "bogus_key: 1\n")
         process.send_signal(signal.SIGHUP)
         time.sleep(1.5)
