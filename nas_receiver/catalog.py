@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .haformat import VerifyReport
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -58,6 +58,13 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     CREATE TABLE pins (sha256 TEXT PRIMARY KEY, pinned_at REAL NOT NULL);
     CREATE INDEX copies_location ON copies (location, state)
+    """,
+    3: """
+    CREATE TABLE drills (
+        id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, at REAL NOT NULL, verdict TEXT NOT NULL,
+        changes TEXT NOT NULL DEFAULT '[]', checks TEXT NOT NULL, counts TEXT NOT NULL
+    );
+    CREATE INDEX drills_sha ON drills (sha256, at)
     """,
 }
 
@@ -411,6 +418,40 @@ class Catalog:
                 "UPDATE copies SET state = ?, updated_at = ? WHERE id = ?",
                 (CopyState.DELETED, now, copy_id),
             )
+
+    # -- drills --------------------------------------------------------------------------------
+
+    def record_drill(self, sha256: str, result: dict[str, Any], now: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO drills (sha256, at, verdict, changes, checks, counts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    sha256,
+                    now,
+                    result["verdict"],
+                    json.dumps(result["changes"]),
+                    json.dumps(result["checks"]),
+                    json.dumps(result["counts"]),
+                ),
+            )
+
+    def latest_drills(self) -> dict[str, dict[str, Any]]:
+        """The newest drill of every archive, by SHA-256."""
+        rows = self._query(
+            "SELECT d.* FROM drills d JOIN (SELECT sha256, MAX(id) AS id FROM drills"
+            " GROUP BY sha256) latest ON latest.id = d.id"
+        )
+        return {
+            row["sha256"]: {
+                "verdict": row["verdict"],
+                "at": row["at"],
+                "changes": json.loads(row["changes"]),
+                "checks": json.loads(row["checks"]),
+                "counts": json.loads(row["counts"]),
+            }
+            for row in rows
+        }
 
     # -- pins ----------------------------------------------------------------------------------
 

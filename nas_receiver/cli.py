@@ -169,6 +169,20 @@ def _add_daemon_commands(commands: Any) -> None:
             help="SHA-256 (or its start), slug, name, or the backup file itself",
         )
         pin.set_defaults(handler=f"receiver:cmd_{verb}")
+    drill = commands.add_parser(
+        "drill", help="prove a backup restorable (exit 3 if not, 4 if it cannot run)"
+    )
+    drill.add_argument("archive", type=Path)
+    _key_options(drill)
+    drill.add_argument("--json", action="store_true", help="print the result as JSON")
+    drill.set_defaults(handler="receiver:cmd_drill")
+    keys = commands.add_parser("keys", help="prove the configured keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_check = key_commands.add_parser(
+        "check", help="each key against its source's newest backup (exit 3 on a warning)"
+    )
+    key_check.add_argument("--json", action="store_true", help="print JSON")
+    key_check.set_defaults(handler="receiver:cmd_keys_check")
     config = commands.add_parser("config", help="check the configuration, or print an example")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate the configuration in force")

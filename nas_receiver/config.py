@@ -111,6 +111,21 @@ class RetentionConfig(_Section):
         return Policy(**self.model_dump())
 
 
+class DrillConfig(_Section):
+    """The restore drill: prove each backup restorable by opening what HA needs."""
+
+    after_arrival: bool = Field(True, description="drill each valid archive once it is kept")
+    work_dir: Path | None = Field(
+        None, description="folder for the drill's private unpacking (default: data_dir/tmp)"
+    )
+    count_drop: float = Field(
+        0.30, ge=0, le=1, description="suspicious when entities/devices/entries drop this much"
+    )
+    database_shrink: float = Field(
+        0.90, ge=0, le=1, description="suspicious when the database shrinks this much"
+    )
+
+
 class LibraryConfig(_Section):
     """The NAS's own verified copies."""
 
@@ -142,6 +157,7 @@ class Config(_Section):
     sources: list[SourceConfig] = Field(min_length=1, description="folders HA writes to")
     library: LibraryConfig = Field(description="the library of verified backups")
     quarantine: QuarantineConfig = Field(description="the quarantine of damaged backups")
+    drill: DrillConfig = Field(default_factory=DrillConfig, description="the restore drill")
     workers: int = Field(1, ge=1, le=8, description="archives verified at the same time")
     reconcile_every: Duration = Field(
         timedelta(minutes=5), description="full rescan of every source (events are only hints)"
@@ -171,6 +187,10 @@ class Config(_Section):
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite3"
+
+    @property
+    def drill_dir(self) -> Path:
+        return self.drill.work_dir or self.data_dir / "tmp"
 
     @property
     def lock_path(self) -> Path:
@@ -261,6 +281,9 @@ def _absolute(config: Config, base: Path) -> Config:
                 update={"path": fix(config.quarantine.path)}
             ),
             "log_file": fix(config.log_file) if config.log_file else None,
+            "drill": config.drill.model_copy(
+                update={"work_dir": fix(config.drill.work_dir) if config.drill.work_dir else None}
+            ),
         }
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .catalog import Catalog, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
+from .drill import DrillUnavailable
 from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import extract_backup
@@ -158,6 +159,16 @@ class Pipeline:
             self._store_decrypted(source, archive, where, base, sha)
         if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
             self._browse(source, archive, folder, base, sha)
+        if verified and self.config.drill.after_arrival:
+            self._drill(source, archive, sha)
+
+    def _drill(self, source: SourceConfig, archive: Path, sha: str) -> None:
+        from .drills import drill_and_record  # the drill is an upper layer of its own
+
+        try:
+            drill_and_record(self.config, self.catalog, archive, self.keys(source), sha)
+        except DrillUnavailable as err:
+            log.warning("%s: drill not possible now: %s", source.name, err)
 
     def _present(self, sha: str, location: str) -> Path | None:
         for copy in self.catalog.copies(sha, location):

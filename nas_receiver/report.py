@@ -32,8 +32,10 @@ def list_archives(catalog: Catalog) -> list[dict[str, Any]]:
                 "method": copy.detail,
             }
         )
+    drills = catalog.latest_drills()
     rows = []
     for archive in catalog.archives():
+        drill = drills.get(archive["sha256"])
         rows.append(
             {
                 "sha256": archive["sha256"],
@@ -51,15 +53,28 @@ def list_archives(catalog: Catalog) -> list[dict[str, Any]]:
                 "homeassistant_version": archive["ha_version"],
                 "verified_at": _when(archive["verified_at"]),
                 "copies": copies.get(archive["sha256"], []),
+                "drill": _drill_summary(drill),
             }
         )
     return rows
+
+
+def _drill_summary(drill: dict[str, Any] | None) -> dict[str, Any] | None:
+    if drill is None:
+        return None
+    return {
+        "verdict": drill["verdict"],
+        "suspicious": bool(drill["changes"]),
+        "changes": drill["changes"],
+        "at": _when(drill["at"]),
+    }
 
 
 def source_status(config: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:
     """Health per source; ``healthy`` is False when any source needs the user."""
     now = now or time.time()
     archives = catalog.archives()
+    drills = catalog.latest_drills()
     sources = []
     for source in config.sources:
         mine = [a for a in archives if a["source"] == source.name]
@@ -83,6 +98,19 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                 )
         if not source.path.exists():
             problems.append(f"{source.path} does not exist")
+        restorable = [
+            drills[a["sha256"]]["at"]
+            for a in mine
+            if drills.get(a["sha256"], {}).get("verdict") == "restorable"
+        ]
+        if newest is not None and newest["sha256"] in drills:
+            newest_drill = drills[newest["sha256"]]
+            if newest_drill["verdict"] != "restorable":
+                problems.append(f"newest archive {newest['name']!r} is not restorable")
+            if newest_drill["changes"]:
+                problems.append(
+                    f"newest archive is suspicious: {'; '.join(newest_drill['changes'])}"
+                )
         sources.append(
             {
                 "name": source.name,
@@ -91,6 +119,7 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                 "valid": len(valid),
                 "last_arrival": _when(last_arrival),
                 "last_valid": _when(last_valid),
+                "last_restorable": _when(max(restorable, default=None)),
                 "pending": [{"path": s.path, "state": s.state, "size": s.size} for s in pending],
                 "problems": problems,
                 "healthy": not problems,

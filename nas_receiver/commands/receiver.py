@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -134,6 +135,62 @@ def _find_archive(catalog: Catalog, needle: str) -> str:
         what = "no archive" if not found else f"{len(found)} archives"
         raise UsageError(f"{needle}: {what} in the catalog match; give more of the SHA-256")
     return str(found[0]["sha256"])
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from ..drill import RESTORABLE, DrillUnavailable
+    from ..drills import drill_and_record
+    from ..haformat import KeyRing
+
+    config, _where = _config(args)
+    keys = KeyRing.load(args.key_file)
+    if not keys:  # the configured sources' keys, all of them
+        keys = KeyRing(key for source in config.sources for key in KeyRing.load(source.keys))
+    catalog = Catalog(config.catalog_path)
+    setup_logging(None)  # the drill's findings as log lines on stderr
+    try:
+        report = drill_and_record(
+            config, catalog, args.archive, keys, _known_sha(catalog, args.archive)
+        )
+    except DrillUnavailable as err:
+        print(f"nas-receiver: drill not possible: {err}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(f"{args.archive}: {report.verdict}")
+        for check in report.checks:
+            print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        for change in report.suspicious:
+            print(f"  suspicious: {change}")
+    return ExitCode.OK if report.verdict == RESTORABLE else ExitCode.NOT_VALID
+
+
+def _known_sha(catalog: Catalog, archive: Path) -> str | None:
+    found = catalog.find_archives(sha256_of(archive)) if archive.is_file() else []
+    return str(found[0]["sha256"]) if len(found) == 1 else None
+
+
+def cmd_keys_check(args: argparse.Namespace) -> int:
+    from ..drills import prove_keys
+
+    config, _where = _config(args)
+    result = prove_keys(config, _read_catalog(config))
+    if args.json:
+        print_json(result)
+    else:
+        for source in result["sources"]:
+            for key in source["keys"]:
+                state = "proves" if key["proves"] else "does NOT open"
+                print(f"{source['name']}: {key['key_file']} {state} the newest backup")
+            days = source["days_since_restorable"]
+            print(
+                f"{source['name']}: last proven restorable "
+                f"{'never' if days is None else f'{days} days ago'}"
+            )
+            for warning in source["warnings"]:
+                print(f"  warning: {warning}")
+    return ExitCode.OK if result["ok"] else ExitCode.NOT_VALID
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -1,0 +1,193 @@
+"""The restore drill: prove a backup restorable by opening what HA needs to start.
+
+The HA part is decrypted and unpacked into a private temporary folder (free space checked
+first: the HA part's uncompressed size plus 10 %), checked, and removed again, also when the
+drill is interrupted.  Add-ons are unpacked one at a time; folders were already walked to
+their end by the full verification the drill starts with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
+from ..haformat.extract import extract_backup
+from ..haformat.model import inner_base_name
+from .compare import Thresholds, compare
+from .haconfig import Check, check_addon, check_recorder, check_storage, check_yaml
+
+RESTORABLE = "restorable"
+NOT_RESTORABLE = "not restorable"
+SPACE_MARGIN = 0.10
+_PREFIX = ".nas-receiver-drill-"
+
+
+class DrillUnavailable(Exception):
+    """The drill could not run (no space, no key): nothing was learnt about the backup."""
+
+
+@dataclass
+class DrillReport:
+    path: str
+    verdict: str
+    checks: list[Check]
+    counts: dict[str, Any] = field(default_factory=dict)
+    suspicious: list[str] = field(default_factory=list)
+    sha256: str | None = None
+    peak_disk_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "verdict": self.verdict,
+            "suspicious": bool(self.suspicious),
+            "changes": list(self.suspicious),
+            "checks": [check.to_dict() for check in self.checks],
+            "counts": dict(self.counts),
+            "peak_disk_bytes": self.peak_disk_bytes,
+        }
+
+
+def run_drill(
+    archive: Path,
+    keys: KeyRing,
+    *,
+    work_dir: Path | None = None,
+    previous: dict[str, Any] | None = None,
+    thresholds: Thresholds | None = None,
+) -> DrillReport:
+    """Drill one backup.  ``previous`` are the counts of the instance's previous backup.
+
+    Raise DrillUnavailable when there is not room enough to unpack the HA part.
+    """
+    report = verify_archive(archive, level=Level.FULL, keys=keys)
+    checks = [
+        Check(
+            "archive",
+            report.verdict is Verdict.VALID,
+            str(report.verdict) if not report.problems else report.problems[0],
+        )
+    ]
+    counts: dict[str, Any] = {"archive_bytes": report.size, "addons": _addons(report)}
+    drill = DrillReport(str(archive), NOT_RESTORABLE, checks, counts, sha256=report.sha256)
+    if report.verdict is Verdict.VALID:
+        work = work_dir or Path(tempfile.gettempdir())
+        work.mkdir(parents=True, exist_ok=True)
+        remove_stale_work(work)
+        _check_parts(archive, keys, report, work, drill)
+    if all(check.ok for check in drill.checks):
+        drill.verdict = RESTORABLE
+    if previous is not None:
+        drill.suspicious = compare(previous, drill.counts, thresholds or Thresholds())
+    return drill
+
+
+def remove_stale_work(work: Path) -> None:
+    """Remove drill folders left by a process that no longer exists (killed mid-drill)."""
+    for folder in work.glob(f"{_PREFIX}*"):
+        match = re.match(rf"{re.escape(_PREFIX)}(\d+)-", folder.name)
+        if match and not _alive(int(match[1])):
+            _make_writable(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _addons(report: VerifyReport) -> list[str]:
+    return sorted(addon.slug for addon in report.backup.addons) if report.backup else []
+
+
+def _check_parts(
+    archive: Path, keys: KeyRing, report: VerifyReport, work: Path, drill: DrillReport
+) -> None:
+    assert report.backup is not None
+    sizes = {inner_base_name(i.name): i.content_bytes or 0 for i in report.inner}
+    if report.backup.homeassistant is not None:
+        need = int(sizes.get("homeassistant", 0) * (1 + SPACE_MARGIN))
+        free = shutil.disk_usage(work).free
+        if need > free:
+            raise DrillUnavailable(f"{work}: {free} bytes free, the HA part needs {need}")
+        excluded = report.backup.homeassistant.exclude_database
+        with _workspace(work) as folder:
+            drill.checks += _unpack_and_check(
+                archive, keys, folder, "homeassistant", sizes["homeassistant"], excluded, drill
+            )
+    for slug in _addons(report):
+        with _workspace(work) as folder:
+            result = extract_backup(
+                archive, folder, keys, members=[slug], max_bytes=sizes.get(slug, 0) + (1 << 20)
+            )
+            drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
+            drill.checks.append(
+                check_addon(folder / slug, slug)
+                if not result.problems
+                else Check(f"add-on {slug}", False, result.problems[0])
+            )
+    for inner in report.inner:
+        base = inner_base_name(inner.name)
+        if base in report.backup.expected_parts() and base not in (
+            "homeassistant",
+            *_addons(report),
+        ):
+            drill.checks.append(
+                Check(f"folder {base}", True, f"{inner.files} entries walk cleanly")
+            )
+
+
+def _unpack_and_check(
+    archive: Path,
+    keys: KeyRing,
+    folder: Path,
+    member: str,
+    size: int,
+    excluded: bool,
+    drill: DrillReport,
+) -> list[Check]:
+    result = extract_backup(archive, folder, keys, members=[member], max_bytes=size + (1 << 20))
+    drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
+    if result.problems:
+        return [Check("unpack", False, result.problems[0])]
+    config = folder / member
+    checks = [check_storage(config, drill.counts)]
+    checks += check_yaml(config)
+    checks.append(check_recorder(config, drill.counts, excluded=excluded))
+    return checks
+
+
+class _workspace:
+    """A private folder (0700) removed on leaving, whatever happens inside."""
+
+    def __init__(self, work: Path) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=work))
+
+    def __enter__(self) -> Path:
+        return self._folder
+
+    def __exit__(self, *exc: object) -> None:
+        _make_writable(self._folder)
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _make_writable(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o700)
+
+
+def _used(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
