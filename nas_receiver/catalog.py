@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .haformat import VerifyReport
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -65,6 +65,10 @@ _MIGRATIONS: dict[int, str] = {
         changes TEXT NOT NULL DEFAULT '[]', checks TEXT NOT NULL, counts TEXT NOT NULL
     );
     CREATE INDEX drills_sha ON drills (sha256, at)
+    """,
+    4: """
+    ALTER TABLE events ADD COLUMN sent INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET sent = 1
     """,
 }
 
@@ -492,6 +496,25 @@ class Catalog:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (now or time.time(), level, kind, source, sha256, message),
             )
+
+    def unsent_events(self, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        """Events of these kinds not yet sent as notifications, oldest first."""
+        marks = ",".join("?" * len(kinds))
+        rows = self._query(
+            f"SELECT * FROM events WHERE sent = 0 AND kind IN ({marks}) ORDER BY id",  # noqa: S608
+            list(kinds),
+        )
+        return [dict(row) for row in rows]
+
+    def mark_sent(self, event_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE events SET sent = 1 WHERE id = ?", (event_id,))
+
+    def last_event_at(self, kind: str, source: str | None) -> float | None:
+        rows = self._query(
+            "SELECT MAX(at) FROM events WHERE kind = ? AND source IS ?", (kind, source)
+        )
+        return rows[0][0] if rows and rows[0][0] is not None else None
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))

@@ -111,6 +111,18 @@ class RetentionConfig(_Section):
         return Policy(**self.model_dump())
 
 
+class NotifyConfig(_Section):
+    """Where alerts go: DSM's desktop and any apprise URL."""
+
+    dsm: bool = Field(True, description="DSM desktop notifications (when synodsmnotify exists)")
+    dsm_command: str | None = Field(None, description="path of synodsmnotify, if not the usual")
+    dsm_target: str = Field("@administrators", description="DSM user or @group to notify")
+    urls: list[str] = Field(
+        default_factory=list, description="apprise URLs (they hold tokens: prefer urls_file)"
+    )
+    urls_file: Path | None = Field(None, description="file with one apprise URL per line")
+
+
 class DrillConfig(_Section):
     """The restore drill: prove each backup restorable by opening what HA needs."""
 
@@ -158,6 +170,7 @@ class Config(_Section):
     library: LibraryConfig = Field(description="the library of verified backups")
     quarantine: QuarantineConfig = Field(description="the quarantine of damaged backups")
     drill: DrillConfig = Field(default_factory=DrillConfig, description="the restore drill")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="alerts")
     workers: int = Field(1, ge=1, le=8, description="archives verified at the same time")
     reconcile_every: Duration = Field(
         timedelta(minutes=5), description="full rescan of every source (events are only hints)"

@@ -27,16 +27,18 @@ from . import prune
 from .catalog import Catalog, SightingState
 from .config import Config, SourceConfig
 from .errors import ConfigError, NasReceiverError
+from .health import daily_checks
 from .intake.scan import SIDECAR_SUFFIXES, SeenFile, scan_source, stat_one
 from .intake.stability import is_due
 from .intake.watch import Hint, Watcher
+from .notify import Channel, channels_from, deliver
 from .pipeline import Pipeline
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
 TICK = 1.0
-PRUNE_EVERY = 86400.0
+DAILY = 86400.0
 
 
 def prune_all(config: Config, catalog: Catalog) -> int:
@@ -193,6 +195,9 @@ class Daemon:
         self._cancel = threading.Event()
         self._in_flight: dict[int, Future[str | None]] = {}
         self._last_event = "started"
+        self._next_reconcile = 0.0
+        self._next_daily = 0.0
+        self._sending: Future[int] | None = None
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -223,26 +228,22 @@ class Daemon:
             pipeline.recover()
             intake = Intake(self.catalog, self.clock)
             watcher = self._start_watcher()
-            for source in self.config.sources:
-                intake.reconcile(source)
-            next_reconcile = time.monotonic() + self.config.reconcile_every.total_seconds()
-            next_prune = time.monotonic()
+            self._reconcile(intake)
+            self._next_daily = time.monotonic()
+            channels = self._channels()
             self.notifier.ready(self._status())
             log.info("ready: watching %s", ", ".join(str(s.path) for s in self.config.sources))
-            with ThreadPoolExecutor(self.config.workers, thread_name_prefix="verify") as pool:
+            with (
+                ThreadPoolExecutor(self.config.workers, thread_name_prefix="verify") as pool,
+                ThreadPoolExecutor(1, thread_name_prefix="notify") as alerts,
+            ):
                 while not self._stop_requests:
                     if self._reload_requested:
                         pipeline, intake, watcher = self._do_reload(pipeline, intake, watcher)
-                    self._take_hints(watcher, intake)
-                    if time.monotonic() >= next_reconcile:
-                        for source in self.config.sources:
-                            intake.reconcile(source)
-                        next_reconcile = (
-                            time.monotonic() + self.config.reconcile_every.total_seconds()
-                        )
-                    if self._dispatch(pool, pipeline) or time.monotonic() >= next_prune:
-                        prune_all(self.config, self.catalog)  # after arrivals, and daily
-                        next_prune = time.monotonic() + PRUNE_EVERY
+                        channels = self._channels()
+                    self._pass(pool, pipeline, intake, watcher)
+                    if self._sending is None or self._sending.done():  # alerts: own thread
+                        self._sending = alerts.submit(deliver, self.catalog, channels)
                     self.notifier.heartbeat(self._status())
                     self._wait_for_work(watcher)
                 self.notifier.stopping()
@@ -251,6 +252,32 @@ class Daemon:
             watcher.stop()
             self.catalog.close()
             log.info("stopped")
+
+    def _pass(
+        self, pool: ThreadPoolExecutor, pipeline: Pipeline, intake: Intake, watcher: Watcher
+    ) -> None:
+        """One pass of the loop: hints, the rescan when due, jobs, prune and daily checks."""
+        self._take_hints(watcher, intake)
+        if time.monotonic() >= self._next_reconcile:
+            self._reconcile(intake)
+        daily = time.monotonic() >= self._next_daily
+        if self._dispatch(pool, pipeline) or daily:
+            prune_all(self.config, self.catalog)  # after arrivals, and daily
+        if daily:
+            daily_checks(self.config, self.catalog)
+            self._next_daily = time.monotonic() + DAILY
+
+    def _reconcile(self, intake: Intake) -> None:
+        for source in self.config.sources:
+            intake.reconcile(source)
+        self._next_reconcile = time.monotonic() + self.config.reconcile_every.total_seconds()
+
+    def _channels(self) -> list[Channel]:
+        try:
+            return channels_from(self.config.notify)
+        except OSError as err:
+            log.error("notifications are off: %s", err)
+            return []
 
     def _prepare_folders(self) -> None:
         for folder in (self.config.data_dir, self.config.library.path, self.config.quarantine.path):
@@ -388,5 +415,10 @@ def scan_once(config: Config, *, clock: Callable[[], float] = time.time) -> list
             if sighting is not None and (verdict := pipeline.process(sighting)):
                 verdicts.append(verdict)
         prune_all(config, catalog)
+        daily_checks(config, catalog)
+        try:
+            deliver(catalog, channels_from(config.notify))
+        except OSError as err:
+            log.error("notifications are off: %s", err)
         catalog.close()
         return verdicts
