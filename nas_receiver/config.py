@@ -126,7 +126,11 @@ class NotifyConfig(_Section):
 class DrillConfig(_Section):
     """The restore drill: prove each backup restorable by opening what HA needs."""
 
-    after_arrival: bool = Field(True, description="drill each valid archive once it is kept")
+    after_arrival: bool = Field(
+        True,
+        description="drill each valid archive once it is kept; false: once a day, "
+        "every kept archive not drilled yet",
+    )
     work_dir: Path | None = Field(
         None, description="folder for the drill's private unpacking (default: data_dir/tmp)"
     )

@@ -26,6 +26,7 @@ from typing import IO
 from . import prune
 from .catalog import Catalog, SightingState
 from .config import Config, SourceConfig
+from .drills import drill_pending
 from .errors import ConfigError, NasReceiverError
 from .health import daily_checks
 from .intake.scan import SIDECAR_SUFFIXES, SeenFile, scan_source, stat_one
@@ -265,6 +266,8 @@ class Daemon:
             prune_all(self.config, self.catalog)  # after arrivals, and daily
         if daily:
             daily_checks(self.config, self.catalog)
+            if not self.config.drill.after_arrival:  # the drill on a schedule instead
+                pool.submit(drill_pending, self.config, self.catalog)
             self._next_daily = time.monotonic() + DAILY
 
     def _reconcile(self, intake: Intake) -> None:

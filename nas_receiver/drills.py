@@ -11,7 +11,7 @@ from typing import Any
 
 from .catalog import Catalog, CopyState
 from .config import Config
-from .drill import RESTORABLE, DrillReport, run_drill
+from .drill import RESTORABLE, DrillReport, DrillUnavailable, run_drill
 from .drill.compare import Thresholds
 from .haformat import KeyRing, Level, Verdict, verify_archive
 
@@ -36,6 +36,36 @@ def drill_and_record(
         catalog.record_drill(sha, report.to_dict(), time.time())
     _tell(catalog, report, sha)
     return report
+
+
+def drill_pending(config: Config, catalog: Catalog) -> int:
+    """Drill every valid library archive that has no drill yet (the scheduled drill)."""
+    from .pipeline import LIBRARY
+
+    drilled = catalog.latest_drills()
+    count = 0
+    for archive in catalog.archives():
+        if archive["verdict"] != "valid" or archive["sha256"] in drilled:
+            continue
+        copy = next(
+            (
+                c
+                for c in catalog.copies(archive["sha256"], LIBRARY)
+                if c.state == CopyState.PRESENT and c.path
+            ),
+            None,
+        )
+        if copy is None or copy.path is None:
+            continue
+        source = next((s for s in config.sources if s.name == archive["source"]), None)
+        keys = KeyRing.load(source.keys) if source else KeyRing()
+        try:
+            drill_and_record(config, catalog, Path(copy.path), keys, archive["sha256"])
+        except DrillUnavailable as err:
+            log.warning("scheduled drill not possible now: %s", err)
+            break
+        count += 1
+    return count
 
 
 def _tell(catalog: Catalog, report: DrillReport, sha: str | None) -> None:

@@ -231,3 +231,24 @@ def test_daemon_drills_after_arrival_and_reports(
     proof = prove_keys(config, catalog)
     assert proof["ok"] is False
     assert "no configured key opens the newest backup" in proof["sources"][0]["warnings"][0]
+
+
+def test_scheduled_drill_instead_of_after_arrival(
+    make_backup: Callable[..., Path], tmp_path: Path
+) -> None:
+    from nas_receiver.catalog import Catalog
+    from nas_receiver.config import load_config
+    from nas_receiver.daemon import scan_once
+    from nas_receiver.drills import drill_pending
+
+    config_path = write_config(tmp_path, settle=0)
+    config_path.write_text(config_path.read_text() + "drill: {after_arrival: false}\n")
+    config = load_config(config_path)
+    shutil.copyfile(make_backup(), config.sources[0].path / "a.tar")
+    assert scan_once(config) == ["valid"]
+    catalog = Catalog(config.catalog_path)
+    assert catalog.latest_drills() == {}  # not drilled on arrival
+    assert drill_pending(config, catalog) == 1
+    (drill,) = catalog.latest_drills().values()
+    assert drill["verdict"] == RESTORABLE
+    assert drill_pending(config, catalog) == 0  # nothing left to drill
