@@ -22,6 +22,22 @@ from typing import Any, Literal
 from securetar import SecureTarArchive, atomic_contents_add
 
 KEY = "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ12"
+# The keys of HA's AgentBackup JSON (the sidecars), all of which HA's from_dict reads.
+AGENT_BACKUP_KEYS = frozenset(
+    {
+        "addons",
+        "backup_id",
+        "date",
+        "database_included",
+        "extra_metadata",
+        "folders",
+        "homeassistant_included",
+        "homeassistant_version",
+        "name",
+        "protected",
+        "size",
+    }
+)
 OTHER_KEY = "ZZZZ-YYYY-XXXX-WWWW-VVVV-UUUU-TTTT"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,3 +69,14 @@ def archives_in(folder: Path) -> list[Path]:
 
 def partials_in(*folders: Path) -> list[Path]:
     return [p for folder in folders if folder.exists() for p in folder.rglob(".*partial*")]
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``nas-receiver --config CONFIG ARGS...`` as a user would; capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import archives_in, partials_in, sha256, wait_for, write_config
+from tests.daemon_helpers import archives_in, cli, partials_in, sha256, wait_for, write_config
 
 MakeBackup = Callable[..., Path]
 
@@ -30,16 +30,6 @@ def _start(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[
         stderr=subprocess.STDOUT,
         text=True,
         env=environment,
-    )
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 
@@ -107,10 +97,10 @@ def test_second_daemon_is_refused_and_list_works_meanwhile(
         assert "another nas-receiver works on this data folder" in output
         shutil.copyfile(make_backup(), tmp_path / "share" / "a.tar")
         wait_for(lambda: archives_in(tmp_path / "library"), 20, "library")
-        listing = _cli(config, "list", "--json")
+        listing = cli(config, "list", "--json")
         assert listing.returncode == 0
         assert json.loads(listing.stdout)[0]["copies"][0]["location"] == "library"
-        assert _cli(config, "status", "--json").returncode == 0
+        assert cli(config, "status", "--json").returncode == 0
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(30)
@@ -198,7 +188,7 @@ def test_killed_at_random_moments_loses_and_duplicates_nothing(
     library = archives_in(tmp_path / "library")
     assert len(library) == len(valid)  # exactly once each
     assert partials_in(tmp_path / "library", tmp_path / "quarantine") == []
-    rows = json.loads(_cli(config, "list", "--json").stdout)
+    rows = json.loads(cli(config, "list", "--json").stdout)
     assert len(rows) == len(valid) + len(damaged)
     for row in rows:
         present = [c for c in row["copies"] if c["state"] == "present"]
@@ -266,7 +256,7 @@ def test_file_deleted_while_being_verified(tmp_path: Path, big_backup: Path) -> 
         arrived.unlink()  # HA's retention strikes mid-check
         wait_for(
             lambda: (
-                json.loads(_cli(config, "status", "--json").stdout)["sources"][0]["pending"] == []
+                json.loads(cli(config, "status", "--json").stdout)["sources"][0]["pending"] == []
             ),
             30,
             "nothing pending",

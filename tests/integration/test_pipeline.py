@@ -11,24 +11,11 @@ from nas_receiver.catalog import Catalog, SightingState
 from nas_receiver.daemon import Intake, due_sightings, scan_once
 from nas_receiver.pipeline import Pipeline
 from nas_receiver.report import list_archives
-from tests.builders import KEY, write_key
+from tests.builders import AGENT_BACKUP_KEYS, KEY, write_key
 from tests.conftest import corpus_file
 from tests.daemon_helpers import archives_in, config_at, partials_in, sha256
 
 MakeBackup = Callable[..., Path]
-AGENT_BACKUP_KEYS = {
-    "addons",
-    "backup_id",
-    "date",
-    "database_included",
-    "extra_metadata",
-    "folders",
-    "homeassistant_included",
-    "homeassistant_version",
-    "name",
-    "protected",
-    "size",
-}
 
 
 def test_valid_goes_to_library_with_ha_sidecar(make_backup: MakeBackup, tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,20 +11,10 @@ from pathlib import Path
 from nas_receiver.catalog import Catalog, CopyState
 from nas_receiver.config import load_config
 from nas_receiver.daemon import scan_once
-from tests.daemon_helpers import archives_in, write_config
+from tests.daemon_helpers import archives_in, cli, write_config
 
 MakeBackup = Callable[..., Path]
 BASE = datetime(2026, 11, 1, 4, 45, tzinfo=UTC)
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _setup(tmp_path: Path, make_backup: MakeBackup, retention: str, days: int = 6) -> Path:
@@ -51,7 +39,7 @@ def _library_days(config_path: Path) -> list[str]:
 
 def test_prune_deletes_files_and_catalog_agrees(make_backup: MakeBackup, tmp_path: Path) -> None:
     config_path = _setup(tmp_path, make_backup, "{keep_last: 2}")
-    dry = _cli(config_path, "prune", "--dry-run", "--json")
+    dry = cli(config_path, "prune", "--dry-run", "--json")
     assert dry.returncode == 0
     rows = json.loads(dry.stdout)
     assert {"location", "sha256", "name", "date", "action", "reasons"} <= set(rows[0])
@@ -60,7 +48,7 @@ def test_prune_deletes_files_and_catalog_agrees(make_backup: MakeBackup, tmp_pat
     assert len(_library_days(config_path)) == 6  # a dry run deletes nothing
     assert "last 1" in next(r for r in library_rows if r["action"] == "keep")["reasons"]
 
-    assert _cli(config_path, "prune").returncode == 0
+    assert cli(config_path, "prune").returncode == 0
     assert _library_days(config_path) == ["2026-11-05", "2026-11-06"]
     config = load_config(config_path)
     names = {p.name for p in (config.library.path / "home").iterdir()}
@@ -68,24 +56,24 @@ def test_prune_deletes_files_and_catalog_agrees(make_backup: MakeBackup, tmp_pat
     catalog = Catalog(config.catalog_path)
     states = sorted(c.state for c in catalog.copies(location="library"))
     assert states == [CopyState.DELETED] * 4 + [CopyState.PRESENT] * 2
-    listed = json.loads(_cli(config_path, "list", "--json").stdout)
+    listed = json.loads(cli(config_path, "list", "--json").stdout)
     assert sum(1 for row in listed if row["copies"]) == 2
-    again = json.loads(_cli(config_path, "prune", "--json").stdout)
+    again = json.loads(cli(config_path, "prune", "--json").stdout)
     assert all(r["action"] == "keep" for r in again)  # a second prune deletes nothing more
 
 
 def test_pin_keeps_an_archive_everywhere(make_backup: MakeBackup, tmp_path: Path) -> None:
     config_path = _setup(tmp_path, make_backup, "{keep_last: 1}", days=3)
-    pinned = _cli(config_path, "pin", "00000000")  # the slug of the oldest
+    pinned = cli(config_path, "pin", "00000000")  # the slug of the oldest
     assert pinned.returncode == 0, pinned.stderr
-    _cli(config_path, "prune")
+    cli(config_path, "prune")
     assert _library_days(config_path) == ["2026-11-01", "2026-11-03"]
-    rows = json.loads(_cli(config_path, "prune", "--dry-run", "--json").stdout)
+    rows = json.loads(cli(config_path, "prune", "--dry-run", "--json").stdout)
     assert any("pinned" in r["reasons"] for r in rows)
-    assert _cli(config_path, "unpin", "00000000").returncode == 0
-    _cli(config_path, "prune")
+    assert cli(config_path, "unpin", "00000000").returncode == 0
+    cli(config_path, "prune")
     assert _library_days(config_path) == ["2026-11-03"]
-    unknown = _cli(config_path, "pin", "ffffffff")
+    unknown = cli(config_path, "pin", "ffffffff")
     assert unknown.returncode == 2 and "no archive" in unknown.stderr
 
 
@@ -98,14 +86,14 @@ def test_a_deletion_marked_by_a_killed_run_is_finished(
     oldest = min(catalog.copies(location="library"), key=lambda c: c.path or "")
     catalog.mark_copy(oldest.id, 0)  # step one done, then the process died
     assert Path(oldest.path or "").exists()
-    _cli(config_path, "prune")
+    cli(config_path, "prune")
     assert not Path(oldest.path or "").exists()
     assert {c.state for c in catalog.copies() if c.id == oldest.id} == {CopyState.DELETED}
 
 
 def test_min_valid_floor_end_to_end(make_backup: MakeBackup, tmp_path: Path) -> None:
     config_path = _setup(tmp_path, make_backup, "{keep_last: 1, min_valid: 3}", days=5)
-    rows = json.loads(_cli(config_path, "prune", "--json").stdout)
+    rows = json.loads(cli(config_path, "prune", "--json").stdout)
     assert len(_library_days(config_path)) == 3
     assert sum("floor: min_valid 3" in r["reasons"] for r in rows) == 2
 
@@ -128,11 +116,11 @@ def test_quarantine_age_rule_is_off_by_default(tmp_path: Path) -> None:
         corpus_file("habackuptool_test_protected_v1.tar"), config.sources[0].path / "bad.tar"
     )
     assert scan_once(config) == ["corrupt"]
-    _cli(config_path, "prune")
+    cli(config_path, "prune")
     assert len(archives_in(config.quarantine.path)) == 1  # kept: no age rule
     config_path.write_text(
         config_path.read_text().replace("quarantine: {path: ", "quarantine: {max_age: 30d, path: ")
     )
-    _cli(config_path, "prune", "--location", "quarantine")
+    cli(config_path, "prune", "--location", "quarantine")
     assert archives_in(config.quarantine.path) == []  # from 2025: older than 30 days
     assert list(config.quarantine.path.rglob("*.reason.json")) == []

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,24 +13,14 @@ from nas_receiver.config import load_config
 from nas_receiver.daemon import scan_once
 from nas_receiver.report import source_status
 from tests.conftest import corpus_file
-from tests.daemon_helpers import write_config
+from tests.daemon_helpers import cli, write_config
 
 MakeBackup = Callable[..., Path]
 
 
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_fresh_source_with_expectation_is_unhealthy(tmp_path: Path) -> None:
     config_path = write_config(tmp_path, expect_every="8d")
-    result = _cli(config_path, "status", "--json")
+    result = cli(config_path, "status", "--json")
     assert result.returncode == 3
     (source,) = json.loads(result.stdout)["sources"]
     assert source["problems"] == ["no valid backup received yet"]
@@ -61,28 +49,28 @@ def test_newest_archive_not_valid_is_unhealthy_and_list_shows_both(
     shutil.copyfile(
         corpus_file("habackuptool_test_protected_v1.tar"), config.sources[0].path / "bad.tar"
     )
-    scan = _cli(config_path, "scan", "--json")
+    scan = cli(config_path, "scan", "--json")
     assert scan.returncode == 3 and json.loads(scan.stdout) == ["corrupt"]
-    status = _cli(config_path, "status")
+    status = cli(config_path, "status")
     assert status.returncode == 3 and "is corrupt" in status.stdout
-    rows = json.loads(_cli(config_path, "list", "--json").stdout)
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
     assert {r["verdict"] for r in rows} == {"valid", "corrupt"}
     for row in rows:
         assert {"sha256", "slug", "name", "date", "source", "kind", "verdict", "copies"} <= set(row)
         for copy in row["copies"]:
             assert {"location", "state", "path"} <= set(copy)
-    text = _cli(config_path, "list").stdout
+    text = cli(config_path, "list").stdout
     assert "quarantine" in text and "library" in text
 
 
 def test_config_commands(tmp_path: Path) -> None:
     config_path = write_config(tmp_path)
-    check = _cli(config_path, "config", "check")
+    check = cli(config_path, "config", "check")
     assert check.returncode == 0 and "ok" in check.stdout
-    example = _cli(config_path, "config", "example")
+    example = cli(config_path, "config", "example")
     assert example.returncode == 0 and "sources:" in example.stdout
     config_path.write_text(config_path.read_text() + "surprise: 1\n")
-    bad = _cli(config_path, "config", "check")
+    bad = cli(config_path, "config", "check")
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"nas-receiver: {config_path}: at 'surprise': unknown setting"
 
@@ -92,7 +80,7 @@ def test_log_file_gets_one_line_per_event(make_backup: MakeBackup, tmp_path: Pat
     log = tmp_path / "logs" / "nas-receiver.log"
     config_path.write_text(config_path.read_text() + f"log_file: {log}\n")
     shutil.copyfile(make_backup(), tmp_path / "share" / "a.tar")
-    assert _cli(config_path, "scan").returncode == 0
+    assert cli(config_path, "scan").returncode == 0
     lines = log.read_text().splitlines()
     assert any(" INFO home: arrived: a.tar" in line for line in lines)
     assert any("verified valid in" in line for line in lines)

@@ -13,6 +13,7 @@ from nas_receiver.haformat.model import (
     inner_base_name,
     parse_backup_json,
 )
+from tests.builders import AGENT_BACKUP_KEYS
 
 BASE = {
     "slug": "7fed74c8",
@@ -101,21 +102,7 @@ def test_agent_backup_has_every_key_ha_reads() -> None:
         extra={"instance_id": "abc"},
     )
     sidecar = backup.agent_backup(1234)  # type: ignore[attr-defined]
-    assert sorted(sidecar) == sorted(
-        [
-            "addons",
-            "backup_id",
-            "date",
-            "database_included",
-            "extra_metadata",
-            "folders",
-            "homeassistant_included",
-            "homeassistant_version",
-            "name",
-            "protected",
-            "size",
-        ]
-    )
+    assert set(sidecar) == AGENT_BACKUP_KEYS
     assert sidecar["addons"] == [{"name": "SSH", "slug": "core_ssh", "version": "9"}]
     assert sidecar["database_included"] is False and sidecar["homeassistant_included"] is True
     assert sidecar["size"] == 1234 and sidecar["protected"] is True
