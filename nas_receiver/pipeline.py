@@ -20,7 +20,7 @@ from .drill import DrillUnavailable
 from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import extract_backup
-from .haformat.model import ha_base_name
+from .haformat.names import ha_base_name
 from .library import (
     Placed,
     clean_partials,

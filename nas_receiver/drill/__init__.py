@@ -18,7 +18,7 @@ from typing import Any
 
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from ..haformat.extract import extract_backup
-from ..haformat.model import inner_base_name
+from ..haformat.names import inner_base_name
 from .compare import Thresholds, compare
 from .haconfig import Check, check_addon, check_recorder, check_storage, check_yaml
 

@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .keys import KeyRing, read_key_file
-    from .model import BackupJson, ha_base_name, parse_backup_json
+    from .model import BackupJson, parse_backup_json
+    from .names import ha_base_name
     from .verify import Level, Verdict, VerifyReport, verify_archive
 
 _WHERE = {
     "KeyRing": "keys",
     "read_key_file": "keys",
     "BackupJson": "model",
-    "ha_base_name": "model",
+    "ha_base_name": "names",
     "parse_backup_json": "model",
     "Level": "verify",
     "Verdict": "verify",

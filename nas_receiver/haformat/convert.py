@@ -20,7 +20,7 @@ from securetar import SecureTarEncryptStream, SecureTarRootKeyContext
 from ..errors import BackupError, UsageError
 from .crypto import PREFIX_SIZE, ChainedSource, KeySession
 from .keys import KeyRing
-from .model import inner_base_name
+from .names import inner_base_name
 from .output import atomic_output
 from .sources import SeekingFileSource
 from .tarstream import ByteSource, FileLike, TarEntry, TarWalker

@@ -32,7 +32,7 @@ from .crypto import (
 )
 from .gzipstream import GZIP_MAGIC, GzipError, InflatingReader
 from .keys import KeyRing
-from .model import inner_base_name
+from .names import inner_base_name
 from .sources import SeekingFileSource
 from .tarstream import ByteSource, FileLike, MemberCut, TarEntry, TarFormatError, TarWalker
 from .verify import METADATA_NAMES

@@ -122,16 +122,3 @@ def parse_backup_json(data: bytes) -> BackupJson:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top)"
         raise MetadataError(f"backup.json: at '{where}': {first['msg']}") from err
-
-
-def inner_base_name(member_name: str) -> str | None:
-    """Return ``homeassistant`` for ``homeassistant.tar.gz`` (or ``.tar``); None otherwise."""
-    for suffix in (".tar.gz", ".tar"):
-        if member_name.endswith(suffix) and "/" not in member_name:
-            return member_name[: -len(suffix)]
-    return None
-
-
-def ha_base_name(name: str, date: datetime) -> str:
-    """Return the file base name HA suggests (and its S3 agent recomputes) for a backup."""
-    return "_".join(f"{name} {date:%Y-%m-%d %H.%M %S%f}".split())

@@ -8,13 +8,15 @@ end, and hashes the whole file, all in one read of the file.
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .crypto import (
     PREFIX_SIZE,
@@ -31,7 +33,10 @@ from .crypto import (
 )
 from .gzipstream import GZIP_MAGIC, GzipError, InflatingReader
 from .keys import KeyRing
-from .model import BackupJson, MetadataError, inner_base_name, parse_backup_json
+from .names import inner_base_name
+
+if TYPE_CHECKING:
+    from .model import BackupJson
 from .sources import CHUNK, HashingReadAhead, SeekingFileSource
 from .tarstream import ByteSource, MemberCut, TarEntry, TarFormatError, TarTruncated, TarWalker
 
@@ -140,10 +145,30 @@ def verify_archive(
     Raise OSError only when the file cannot be opened at all.
     """
     started = time.monotonic()
+    _preload_model()
     checker = _Checker(Path(path), level, keys or KeyRing(), on_bytes)
     report = checker.run()
     report.seconds = time.monotonic() - started
     return report
+
+
+_PRELOAD = threading.Lock()
+_preloading: list[threading.Thread] = []
+
+
+def _preload_model() -> None:
+    """Import the backup.json model (pydantic builds its schemas: ~0.2 s) on a thread, once.
+
+    The first verification of a process reads and hashes its archive meanwhile, instead of
+    waiting; the supervisor writes backup.json last, so the model is ready when it is read.
+    """
+    with _PRELOAD:
+        if not _preloading:
+            thread = threading.Thread(
+                target=importlib.import_module, args=(f"{__package__}.model",), daemon=True
+            )
+            thread.start()
+            _preloading.append(thread)
 
 
 class _Problems:
@@ -245,6 +270,8 @@ class _Checker:
             self.problems.add(Verdict.CORRUPT, f"{where}: {entry.size} bytes, too big")
             return
         data = walker.member_stream().read(entry.size)
+        from .model import MetadataError, parse_backup_json  # preloaded: see _preload_model
+
         try:
             self.report.backup = parse_backup_json(data)
         except MetadataError as err:

@@ -7,12 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nas_receiver.haformat.model import (
-    MetadataError,
-    ha_base_name,
-    inner_base_name,
-    parse_backup_json,
-)
+from nas_receiver.haformat.model import MetadataError, parse_backup_json
+from nas_receiver.haformat.names import ha_base_name, inner_base_name
 from tests.builders import AGENT_BACKUP_KEYS
 
 BASE = {
