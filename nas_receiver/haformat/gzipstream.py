@@ -9,9 +9,15 @@ padding bytes before them) with the CRC still checked.
 from __future__ import annotations
 
 import struct
-import zlib
+from typing import cast
+
+# zlib-ng: the same deflate format and API as zlib, inflating 2-2.5x faster (measured on the
+# bench archives: 1.0 s against 2.5 s), which is most of a full verification's time.
+from zlib_ng import zlib_ng as zlib
 
 from .tarstream import ByteSource
+
+ZlibError = cast(type[Exception], zlib.error)  # zlib_ng ships no stubs
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 READ_CHUNK = 1 << 20
@@ -121,7 +127,7 @@ class InflatingReader:
                     raise GzipError(self.compressed, "compressed data ends before its end")
             try:
                 out = inflater.decompress(self._tail, size)
-            except zlib.error as err:
+            except ZlibError as err:
                 raise GzipError(self.compressed - len(self._tail), _explain(err)) from err
             self._tail = inflater.unconsumed_tail
             if inflater.eof:
@@ -173,7 +179,7 @@ _ZLIB_MEANING = {
 }
 
 
-def _explain(err: zlib.error) -> str:
+def _explain(err: Exception) -> str:
     text = str(err)
     for needle, meaning in _ZLIB_MEANING.items():
         if needle in text:

@@ -253,13 +253,14 @@ class TarWalker:
         raw_name = overrides.get("path", info.name)
         size = info.size
         if "size" in overrides:
-            try:
-                size = int(overrides["size"])
-            except ValueError as err:
-                raise TarFormatError(header_offset, "PAX size is not a number") from err
+            size = int(_pax_number(overrides["size"], "size", header_offset))
         if info.type not in tarfile.REGULAR_TYPES and info.type != tarfile.CONTTYPE:
             size = 0 if info.type != tarfile.GNUTYPE_SPARSE else size
-        mtime = float(overrides.get("mtime", info.mtime))
+        mtime = (
+            _pax_number(overrides["mtime"], "mtime", header_offset)
+            if "mtime" in overrides
+            else float(info.mtime)
+        )
         return TarEntry(
             name=normalise_name(raw_name),
             raw_name=raw_name,
@@ -271,6 +272,16 @@ class TarWalker:
             header_offset=header_offset,
             data_offset=self.offset,
         )
+
+
+def _pax_number(value: str, key: str, offset: int) -> float:
+    try:
+        number = float(value) if key == "mtime" else int(value)
+    except ValueError as err:
+        raise TarFormatError(offset, f"PAX {key} is not a number") from err
+    if number < 0:
+        raise TarFormatError(offset, f"PAX {key} is negative")
+    return number
 
 
 class _Data:

@@ -77,3 +77,18 @@ def test_normalise_name() -> None:
     assert normalise_name("././x/") == "x"
     assert normalise_name(".") == ""
     assert normalise_name("./") == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("mtime", "\x00795713115.43"), ("size", "12x"), ("size", "-5")]
+)
+def test_damaged_pax_numbers_are_format_errors(key: str, value: str) -> None:
+    """Found by the hypothesis test: a flipped byte in a PAX record's number."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a")
+        info.size = 1
+        info.pax_headers = {key: value}
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(TarFormatError, match=f"PAX {key}"):
+        _walk(buffer.getvalue())
