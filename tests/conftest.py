@@ -8,6 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on a fixed sequence of examples, so a landing never depends on
+# luck; a developer's run explores new ones each time (and hypothesis keeps what failed).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from tests.builders import KEY, OTHER_KEY, BackupSpec, write_backup, write_key
 
