@@ -10,10 +10,9 @@ mid-prune is finished by the next run.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .catalog import Catalog, CopyState
 from .config import Config
@@ -28,9 +27,9 @@ QUARANTINE = "quarantine"
 LIBRARY_PARTS = ("library", "library-decrypted", "library-browse")
 
 
-@dataclass(frozen=True)
-class Row:
-    """One archive at one location, with what prune does with it and why."""
+class Row(NamedTuple):
+    """One archive at one location, with what prune does with it and why (a named tuple:
+    there is one per archive)."""
 
     location: str
     decision: Decision

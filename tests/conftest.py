@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.builders import KEY, OTHER_KEY, BackupSpec, write_backup, write_key
+
 # CI runs the property tests on a fixed sequence of examples, so a landing never depends on
 # luck; a developer's run explores new ones each time (and hypothesis keeps what failed).
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from tests.builders import KEY, OTHER_KEY, BackupSpec, write_backup, write_key
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "real"
 CORPUS_KEYS = {
