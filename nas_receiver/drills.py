@@ -76,7 +76,7 @@ def _tell(catalog: Catalog, report: DrillReport, sha: str | None) -> None:
         log.warning("drill: %s is NOT restorable: %s", name, why)
         catalog.event("drill", f"{name}: not restorable: {why}", level="warning", sha256=sha)
     else:
-        log.info("drill: %s is restorable (%s)", name, _summary(report.counts))
+        log.info("drill: %s is restorable%s", name, _summary(report.counts))
     if report.suspicious:
         log.warning("drill: %s is suspicious: %s", name, "; ".join(report.suspicious))
         catalog.event(
@@ -86,7 +86,8 @@ def _tell(catalog: Catalog, report: DrillReport, sha: str | None) -> None:
 
 def _summary(counts: dict[str, Any]) -> str:
     keys = ("entities", "devices", "config_entries")
-    return ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in keys if k in counts)
+    found = ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in keys if k in counts)
+    return f" ({found})" if found else ""
 
 
 def _previous_counts(catalog: Catalog, archive: dict[str, Any]) -> dict[str, Any] | None:
