@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.generate import MIB, make_content
 from nas_receiver.catalog import Catalog
 from nas_receiver.config import load_config
-from nas_receiver.daemon import Intake, scan_once
+from nas_receiver.daemon import scan_once
 from nas_receiver.haformat import verify_archive
+from nas_receiver.intake.sightings import Intake
 from tests.builders import BackupSpec, write_backup_from
 from tests.daemon_helpers import write_config
 

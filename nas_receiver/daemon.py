@@ -25,12 +25,11 @@ from typing import IO
 
 from . import prune
 from .catalog import Catalog, SightingState
-from .config import Config, SourceConfig
+from .config import Config
 from .drills import drill_pending
 from .errors import ConfigError, NasReceiverError
 from .health import daily_checks
-from .intake.scan import SIDECAR_SUFFIXES, SeenFile, scan_source, stat_one
-from .intake.stability import is_due
+from .intake.sightings import Intake, due_sightings
 from .intake.watch import Hint, Watcher
 from .notify import Channel, channels_from, deliver
 from .pipeline import Pipeline
@@ -91,88 +90,6 @@ class DaemonLock:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-class Intake:
-    """Bring what is in the source folders into the catalog (scan results and hints)."""
-
-    def __init__(self, catalog: Catalog, clock: Callable[[], float] = time.time) -> None:
-        self.catalog = catalog
-        self.clock = clock
-
-    def reconcile(self, source: SourceConfig) -> int:
-        """Rescan one source; record new, changed and vanished files.  Return files seen."""
-        try:
-            found = scan_source(source.path)
-        except OSError as err:
-            log.error("%s: cannot list %s: %s", source.name, source.path, err.strerror)
-            return 0
-        now = self.clock()
-        known = {s.path: s for s in self.catalog.sightings(source.name)}
-        for seen in found.values():
-            old = known.get(seen.path)
-            if (
-                old
-                and old.size == seen.size
-                and old.mtime_ns == seen.mtime_ns
-                and old.sidecar == seen.sidecar
-                and old.state != SightingState.GONE
-            ):
-                continue  # the common case: nothing to write
-            self._observe(source, seen, now)
-        for path, sighting in known.items():
-            if path not in found and sighting.state != SightingState.GONE:
-                self._vanished(source, sighting.id, path)
-        return len(found)
-
-    def hint(self, source: SourceConfig, relative: str) -> None:
-        """Look at one path an event named."""
-        for suffix in SIDECAR_SUFFIXES:  # a sidecar arrived: look at its archive
-            if relative.endswith(suffix):
-                relative = relative[: -len(suffix)] + ".tar"
-        seen = stat_one(source.path, relative)
-        if seen is not None:
-            self._observe(source, seen, self.clock())
-            return
-        for sighting in self.catalog.sightings(source.name):
-            if sighting.path == relative and sighting.state != SightingState.GONE:
-                self._vanished(source, sighting.id, relative)
-
-    def _observe(self, source: SourceConfig, seen: SeenFile, now: float) -> None:
-        change = self.catalog.observe(
-            source.name, seen.path, seen.size, seen.mtime_ns, now, seen.sidecar
-        )
-        if change == "new":
-            log.info("%s: arrived: %s", source.name, seen.path)
-        elif change == "replaced":
-            log.info("%s: replaced under the same name: %s", source.name, seen.path)
-
-    def _vanished(self, source: SourceConfig, sighting_id: int, path: str) -> None:
-        log.info("%s: deleted from the share (HA's retention?): %s", source.name, path)
-        self.catalog.mark_gone(sighting_id)
-        self.catalog.event("deleted", f"{path}: deleted from the share", source=source.name)
-
-
-def due_sightings(config: Config, catalog: Catalog, now: float) -> list[tuple[int, SourceConfig]]:
-    """Return the sightings to verify now, oldest first."""
-    due: list[tuple[int, SourceConfig]] = []
-    for source in config.sources:
-        sightings = catalog.sightings(
-            source.name, [SightingState.WAITING, SightingState.INCOMPLETE]
-        )
-        if not sightings:
-            continue
-        sidecar_folder = catalog.has_sidecars(source.name)
-        for sighting in sightings:
-            if is_due(
-                sighting,
-                now,
-                settle_seconds=source.settle_seconds,
-                give_up_seconds=source.give_up.total_seconds(),
-                awaiting_sidecar=sidecar_folder and sighting.sidecar is None,
-            ):
-                due.append((sighting.id, source))
-    return due
 
 
 class Daemon:

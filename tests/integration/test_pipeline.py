@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nas_receiver.catalog import Catalog, SightingState
-from nas_receiver.daemon import Intake, due_sightings, scan_once
+from nas_receiver.daemon import scan_once
+from nas_receiver.intake.sightings import Intake, due_sightings
 from nas_receiver.pipeline import Pipeline
 from nas_receiver.report import list_archives
 from tests.builders import AGENT_BACKUP_KEYS, KEY, write_key
