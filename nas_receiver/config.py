@@ -284,7 +284,9 @@ def _explain(where: str, err: ValidationError) -> str:
 
 def _absolute(config: Config, base: Path) -> Config:
     def fix(path: Path) -> Path:
-        return path if path.is_absolute() else base / path
+        if path.is_absolute() or str(path).startswith("credential:"):
+            return path
+        return base / path
 
     return config.model_copy(
         update={

@@ -32,14 +32,32 @@ def parse_key_text(text: str, where: str) -> str:
     return str(found[0])
 
 
+CREDENTIAL_PREFIX = "credential:"
+
+
 def read_key_file(path: str | os.PathLike[str]) -> str:
-    """Return the key held in a key file.  Raise KeyFileError saying which file and why."""
+    """Return the key held in a key file.  Raise KeyFileError saying which file and why.
+
+    ``credential:NAME`` names a systemd credential (``LoadCredential=NAME:...``): the file
+    ``NAME`` in ``$CREDENTIALS_DIRECTORY``.
+    """
+    path = _credential_path(str(path)) if str(path).startswith(CREDENTIAL_PREFIX) else path
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         raise KeyFileError(f"{path}: cannot read key file ({reason})") from err
     return parse_key_text(text, str(path))
+
+
+def _credential_path(spec: str) -> Path:
+    name = spec[len(CREDENTIAL_PREFIX) :]
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise KeyFileError(
+            f"{spec}: no $CREDENTIALS_DIRECTORY (not started by systemd with LoadCredential=)"
+        )
+    return Path(folder) / name
 
 
 class KeyRing(Sequence[str]):

@@ -55,3 +55,12 @@ def test_repr_never_shows_a_key() -> None:
     ring = KeyRing([KEY, "secret"])
     assert KEY not in repr(ring) and "secret" not in str(ring)
     assert repr(ring) == "KeyRing(2 keys)"
+
+
+def test_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "home-key").write_text(KEY + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert read_key_file("credential:home-key") == KEY
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(KeyFileError, match="no \\$CREDENTIALS_DIRECTORY"):
+        read_key_file("credential:home-key")
