@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -42,20 +41,14 @@ DAILY = 86400.0
 
 
 def prune_all(config: Config, catalog: Catalog) -> int:
-    """Apply retention to every location; return how many archives were deleted.
+    """Apply retention everywhere; return how many archives were deleted.
 
     A failing prune is logged and never stops the receiver."""
-    now = datetime.now().astimezone()
-    deleted = 0
-    for location in prune.locations(config):
-        try:
-            rows = prune.plan(config, catalog, location, now=now)
-            deleted += len(
-                prune.delete_copies(config, catalog, location, rows, now=now.timestamp())
-            )
-        except OSError as err:
-            log.error("prune of the %s failed: %s", location, err)
-    return deleted
+    try:
+        return len(prune.run(config, catalog)[1])
+    except OSError as err:
+        log.error("prune failed: %s", err)
+        return 0
 
 
 class AlreadyRunning(NasReceiverError):

@@ -51,6 +51,22 @@ def locations(config: Config) -> list[str]:
     return [LIBRARY, QUARANTINE]
 
 
+def run(
+    config: Config, catalog: Catalog, *, only: str | None = None, dry_run: bool = False
+) -> tuple[list[Row], list[Row]]:
+    """Plan every location (or ``only`` one) and, unless ``dry_run``, delete what the plan
+    says.  Return (the plan, what was deleted)."""
+    now = datetime.now().astimezone()
+    planned: list[Row] = []
+    deleted: list[Row] = []
+    for location in [only] if only else locations(config):
+        rows = plan(config, catalog, location, now=now)
+        if not dry_run:
+            deleted += delete_copies(config, catalog, location, rows, now=now.timestamp())
+        planned += rows
+    return planned, deleted
+
+
 def plan(
     config: Config, catalog: Catalog, location: str, *, now: datetime, tz: tzinfo | None = None
 ) -> list[Row]:

@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 from .. import __version__, prune
@@ -87,13 +86,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     config, _where = _config(args)
     catalog = Catalog(config.catalog_path)
-    now = datetime.now().astimezone()
-    rows = []
-    for location in [args.location] if args.location else prune.locations(config):
-        planned = prune.plan(config, catalog, location, now=now)
-        if not args.dry_run:
-            prune.delete_copies(config, catalog, location, planned, now=now.timestamp())
-        rows += planned
+    rows, _deleted = prune.run(config, catalog, only=args.location, dry_run=args.dry_run)
     if args.json:
         print_json([row.to_dict() for row in rows])
     else:
