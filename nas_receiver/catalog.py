@@ -386,24 +386,28 @@ class Catalog:
         with self.transaction() as db:
             db.execute("DELETE FROM copies WHERE id = ?", (copy_id,))
 
-    def held_at(self, location: str) -> list[tuple[Any, ...]]:
-        """Each archive with a present copy at ``location``: what retention needs, in one
-        query, as plain tuples (tens of thousands of rows): (sha256, name, date, first_seen,
-        instance_id, source, kind, verdict, verified)."""
+    def held_at(self, locations: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Each archive with a present copy at any of ``locations``: what retention needs,
+        in one query, as plain tuples (tens of thousands of rows): (sha256, name, date,
+        first_seen, instance_id, source, kind, verdict, verified)."""
         cursor = self._connection().cursor()
         cursor.row_factory = None
-        return cursor.execute(
-            "SELECT a.sha256, a.name, a.date, a.first_seen, a.instance_id, a.source, a.kind,"
-            " a.verdict, MAX(c.verified) FROM copies c JOIN archives a"
-            " ON a.sha256 = c.sha256 WHERE c.location = ? AND c.state = ? GROUP BY a.sha256",
-            (location, CopyState.PRESENT),
-        ).fetchall()
+        marks = ",".join("?" * len(locations))  # only "?" marks are formatted into the SQL
+        where = f"c.location IN ({marks}) AND c.state = ?"
+        sql = (
+            "SELECT a.sha256, a.name, a.date, a.first_seen, a.instance_id, a.source, a.kind,"  # noqa: S608
+            " a.verdict, MAX(c.verified) FROM copies c JOIN archives a ON a.sha256 = c.sha256"
+            " WHERE " + where + " GROUP BY a.sha256"
+        )
+        return cursor.execute(sql, (*locations, CopyState.PRESENT)).fetchall()
 
-    def present_copies(self, other_than: str) -> list[tuple[str, str, bool]]:
+    def present_copies(self, other_than: Sequence[str]) -> list[tuple[str, str, bool]]:
         """(sha256, location, verified) of every present copy at other locations."""
+        marks = ",".join("?" * len(other_than))
         rows = self._query(
-            "SELECT sha256, location, verified FROM copies WHERE state = ? AND location != ?",
-            (CopyState.PRESENT, other_than),
+            "SELECT sha256, location, verified FROM copies WHERE state = ?"  # noqa: S608
+            f" AND location NOT IN ({marks})",
+            (CopyState.PRESENT, *other_than),
         )
         return [(row[0], row[1], bool(row[2])) for row in rows]
 

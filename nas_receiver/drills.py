@@ -13,23 +13,33 @@ from .catalog import Catalog, CopyState
 from .config import Config
 from .drill import RESTORABLE, DrillReport, DrillUnavailable, run_drill
 from .drill.compare import Thresholds
-from .haformat import KeyRing, Level, Verdict, verify_archive
+from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 
 log = logging.getLogger(__name__)
 
 
 def drill_and_record(
-    config: Config, catalog: Catalog, archive: Path, keys: KeyRing, sha256: str | None = None
+    config: Config,
+    catalog: Catalog,
+    archive: Path,
+    keys: KeyRing,
+    sha256: str | None = None,
+    verified: VerifyReport | None = None,
 ) -> DrillReport:
     """Drill ``archive``; when the catalog knows it, compare with the previous backup of the
-    same instance and record the result."""
+    same instance and record the result.  ``verified``: see ``run_drill``."""
     known = catalog.archive(sha256) if sha256 else None
     previous = _previous_counts(catalog, known) if known else None
     thresholds = Thresholds(
         count_drop=config.drill.count_drop, database_shrink=config.drill.database_shrink
     )
     report = run_drill(
-        archive, keys, work_dir=config.drill_dir, previous=previous, thresholds=thresholds
+        archive,
+        keys,
+        work_dir=config.drill_dir,
+        previous=previous,
+        thresholds=thresholds,
+        verified=verified,
     )
     sha = report.sha256 or sha256
     if sha and catalog.archive(sha):

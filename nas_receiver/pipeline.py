@@ -160,13 +160,13 @@ class Pipeline:
         if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
             self._browse(source, archive, folder, base, sha)
         if verified and self.config.drill.after_arrival:
-            self._drill(source, archive, sha)
+            self._drill(source, archive, sha, report)
 
-    def _drill(self, source: SourceConfig, archive: Path, sha: str) -> None:
+    def _drill(self, source: SourceConfig, archive: Path, sha: str, report: VerifyReport) -> None:
         from .drills import drill_and_record  # the drill is an upper layer of its own
 
-        try:
-            drill_and_record(self.config, self.catalog, archive, self.keys(source), sha)
+        try:  # the arrival's full verification is of these very bytes: not done again
+            drill_and_record(self.config, self.catalog, archive, self.keys(source), sha, report)
         except DrillUnavailable as err:
             log.warning("%s: drill not possible now: %s", source.name, err)
 

@@ -128,8 +128,13 @@ def finish_marked(catalog: Catalog, now: float) -> None:
             catalog.copy_deleted(copy.id, now)
 
 
+def _parts(location: str) -> tuple[str, ...]:
+    """The catalog locations that make up one location's entry of an archive."""
+    return LIBRARY_PARTS if location == LIBRARY else (location,)
+
+
 def _delete_archive_at(catalog: Catalog, location: str, sha: str, now: float) -> None:
-    parts = LIBRARY_PARTS if location == LIBRARY else (location,)
+    parts = _parts(location)
     copies = [
         c for c in catalog.copies(sha) if c.location in parts and c.state == CopyState.PRESENT
     ]
@@ -153,7 +158,7 @@ def _remove_files(path_text: str | None) -> None:
 
 def _candidates(catalog: Catalog, location: str) -> list[Candidate]:
     pinned = catalog.pinned()
-    rows = catalog.held_at(location)
+    rows = catalog.held_at(_parts(location))
     return [
         Candidate(
             sha,
@@ -178,7 +183,7 @@ def _date(iso: str | None, first_seen: float) -> datetime:
 def _world(catalog: Catalog, location: str) -> World:
     """Copies elsewhere; the floors look at other locations only."""
     holdings: dict[str, list[Holding]] = {}
-    for sha, where, verified in catalog.present_copies(other_than=location):
+    for sha, where, verified in catalog.present_copies(other_than=_parts(location)):
         holdings.setdefault(sha, []).append(Holding(where, verified))
     return World(holdings=holdings)
 

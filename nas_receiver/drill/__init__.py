@@ -62,12 +62,14 @@ def run_drill(
     work_dir: Path | None = None,
     previous: dict[str, Any] | None = None,
     thresholds: Thresholds | None = None,
+    verified: VerifyReport | None = None,
 ) -> DrillReport:
-    """Drill one backup.  ``previous`` are the counts of the instance's previous backup.
+    """Drill one backup.  ``previous`` are the counts of the instance's previous backup;
+    ``verified`` a full verification of these very bytes, which is then not done again.
 
     Raise DrillUnavailable when there is not room enough to unpack the HA part.
     """
-    report = verify_archive(archive, level=Level.FULL, keys=keys)
+    report = verified or verify_archive(archive, level=Level.FULL, keys=keys)
     checks = [
         Check(
             "archive",

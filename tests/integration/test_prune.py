@@ -124,3 +124,27 @@ def test_quarantine_age_rule_is_off_by_default(tmp_path: Path) -> None:
     cli(config_path, "prune", "--location", "quarantine")
     assert archives_in(config.quarantine.path) == []  # from 2025: older than 30 days
     assert list(config.quarantine.path.rglob("*.reason.json")) == []
+
+
+def test_prune_sees_a_library_that_keeps_decrypted_copies_only(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    from tests.builders import KEY, write_key
+
+    key = write_key(tmp_path / "key.txt", KEY)
+    config_path = write_config(tmp_path, settle=0, keys=(key,))
+    config_path.write_text(
+        config_path.read_text().replace(
+            "library: {path: ", "library: {store: decrypted, retention: {keep_last: 1}, path: "
+        )
+    )
+    config = load_config(config_path)
+    for day in range(3):
+        backup = make_backup(
+            password=KEY, slug=f"{day:08x}", date=BASE + timedelta(days=day), entities=5
+        )
+        shutil.copyfile(backup, config.sources[0].path / f"day{day}.tar")
+    assert scan_once(config) == ["valid"] * 3
+    assert _library_days(config_path) == ["2026-11-03"]  # decrypted copies pruned too
+    (left,) = archives_in(config.library.path)
+    assert left.with_name(left.stem + "_meta.json").exists()
