@@ -1,0 +1,111 @@
+"""A destination that is a folder: a USB disk, another share, another machine's mount."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..haformat.output import atomic_output
+from ..library import sha256_of, write_json
+from .base import (
+    Destination,
+    DestinationError,
+    StoredObject,
+    marker_sha,
+    sidecar_key,
+    with_marker,
+)
+
+CHUNK = 1 << 20
+
+
+class LocalDestination(Destination):
+    """Objects are files under ``root``; a key is a relative path."""
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
+        self.root = root
+
+    def put(
+        self,
+        source: Path,
+        key: str,
+        sidecar: dict[str, Any],
+        sha256: str,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> StoredObject:
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists() and marker_sha(self._sidecar(key)) is None:
+                raise DestinationError(
+                    f"{self.name}: {key} holds an object nas-receiver did not write; not replaced",
+                    permanent=True,
+                )
+            if not (target.exists() and sha256_of(target) == sha256):
+                target.unlink(missing_ok=True)  # our own half-done or outdated copy
+                self._copy(source, target, on_bytes)
+            if sha256_of(target) != sha256:
+                target.unlink()
+                raise DestinationError(f"{self.name}: {key} arrived damaged")
+            marked = with_marker(sidecar, sha256)
+            write_json(self._path(sidecar_key(key)), marked)
+        except OSError as err:
+            raise DestinationError(
+                f"{self.name}: {key}: {err.strerror or err}",
+                permanent=isinstance(err, PermissionError),
+            ) from err
+        return StoredObject(key, target.stat().st_size, sha256, marked)
+
+    def verify(self, key: str, sha256: str) -> bool:
+        path = self._path(key)
+        stored = self._sidecar(key)
+        return path.is_file() and marker_sha(stored) == sha256 and sha256_of(path) == sha256
+
+    def list(self) -> Iterator[StoredObject]:
+        if not self.root.exists():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and path.name.endswith((".tar", ".tar.7z")):
+                key = path.relative_to(self.root).as_posix()
+                sidecar = self._sidecar(key)
+                yield StoredObject(key, path.stat().st_size, marker_sha(sidecar), sidecar)
+
+    def get(self, key: str, target: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise DestinationError(f"{self.name}: no object {key}", permanent=True)
+        with atomic_output(target) as pending, source.open("rb") as file:
+            shutil.copyfileobj(file, pending.file, CHUNK)
+
+    def delete(self, key: str) -> None:
+        if marker_sha(self._sidecar(key)) is None:
+            raise DestinationError(
+                f"{self.name}: {key} was not written by nas-receiver; not deleted", permanent=True
+            )
+        self._path(key).unlink(missing_ok=True)
+        self._path(sidecar_key(key)).unlink(missing_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise DestinationError(f"{self.name}: key {key!r} leaves the folder", permanent=True)
+        return path
+
+    def _sidecar(self, key: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads(self._path(sidecar_key(key)).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    @staticmethod
+    def _copy(source: Path, target: Path, on_bytes: Callable[[int], None] | None) -> None:
+        with atomic_output(target) as pending, source.open("rb") as file:
+            while chunk := file.read(CHUNK):
+                pending.file.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
