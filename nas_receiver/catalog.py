@@ -87,6 +87,7 @@ class CopyState:
     PLACING = "placing"  # being written under temp_path
     PRESENT = "present"  # in place, checksum checked
     MARKED = "marked"  # marked for deletion (retention), not yet deleted
+    FAILED = "failed"  # a destination refused it; detail says why
     DELETED = "deleted"
 
 
@@ -364,6 +365,28 @@ class Catalog:
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
+
+    def begin_upload(self, sha256: str, location: str, key: str, now: float) -> int:
+        """Record, before sending it, that a copy goes to destination ``location`` as ``key``."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM copies WHERE sha256 = ? AND location = ? AND state = 'failed'",
+                (sha256, location),
+            )
+            cursor = db.execute(
+                "INSERT INTO copies (sha256, location, state, path, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (sha256, location, CopyState.PLACING, key, now),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def fail_copy(self, copy_id: int, reason: str, now: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE copies SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
+                (CopyState.FAILED, reason, now, copy_id),
+            )
 
     def finish_copy(
         self,

@@ -169,6 +169,12 @@ def _add_daemon_commands(commands: Any) -> None:
             help="SHA-256 (or its start), slug, name, or the backup file itself",
         )
         pin.set_defaults(handler=f"receiver:cmd_{verb}")
+    mirror = commands.add_parser(
+        "mirror", help="copy what destinations lack, once (exit 4 if one is unavailable)"
+    )
+    mirror.add_argument("--destination", metavar="NAME", help="only this destination")
+    mirror.add_argument("--json", action="store_true", help="print JSON")
+    mirror.set_defaults(handler="receiver:cmd_mirror")
     drill = commands.add_parser(
         "drill", help="prove a backup restorable (exit 3 if not, 4 if it cannot run)"
     )

@@ -166,6 +166,30 @@ class QuarantineConfig(_Section):
     )
 
 
+class DestinationConfig(_Section):
+    """A place for off-site copies.  So far only ``local`` (a USB disk, another share)."""
+
+    name: str = Field(
+        description="short name, shown in list and status", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )
+    type: Literal["local"] = Field(description="local; s3 and rclone are still to come")
+    path: Path = Field(description="the folder copies go to")
+    prefix: str = Field("homeassistant", description="folder inside the destination")
+    encryption: Literal["none"] = Field(
+        "none", description="local copies stay as they are (HA-encrypted or not)"
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="which copies this destination keeps"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name.startswith(("library", "quarantine")):
+            raise ValueError("library and quarantine are names of the NAS's own locations")
+        return name
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -173,6 +197,9 @@ class Config(_Section):
     sources: list[SourceConfig] = Field(min_length=1, description="folders HA writes to")
     library: LibraryConfig = Field(description="the library of verified backups")
     quarantine: QuarantineConfig = Field(description="the quarantine of damaged backups")
+    destinations: list[DestinationConfig] = Field(
+        default_factory=list, description="where off-site copies of the library go"
+    )
     drill: DrillConfig = Field(default_factory=DrillConfig, description="the restore drill")
     notify: NotifyConfig = Field(default_factory=NotifyConfig, description="alerts")
     workers: int = Field(1, ge=1, le=8, description="archives verified at the same time")
@@ -189,6 +216,14 @@ class Config(_Section):
         if duplicates:
             raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
         return sources
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_destinations(cls, found: list[DestinationConfig]) -> list[DestinationConfig]:
+        names = [d.name for d in found]
+        if len(set(names)) != len(names):
+            raise ValueError("destination names must be unique")
+        return found
 
     @model_validator(mode="after")
     def _separate_folders(self) -> Config:
@@ -300,6 +335,9 @@ def _absolute(config: Config, base: Path) -> Config:
                 update={"path": fix(config.quarantine.path)}
             ),
             "log_file": fix(config.log_file) if config.log_file else None,
+            "destinations": [
+                d.model_copy(update={"path": fix(d.path)}) for d in config.destinations
+            ],
             "drill": config.drill.model_copy(
                 update={"work_dir": fix(config.drill.work_dir) if config.drill.work_dir else None}
             ),

@@ -30,6 +30,7 @@ from .errors import ConfigError, NasReceiverError
 from .health import daily_checks
 from .intake.sightings import Intake, due_sightings
 from .intake.watch import Hint, Watcher
+from .mirror import mirror_once
 from .notify import Channel, channels_from, deliver
 from .pipeline import Pipeline
 from .systemd import Notifier
@@ -173,6 +174,8 @@ class Daemon:
             self._reconcile(intake)
         daily = time.monotonic() >= self._next_daily
         if self._dispatch(pool, pipeline) or daily:
+            if self.config.destinations:  # copies first: the library's floors wait for them
+                pool.submit(mirror_once, self.config, self.catalog)
             prune_all(self.config, self.catalog)  # after arrivals, and daily
         if daily:
             daily_checks(self.config, self.catalog)
@@ -327,6 +330,7 @@ def scan_once(config: Config, *, clock: Callable[[], float] = time.time) -> list
             sighting = catalog.sighting(sighting_id)
             if sighting is not None and (verdict := pipeline.process(sighting)):
                 verdicts.append(verdict)
+        mirror_once(config, catalog)
         prune_all(config, catalog)
         daily_checks(config, catalog)
         try:

@@ -48,7 +48,16 @@ class Row(NamedTuple):
 
 
 def locations(config: Config) -> list[str]:
-    return [LIBRARY, QUARANTINE]
+    return [LIBRARY, QUARANTINE, *(d.name for d in config.destinations)]
+
+
+def _policy(config: Config, location: str) -> Policy:
+    if location == LIBRARY:
+        return config.library.retention.policy()
+    for destination in config.destinations:
+        if destination.name == location:
+            return destination.retention.policy()
+    return Policy()  # the quarantine: its age rule is applied apart
 
 
 def run(
@@ -76,9 +85,10 @@ def plan(
         decisions = _quarantine_decisions(candidates, config.quarantine.max_age, now)
         policy = Policy()
     else:
-        policy = config.library.retention.policy()
+        policy = _policy(config, location)
         decisions = select(candidates, policy, tz=tz)
-    decisions = apply_floors(decisions, candidates, location, policy, _world(catalog, location))
+    world = _world(config, catalog, location)
+    decisions = apply_floors(decisions, candidates, location, policy, world)
     return [Row(location, decision) for decision in decisions]
 
 
@@ -86,12 +96,12 @@ def delete_copies(
     config: Config, catalog: Catalog, location: str, rows: list[Row], *, now: float
 ) -> list[Row]:
     """Delete what ``rows`` mark for deletion, floors permitting; return what was deleted."""
-    finish_marked(catalog, now)
+    finish_marked(config, catalog, now)
     wanted = {r.decision.sha256 for r in rows if r.decision.action == "delete"}
     if not wanted:
         return []
     candidates = _candidates(catalog, location)
-    policy = config.library.retention.policy() if location == LIBRARY else Policy()
+    policy = _policy(config, location)
     proposed = [
         Decision(
             c.sha256,
@@ -103,12 +113,14 @@ def delete_copies(
         )
         for c in candidates
     ]
-    permitted = apply_floors(proposed, candidates, location, policy, _world(catalog, location))
+    permitted = apply_floors(
+        proposed, candidates, location, policy, _world(config, catalog, location)
+    )
     deleted = []
     for decision in permitted:
         if decision.action != "delete":
             continue
-        _delete_archive_at(catalog, location, decision.sha256, now)
+        _delete_archive_at(config, catalog, location, decision.sha256, now)
         log.info("pruned from the %s: %s (%s)", location, decision.name, decision.sha256[:12])
         catalog.event(
             "pruned",
@@ -120,11 +132,11 @@ def delete_copies(
     return deleted
 
 
-def finish_marked(catalog: Catalog, now: float) -> None:
+def finish_marked(config: Config, catalog: Catalog, now: float) -> None:
     """Complete deletions a killed run had marked but not finished."""
     for copy in catalog.copies():
         if copy.state == CopyState.MARKED:
-            _remove_files(copy.path)
+            _remove(config, copy.location, copy.path)
             catalog.copy_deleted(copy.id, now)
 
 
@@ -133,7 +145,9 @@ def _parts(location: str) -> tuple[str, ...]:
     return LIBRARY_PARTS if location == LIBRARY else (location,)
 
 
-def _delete_archive_at(catalog: Catalog, location: str, sha: str, now: float) -> None:
+def _delete_archive_at(
+    config: Config, catalog: Catalog, location: str, sha: str, now: float
+) -> None:
     parts = _parts(location)
     copies = [
         c for c in catalog.copies(sha) if c.location in parts and c.state == CopyState.PRESENT
@@ -141,8 +155,21 @@ def _delete_archive_at(catalog: Catalog, location: str, sha: str, now: float) ->
     for copy in copies:
         catalog.mark_copy(copy.id, now)
     for copy in copies:
-        _remove_files(copy.path)
+        _remove(config, copy.location, copy.path)
         catalog.copy_deleted(copy.id, now)
+
+
+def _remove(config: Config, location: str, path: str | None) -> None:
+    """Remove one copy: a destination's object through the destination (which refuses
+    objects we did not write), a file of our own folders directly."""
+    for destination in config.destinations:
+        if destination.name == location:
+            if path:
+                from .mirror import open_destination  # mirror builds on prune's layer
+
+                open_destination(destination).delete(path)
+            return
+    _remove_files(path)
 
 
 def _remove_files(path_text: str | None) -> None:
@@ -180,12 +207,19 @@ def _date(iso: str | None, first_seen: float) -> datetime:
     return datetime.fromtimestamp(first_seen, UTC)
 
 
-def _world(catalog: Catalog, location: str) -> World:
-    """Copies elsewhere; the floors look at other locations only."""
+def _world(config: Config, catalog: Catalog, location: str) -> World:
+    """Copies elsewhere (the floors look at other locations only), and for the library:
+    every valid archive is expected at every destination before its library copy may go."""
     holdings: dict[str, list[Holding]] = {}
     for sha, where, verified in catalog.present_copies(other_than=_parts(location)):
         holdings.setdefault(sha, []).append(Holding(where, verified))
-    return World(holdings=holdings)
+    expected: dict[str, list[str]] = {}
+    if location == LIBRARY and config.destinations:
+        names = [d.name for d in config.destinations]
+        expected = {
+            row[0]: names for row in catalog.held_at(_parts(location)) if row[7] == "valid"
+        }  # only valid archives are mirrored
+    return World(holdings=holdings, expected=expected)
 
 
 def _quarantine_decisions(

@@ -130,6 +130,28 @@ def _find_archive(catalog: Catalog, needle: str) -> str:
     return str(found[0]["sha256"])
 
 
+def cmd_mirror(args: argparse.Namespace) -> int:
+    from ..mirror import mirror_once
+
+    config, _where = _config(args)
+    if args.destination and args.destination not in {d.name for d in config.destinations}:
+        raise UsageError(f"{args.destination}: no such destination in the configuration")
+    setup_logging(config.log_file)
+    outcomes = mirror_once(config, Catalog(config.catalog_path), only=args.destination)
+    if args.json:
+        print_json([outcome.to_dict() for outcome in outcomes])
+    else:
+        for outcome in outcomes:
+            print(
+                f"{outcome.destination}: {outcome.result} {outcome.name}"
+                f"{': ' + outcome.detail if outcome.detail else ''}"
+            )
+        if not outcomes:
+            print("every destination holds every valid archive")
+    failed = any(outcome.result == "failed" for outcome in outcomes)
+    return ExitCode.UNAVAILABLE if failed else ExitCode.OK
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     from ..drill import RESTORABLE, DrillUnavailable
     from ..drills import drill_and_record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -115,3 +116,18 @@ def test_every_field_has_a_description() -> None:
     ):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name}"
+
+
+def test_destinations() -> None:
+    text = GOOD + "destinations: [{name: usb, type: local, path: /mnt/usb}]\n"
+    (usb,) = parse_config(text, "c.yaml").destinations
+    assert usb.prefix == "homeassistant" and usb.encryption == "none"
+    for bad, message in [
+        ("{name: library2, type: local, path: /x}", "names of the NAS's own locations"),
+        ("{name: usb, type: s3, path: /x}", "at 'destinations[0].type'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_config(GOOD + f"destinations: [{bad}]\n", "c.yaml")
+    twice = "destinations: [{name: a, type: local, path: /x}, {name: a, type: local, path: /y}]\n"
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config(GOOD + twice, "c.yaml")

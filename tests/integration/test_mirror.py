@@ -1,0 +1,89 @@
+"""Mirroring the library to a local destination; retention on both ends with the floors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nas_receiver.config import load_config
+from nas_receiver.daemon import scan_once
+from tests.builders import AGENT_BACKUP_KEYS
+from tests.daemon_helpers import archives_in, cli, write_config
+
+MakeBackup = Callable[..., Path]
+BASE = datetime(2026, 11, 1, 4, 45, tzinfo=UTC)
+
+
+def _site(tmp_path: Path, make_backup: MakeBackup, destination: str, days: int = 3) -> Path:
+    config_path = write_config(tmp_path, settle=0)
+    config_path.write_text(config_path.read_text() + f"destinations: [{destination}]\n")
+    config = load_config(config_path)
+    for day in range(days):
+        backup = make_backup(slug=f"{day:08x}", date=BASE + timedelta(days=day), entities=5)
+        shutil.copyfile(backup, config.sources[0].path / f"day{day}.tar")
+    return config_path
+
+
+def test_mirror_copies_each_valid_archive_once(make_backup: MakeBackup, tmp_path: Path) -> None:
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}")
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"] * 3  # scan mirrors too
+    copies = sorted((usb / "homeassistant").glob("*.tar"))
+    assert [p.name for p in copies] == [
+        f"Automatic_backup_2026.11.1_2026-11-0{d}_04.45_00000000.tar" for d in (1, 2, 3)
+    ]
+    sidecar = json.loads(copies[0].with_name(copies[0].name[:-4] + ".metadata.json").read_text())
+    assert set(sidecar) >= AGENT_BACKUP_KEYS and sidecar["size"] == copies[0].stat().st_size
+    again = cli(config_path, "mirror", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout) == []
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
+    for row in rows:
+        usb_copies = [c for c in row["copies"] if c["location"] == "usb"]
+        assert [(c["state"], c["verified"]) for c in usb_copies] == [("present", True)]
+
+
+def test_library_waits_for_the_destination_before_pruning(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    usb = tmp_path / "usb"
+    usb.write_text("a file where the USB disk should be mounted")
+    destination = f"{{name: usb, type: local, path: {usb}}}"
+    config_path = _site(tmp_path, make_backup, destination)
+    config_path.write_text(
+        config_path.read_text().replace(
+            "library: {path: ", "library: {retention: {keep_last: 1}, path: "
+        )
+    )
+    assert scan_once(load_config(config_path)) == ["valid"] * 3
+    failed = cli(config_path, "mirror")
+    assert failed.returncode == 4 and "failed" in failed.stdout
+    rows = json.loads(cli(config_path, "prune", "--json", "--location", "library").stdout)
+    floors = [r for r in rows if "floor: not yet verified at usb" in r["reasons"]]
+    assert len(floors) == 2
+    assert len(archives_in(tmp_path / "library")) == 3  # nothing deleted
+    usb.unlink()
+    usb.mkdir()
+    assert cli(config_path, "mirror").returncode == 0
+    cli(config_path, "prune")
+    assert len(archives_in(tmp_path / "library")) == 1
+    assert len(list((usb / "homeassistant").glob("*.tar"))) == 3
+
+
+def test_destination_retention_deletes_only_its_own_objects(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    usb = tmp_path / "usb"
+    foreign = usb / "homeassistant" / "someone_elses.tar"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"not ours")
+    destination = f"{{name: usb, type: local, path: {usb}, retention: {{keep_last: 1}}}}"
+    config_path = _site(tmp_path, make_backup, destination)
+    assert scan_once(load_config(config_path)) == ["valid"] * 3
+    kept = sorted(p.name for p in (usb / "homeassistant").glob("*.tar"))
+    assert kept == ["Automatic_backup_2026.11.1_2026-11-03_04.45_00000000.tar", "someone_elses.tar"]
+    assert foreign.read_bytes() == b"not ours"
+    assert len(archives_in(tmp_path / "library")) == 3  # the library keeps everything
