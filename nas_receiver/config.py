@@ -261,7 +261,8 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 
 def default_config(base: Path | None = None) -> Config:
-    """Return the embedded default: everything under ``./nas-receiver-data/``."""
+    """Return the embedded default: everything under ``./nas-receiver-data/``: incoming/,
+    library/, quarantine/, a local "off-site" folder offsite/, and the catalog."""
     data = (base or Path.cwd()) / DEFAULT_DATA_DIR
     return Config(
         data_dir=data,
@@ -270,6 +271,7 @@ def default_config(base: Path | None = None) -> Config:
         ],
         library=LibraryConfig(path=data / "library"),
         quarantine=QuarantineConfig(path=data / "quarantine"),
+        destinations=[DestinationConfig(name="offsite", type="local", path=data / "offsite")],
     )
 
 
