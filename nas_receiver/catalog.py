@@ -355,28 +355,27 @@ class Catalog:
             for row in self._query(sql + " ORDER BY id", params)
         ]
 
-    def begin_copy(self, sha256: str, location: str, temp_path: str, now: float) -> int:
-        """Record, before writing it, that a copy is being placed under ``temp_path``."""
-        with self.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO copies (sha256, location, state, temp_path, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (sha256, location, CopyState.PLACING, temp_path, now),
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
-
-    def begin_upload(self, sha256: str, location: str, key: str, now: float) -> int:
-        """Record, before sending it, that a copy goes to destination ``location`` as ``key``."""
+    def begin_copy(
+        self,
+        sha256: str,
+        location: str,
+        now: float,
+        *,
+        temp_path: str | None = None,
+        key: str | None = None,
+    ) -> int:
+        """Record, before the work, that a copy is being made: a file of ours written under
+        ``temp_path`` (removed by recovery), or an object sent to a destination as ``key``.
+        An earlier failed attempt at the same place is forgotten."""
         with self.transaction() as db:
             db.execute(
-                "DELETE FROM copies WHERE sha256 = ? AND location = ? AND state = 'failed'",
-                (sha256, location),
+                "DELETE FROM copies WHERE sha256 = ? AND location = ? AND state = ?",
+                (sha256, location, CopyState.FAILED),
             )
             cursor = db.execute(
-                "INSERT INTO copies (sha256, location, state, path, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (sha256, location, CopyState.PLACING, key, now),
+                "INSERT INTO copies (sha256, location, state, temp_path, path, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (sha256, location, CopyState.PLACING, temp_path, key, now),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid

@@ -86,7 +86,7 @@ def _copy_one(
     sha = archive["sha256"]
     key = object_key(settings, archive)
     backup = parse_backup_json(archive["backup_json"].encode())
-    copy_id = catalog.begin_upload(sha, settings.name, key, time.time())
+    copy_id = catalog.begin_copy(sha, settings.name, time.time(), key=key)
     try:
         stored = destination.put(source, key, backup.agent_backup(archive["size"]), sha)
     except DestinationError as err:

@@ -182,7 +182,9 @@ class Pipeline:
         """Keep an unencrypted HA backup (restorable in HA, openable without it)."""
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{base}.tar"
-        copy_id = self.catalog.begin_copy(sha, LIBRARY_DECRYPTED, str(final), self.clock())
+        copy_id = self.catalog.begin_copy(
+            sha, LIBRARY_DECRYPTED, self.clock(), temp_path=str(final)
+        )
         if final.exists():
             final.unlink()  # a leftover of a run killed after publishing: made again
         result = decrypt_backup(archive, final, self.keys(source))
@@ -202,7 +204,7 @@ class Pipeline:
             make_writable_tree(final)
             shutil.rmtree(final)  # a leftover of a run killed after the rename: made again
         temp = temp_name(final)
-        copy_id = self.catalog.begin_copy(sha, LIBRARY_BROWSE, str(temp), self.clock())
+        copy_id = self.catalog.begin_copy(sha, LIBRARY_BROWSE, self.clock(), temp_path=str(temp))
         result = extract_backup(archive, temp, self.keys(source), members=["homeassistant"])
         make_read_only(temp)
         temp.rename(final)
@@ -249,7 +251,7 @@ class Pipeline:
     ) -> Placed:
         folder.mkdir(parents=True, exist_ok=True)
         temp = temp_name(folder / f"{base}.tar")
-        copy_id = self.catalog.begin_copy(sha, location, str(temp), self.clock())
+        copy_id = self.catalog.begin_copy(sha, location, self.clock(), temp_path=str(temp))
         placed = place(path, folder, base, sha, temp=temp)
         self.catalog.finish_copy(
             copy_id,

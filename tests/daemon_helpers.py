@@ -71,10 +71,15 @@ def partials_in(*folders: Path) -> list[Path]:
     return [p for folder in folders if folder.exists() for p in folder.rglob(".*partial*")]
 
 
+def cli_command(config: Path, *args: str | Path) -> list[str]:
+    """The command line of ``nas-receiver --config CONFIG ARGS...`` from this checkout."""
+    return [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), *map(str, args)]
+
+
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``nas-receiver --config CONFIG ARGS...`` as a user would; capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "nas_receiver.cli", "--config", str(config), *args],
+        cli_command(config, *args),
         capture_output=True,
         text=True,
         timeout=120,

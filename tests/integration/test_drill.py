@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from tests.builders import (
     write_backup_from,
     write_key,
 )
-from tests.daemon_helpers import write_config
+from tests.daemon_helpers import cli_command, write_config
 
 Breaker = Callable[[Path], None]
 
@@ -152,17 +151,7 @@ def test_interrupted_drill_leaves_nothing_behind(tmp_path: Path) -> None:
     key = write_key(tmp_path / "key.txt", KEY)
     work = tmp_path / "site" / "data" / "tmp"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nas_receiver.cli",
-            "--config",
-            str(config),
-            "drill",
-            str(backup),
-            "--key-file",
-            str(key),
-        ],
+        cli_command(config, "drill", backup, "--key-file", key),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -174,18 +163,7 @@ def test_interrupted_drill_leaves_nothing_behind(tmp_path: Path) -> None:
     process.wait(30)
     assert len(list(work.iterdir())) == 1  # the killed drill's private folder
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nas_receiver.cli",
-            "--config",
-            str(config),
-            "drill",
-            str(backup),
-            "--key-file",
-            str(key),
-            "--json",
-        ],
+        cli_command(config, "drill", backup, "--key-file", key, "--json"),
         capture_output=True,
         text=True,
         timeout=300,

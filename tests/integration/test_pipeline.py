@@ -130,7 +130,7 @@ def test_recover_cleans_what_a_kill_left(make_backup: MakeBackup, tmp_path: Path
     folder.mkdir(parents=True)
     stray = folder / ".x.tar.partial-dead"
     stray.write_bytes(b"half")
-    copy_id = catalog.begin_copy("f" * 64, "library", str(stray), 0)
+    copy_id = catalog.begin_copy("f" * 64, "library", 0, temp_path=str(stray))
     Pipeline(config, catalog).recover()
     assert not stray.exists() and partials_in(config.library.path) == []
     assert catalog.copies() == [] and copy_id
