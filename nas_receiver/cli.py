@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .dsm import run_as_package_owner
 from .errors import ExitCode, NasReceiverError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -23,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        run_as_package_owner()
         return resolve(args.handler)(args)
     except NasReceiverError as err:
         print(f"nas-receiver: {err}", file=sys.stderr)
@@ -141,6 +143,12 @@ def _add_extract(commands: Any) -> None:
 def _add_daemon_commands(commands: Any) -> None:
     run = commands.add_parser("run", help="run the receiver daemon in the foreground")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="only warnings on stderr when log_file is set (the file has everything)",
+    )
     run.set_defaults(handler="receiver:cmd_run")
     scan = commands.add_parser(
         "scan", help="process everything pending once, then exit (exit 3 if any is not valid)"
@@ -175,6 +183,12 @@ def _add_daemon_commands(commands: Any) -> None:
     mirror.add_argument("--destination", metavar="NAME", help="only this destination")
     mirror.add_argument("--json", action="store_true", help="print JSON")
     mirror.set_defaults(handler="receiver:cmd_mirror")
+    reverify = commands.add_parser(
+        "reverify",
+        help="read every library copy in full again: bit rot (exit 3 if one no longer matches)",
+    )
+    reverify.add_argument("--json", action="store_true", help="print JSON")
+    reverify.set_defaults(handler="receiver:cmd_reverify")
     drill = commands.add_parser(
         "drill", help="prove a backup restorable (exit 3 if not, 4 if it cannot run)"
     )
@@ -195,6 +209,14 @@ def _add_daemon_commands(commands: Any) -> None:
     check.set_defaults(handler="receiver:cmd_config_check")
     example = config_commands.add_parser("example", help="print a commented example")
     example.set_defaults(handler="receiver:cmd_config_example")
+    dsm = commands.add_parser("dsm", help="Synology DSM package helpers (used by its scripts)")
+    dsm_commands = dsm.add_subparsers(dest="dsm_command", required=True)
+    setup = dsm_commands.add_parser(
+        "setup", help="write the package's config.yaml from the wizard's answers (wizard_*)"
+    )
+    setup.add_argument("--var", type=Path, required=True, help="the package's var folder")
+    setup.add_argument("--shares", type=Path, required=True, help="the package's shares folder")
+    setup.set_defaults(handler="receiver:cmd_dsm_setup")
 
 
 if __name__ == "__main__":

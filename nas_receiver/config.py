@@ -207,6 +207,15 @@ class Config(_Section):
         timedelta(minutes=5), description="full rescan of every source (events are only hints)"
     )
     log_file: Path | None = Field(None, description="also log to this file (rotated)")
+    log_rotate: bool = Field(
+        True,
+        description="rotate log_file at 5 MiB; false when logrotate does it (as on DSM)",
+    )
+    log_copy: Path | None = Field(
+        None,
+        description="a second copy of the log, e.g. in a shared folder for File Station "
+        "(rotated at 1 MiB)",
+    )
 
     @field_validator("sources")
     @classmethod
@@ -337,6 +346,7 @@ def _absolute(config: Config, base: Path) -> Config:
                 update={"path": fix(config.quarantine.path)}
             ),
             "log_file": fix(config.log_file) if config.log_file else None,
+            "log_copy": fix(config.log_copy) if config.log_copy else None,
             "destinations": [
                 d.model_copy(update={"path": fix(d.path)}) for d in config.destinations
             ],

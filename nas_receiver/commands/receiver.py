@@ -13,7 +13,7 @@ from ..catalog import Catalog
 from ..config import Config, example_text, find_config
 from ..errors import ExitCode, UsageError
 from ..library import sha256_of
-from ..logs import setup_logging
+from ..logs import setup_from_config, setup_logging
 from ..report import list_archives, source_status
 from .output import print_json
 
@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..daemon import Daemon
 
     config, where = _config(args)
-    setup_logging(config.log_file, verbose=args.verbose)
+    setup_from_config(config, verbose=args.verbose, quiet=args.quiet)
     logging.getLogger(__name__).info("nas-receiver %s, configuration: %s", __version__, where)
     daemon = Daemon(config, reload=lambda: _config(args)[0])
     daemon.install_signal_handlers()
@@ -38,7 +38,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from ..daemon import scan_once
 
     config, _where = _config(args)
-    setup_logging(config.log_file)
+    setup_from_config(config)
     verdicts = scan_once(config)
     if args.json:
         print_json(verdicts)
@@ -136,7 +136,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     config, _where = _config(args)
     if args.destination and args.destination not in {d.name for d in config.destinations}:
         raise UsageError(f"{args.destination}: no such destination in the configuration")
-    setup_logging(config.log_file)
+    setup_from_config(config)
     outcomes = mirror_once(config, Catalog(config.catalog_path), only=args.destination)
     if args.json:
         print_json([outcome.to_dict() for outcome in outcomes])
@@ -224,3 +224,41 @@ def _read_catalog(config: Config) -> Catalog:
     if not config.catalog_path.exists():
         return Catalog(config.catalog_path)
     return Catalog(config.catalog_path, readonly=True)
+
+
+def cmd_reverify(args: argparse.Namespace) -> int:
+    from ..notify import channels_from, deliver
+    from ..progress import Progress
+    from ..reverify import library_copies, reverify_library
+
+    config, _where = _config(args)
+    setup_from_config(config)
+    catalog = Catalog(config.catalog_path)
+    total = sum(int(archive.get("size") or 0) for _copy, archive in library_copies(catalog))
+    progress = Progress("re-verify library", total)
+    try:
+        rows = reverify_library(config, catalog, on_bytes=progress.advance)
+    finally:
+        progress.close()
+    try:
+        deliver(catalog, channels_from(config.notify))
+    except OSError as err:
+        logging.getLogger(__name__).error("notifications are off: %s", err)
+    bad = [row for row in rows if not row["ok"]]
+    if args.json:
+        print_json(rows)
+    else:
+        for row in bad:
+            print(f"NOT OK  {row['path']}: {row['problem']}")
+        print(f"{len(rows) - len(bad)} of {len(rows)} library copies still match what was verified")
+    return ExitCode.NOT_VALID if bad else ExitCode.OK
+
+
+def cmd_dsm_setup(args: argparse.Namespace) -> int:
+    import os
+
+    from ..dsm import write_package_config
+
+    path, written = write_package_config(args.var, args.shares, os.environ)
+    print(f"{'wrote' if written else 'kept'} {path}")
+    return ExitCode.OK
