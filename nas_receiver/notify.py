@@ -22,7 +22,16 @@ from .catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-NOTIFY_KINDS = ("quarantine", "drill", "suspicious", "pruned", "overdue", "keys", "mirror")
+NOTIFY_KINDS = (
+    "quarantine",
+    "drill",
+    "suspicious",
+    "pruned",
+    "overdue",
+    "keys",
+    "mirror",
+    "rot",
+)
 DSM_APP = "SYNO.SDS.nas_receiver"
 TITLES = {
     "quarantine": "A backup was quarantined",
@@ -32,6 +41,7 @@ TITLES = {
     "overdue": "No new Home Assistant backup",
     "keys": "A backup key needs attention",
     "mirror": "An off-site copy failed",
+    "rot": "A library copy is damaged",
 }
 
 
