@@ -1,0 +1,103 @@
+"""The DSM helpers: the configuration written from the install wizard, and a command run
+as root (Task Scheduler) continuing as the package's user."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from nas_receiver.config import load_config
+from nas_receiver.dsm import write_package_config
+from nas_receiver.errors import ConfigError
+
+WIZARD = {
+    "wizard_ha_share": "ha-backups",
+    "wizard_ha_folder": "homeassistant/",
+    "wizard_library_share": "ha-library",
+    "wizard_backup_key": "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ12",
+    "wizard_notify_url": "ntfy://secret-token@ntfy.example/ha",
+}
+
+
+def test_wizard_answers_become_a_working_config(tmp_path: Path) -> None:
+    var, shares = tmp_path / "var", tmp_path / "shares"
+    var.mkdir()
+    path, written = write_package_config(var, shares, WIZARD)
+    assert written
+    config = load_config(path)
+    assert config.sources[0].path == shares / "ha-backups/homeassistant"
+    assert config.library.path == shares / "ha-library/library"
+    assert config.quarantine.path == shares / "ha-library/quarantine"
+    assert config.log_file == var / "nas-receiver.log"
+    assert config.log_rotate is False
+    assert config.log_copy == shares / "ha-library/nas-receiver/nas-receiver.log"
+    text = path.read_text()
+    assert WIZARD["wizard_backup_key"] not in text
+    assert "secret-token" not in text
+    key = config.sources[0].keys[0]
+    assert key.read_text().strip() == WIZARD["wizard_backup_key"]
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert config.notify.urls_file is not None
+    assert config.notify.urls_file.read_text().strip() == WIZARD["wizard_notify_url"]
+
+
+def test_an_existing_config_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("# mine\n")
+    path, written = write_package_config(tmp_path, tmp_path / "shares", {})
+    assert not written
+    assert path.read_text() == "# mine\n"
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ({"wizard_library_share": "lib"}, "wizard_ha_share: a shared folder name is required"),
+        (
+            {"wizard_ha_share": "a/b", "wizard_library_share": "lib"},
+            "wizard_ha_share: 'a/b' is not a valid shared folder name",
+        ),
+        (
+            {"wizard_ha_share": "ha", "wizard_library_share": "lib", "wizard_ha_folder": "../x"},
+            "wizard_ha_folder: must stay inside the shared folder",
+        ),
+        (
+            {"wizard_ha_share": "same", "wizard_library_share": "same"},
+            "must not share a folder",
+        ),
+    ],
+)
+def test_a_bad_answer_writes_nothing(tmp_path: Path, answers: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        write_package_config(tmp_path, tmp_path / "shares", answers)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: checks a root command drops to a user")
+def test_a_root_command_leaves_no_root_owned_files() -> None:
+    nobody = 65534
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chmod(scratch, 0o755)  # noqa: S103 - the dropped-to user must reach var/
+        var = Path(scratch) / "var"
+        var.mkdir()
+        os.chown(var, nobody, nobody)
+        made = var / "made-by-the-command"
+        code = (
+            "import os, sys; from nas_receiver.dsm import run_as_package_owner; "
+            "run_as_package_owner(); open(sys.argv[1], 'w').close(); print(os.getuid())"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(made)],
+            env={**os.environ, "NAS_RECEIVER_RUN_AS_OWNER_OF": str(var)},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        )
+        assert result.stdout.strip() == str(nobody)
+        assert made.stat().st_uid == nobody
