@@ -166,21 +166,103 @@ class QuarantineConfig(_Section):
     )
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*(?:/s)?\s*$", re.IGNORECASE)
+
+
+def parse_bytes(value: Any) -> int:
+    """Parse ``1048576``, ``64MiB``, ``10MB/s`` or ``800k`` into a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 64MiB, 10MB/s)")
+    power = " kmgt".index(match[2].lower() or " ")
+    return int(float(match[1]) * (1024 if match[3] else 1000) ** power)
+
+
+Bytes = Annotated[int, BeforeValidator(parse_bytes)]
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class BandwidthWindow(_Section):
+    """A bandwidth limit for part of the day (NAS local time); may wrap past midnight."""
+
+    start: str = Field(alias="from", description="HH:MM", pattern=_CLOCK.pattern)
+    end: str = Field(alias="to", description="HH:MM", pattern=_CLOCK.pattern)
+    limit: Bytes | None = Field(description="bytes per second (e.g. 2MB/s); null: unlimited")
+
+
+class SendFilter(_Section):
+    """Which library archives a destination receives."""
+
+    kinds: list[Literal["automatic", "manual", "pre-update"]] | None = Field(
+        None, description="only these kinds of backup (default: all)"
+    )
+    newest_per_day: bool = Field(False, description="only the newest archive of each day")
+
+
+CLOUD_TYPES = ("s3", "rclone")
+
+
 class DestinationConfig(_Section):
-    """A place for off-site copies.  So far only ``local`` (a USB disk, another share)."""
+    """A place for off-site copies: a folder (``local``), S3 or an S3-compatible (``s3``),
+    or any rclone remote (``rclone``)."""
 
     name: str = Field(
         description="short name, shown in list and status", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
     )
-    type: Literal["local"] = Field(description="local; s3 and rclone are still to come")
-    path: Path = Field(description="the folder copies go to")
+    type: Literal["local", "s3", "rclone"] = Field(description="local, s3 or rclone")
     prefix: str = Field("homeassistant", description="folder inside the destination")
-    encryption: Literal["none"] = Field(
-        "none", description="local copies stay as they are (HA-encrypted or not)"
+    encryption: Literal["none", "securetar", "7z"] | None = Field(
+        None,
+        description="for archives HA did not encrypt: securetar (HA restores it with the key), "
+        "7z (<name>.tar.7z, AES-256) or none (local only); default: securetar for s3 and "
+        "rclone, none for local",
     )
+    key_file: Path | None = Field(
+        None, description="securetar key (default: the first key of the archive's source)"
+    )
+    securetar_version: Literal[2, 3] = Field(3, description="SecureTar version written")
+    password_file: Path | None = Field(None, description="7z password file")
+    send: SendFilter = Field(default_factory=SendFilter, description="which archives go")
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig, description="which copies this destination keeps"
     )
+    # local
+    path: Path | None = Field(None, description="local: the folder copies go to")
+    # s3
+    bucket: str | None = Field(None, description="s3: the bucket")
+    endpoint_url: str | None = Field(None, description="s3: the endpoint (omit for AWS)")
+    region: str | None = Field(None, description="s3: the region")
+    access_key_id_file: Path | None = Field(
+        None, description="s3: file with the access key id (else the environment, ~/.aws)"
+    )
+    secret_access_key_file: Path | None = Field(None, description="s3: file with the secret key")
+    storage_class: str | None = Field(None, description="s3: e.g. STANDARD_IA, GLACIER_IR")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="s3: path for most S3-compatibles on a custom endpoint"
+    )
+    checksums: Literal["sha256", "compat"] = Field(
+        "sha256",
+        description="s3: sha256 sends a SHA-256 checksum with every part; compat sends "
+        "Content-MD5 only and no x-amz-checksum headers, for servers that reject them",
+    )
+    sse: Literal["AES256", "aws:kms"] | None = Field(None, description="s3: server-side encryption")
+    sse_kms_key_id: str | None = Field(None, description="s3: the KMS key for aws:kms")
+    part_size: Bytes = Field(64 << 20, ge=5 << 20, description="s3: multipart part size")
+    concurrency: int = Field(4, ge=1, le=16, description="s3: parts in flight at once")
+    timeout: Duration = Field(
+        timedelta(seconds=60), description="s3: a request that stalls this long is retried"
+    )
+    # s3 and rclone
+    bandwidth: Bytes | None = Field(None, description="bytes per second (e.g. 5MB/s)")
+    bandwidth_schedule: list[BandwidthWindow] = Field(
+        default_factory=list, description="limits for parts of the day, before bandwidth"
+    )
+    # rclone
+    remote: str | None = Field(None, description="rclone: remote:path, e.g. gdrive:HomeAssistant")
+    rclone_config: Path | None = Field(None, description="rclone: its config file")
+    rclone_binary: str = Field("rclone", description="rclone: the program")
 
     @field_validator("name")
     @classmethod
@@ -188,6 +270,31 @@ class DestinationConfig(_Section):
         if name.startswith(("library", "quarantine")):
             raise ValueError("library and quarantine are names of the NAS's own locations")
         return name
+
+    @model_validator(mode="after")
+    def _complete(self) -> DestinationConfig:
+        needed = {"local": "path", "s3": "bucket", "rclone": "remote"}[self.type]
+        if getattr(self, needed) in (None, ""):
+            raise ValueError(f"a {self.type} destination needs '{needed}'")
+        if self.cloud and self.encryption == "none":
+            raise ValueError(
+                f"a {self.type} destination only ever receives encrypted data: "
+                "encryption must be securetar (a key) or 7z (password_file)"
+            )
+        if self.cipher == "7z" and self.password_file is None:
+            raise ValueError("encryption 7z needs password_file")
+        return self
+
+    @property
+    def cloud(self) -> bool:
+        return self.type in CLOUD_TYPES
+
+    @property
+    def cipher(self) -> str:
+        """How archives HA did not encrypt are encrypted here (``none`` keeps them plain)."""
+        if self.encryption is not None:
+            return self.encryption
+        return "securetar" if self.cloud else "none"
 
 
 class Config(_Section):
@@ -233,6 +340,17 @@ class Config(_Section):
         if len(set(names)) != len(names):
             raise ValueError("destination names must be unique")
         return found
+
+    @model_validator(mode="after")
+    def _destinations_can_encrypt(self) -> Config:
+        keyless = [s.name for s in self.sources if not s.keys]
+        for destination in self.destinations:
+            if destination.cipher == "securetar" and not destination.key_file and keyless:
+                raise ValueError(
+                    f"destination '{destination.name}' encrypts with securetar but has no "
+                    f"key_file and source '{keyless[0]}' has no key to lend it"
+                )
+        return self
 
     @model_validator(mode="after")
     def _separate_folders(self) -> Config:
@@ -328,6 +446,16 @@ def _explain(where: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+_DESTINATION_FILES = (
+    "path",
+    "key_file",
+    "password_file",
+    "access_key_id_file",
+    "secret_access_key_file",
+    "rclone_config",
+)
+
+
 def _absolute(config: Config, base: Path) -> Config:
     def fix(path: Path) -> Path:
         if path.is_absolute() or str(path).startswith("credential:"):
@@ -348,7 +476,14 @@ def _absolute(config: Config, base: Path) -> Config:
             "log_file": fix(config.log_file) if config.log_file else None,
             "log_copy": fix(config.log_copy) if config.log_copy else None,
             "destinations": [
-                d.model_copy(update={"path": fix(d.path)}) for d in config.destinations
+                d.model_copy(
+                    update={
+                        field: fix(value)
+                        for field in _DESTINATION_FILES
+                        if (value := getattr(d, field)) is not None
+                    }
+                )
+                for d in config.destinations
             ],
             "drill": config.drill.model_copy(
                 update={"work_dir": fix(config.drill.work_dir) if config.drill.work_dir else None}

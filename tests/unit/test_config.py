@@ -113,6 +113,9 @@ def test_every_field_has_a_description() -> None:
         module.SourceConfig,
         module.LibraryConfig,
         module.QuarantineConfig,
+        module.DestinationConfig,
+        module.SendFilter,
+        module.BandwidthWindow,
     ):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name}"
@@ -121,13 +124,47 @@ def test_every_field_has_a_description() -> None:
 def test_destinations() -> None:
     text = GOOD + "destinations: [{name: usb, type: local, path: /mnt/usb}]\n"
     (usb,) = parse_config(text, "c.yaml").destinations
-    assert usb.prefix == "homeassistant" and usb.encryption == "none"
+    assert usb.prefix == "homeassistant" and usb.cipher == "none"
     for bad, message in [
         ("{name: library2, type: local, path: /x}", "names of the NAS's own locations"),
-        ("{name: usb, type: s3, path: /x}", "at 'destinations[0].type'"),
+        ("{name: usb, type: ftp, path: /x}", "at 'destinations[0].type'"),
+        ("{name: usb, type: local}", "a local destination needs 'path'"),
+        ("{name: c2, type: s3}", "a s3 destination needs 'bucket'"),
+        ("{name: g, type: rclone}", "a rclone destination needs 'remote'"),
+        (
+            "{name: c2, type: s3, bucket: b, encryption: none}",
+            "a s3 destination only ever receives encrypted data",
+        ),
+        ("{name: g, type: rclone, remote: 'g:', encryption: 7z}", "7z needs password_file"),
+        ("{name: c2, type: s3, bucket: b, part_size: 1MiB}", "at 'destinations[0].part_size'"),
+        ("{name: c2, type: s3, bucket: b, bandwidth: fast}", "not a size: 'fast'"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             parse_config(GOOD + f"destinations: [{bad}]\n", "c.yaml")
     twice = "destinations: [{name: a, type: local, path: /x}, {name: a, type: local, path: /y}]\n"
     with pytest.raises(ConfigError, match="unique"):
         parse_config(GOOD + twice, "c.yaml")
+
+
+def test_cloud_destinations() -> None:
+    text = GOOD + (
+        "destinations:\n"
+        "  - {name: c2, type: s3, bucket: b, part_size: 8MiB, bandwidth: 2MB/s,\n"
+        "     bandwidth_schedule: [{from: '08:00', to: '23:00', limit: 500KiB}],\n"
+        "     send: {kinds: [automatic], newest_per_day: true}}\n"
+        "  - {name: gdrive, type: rclone, remote: 'gdrive:HA', encryption: 7z,\n"
+        "     password_file: pw.txt}\n"
+    )
+    c2, gdrive = parse_config(text, "c.yaml", base=Path("/etc/nr")).destinations
+    assert c2.cipher == "securetar" and c2.part_size == 8 << 20 and c2.bandwidth == 2_000_000
+    assert c2.bandwidth_schedule[0].start == "08:00" and c2.bandwidth_schedule[0].limit == 512_000
+    assert c2.send.kinds == ["automatic"] and c2.send.newest_per_day
+    assert gdrive.cipher == "7z" and gdrive.password_file == Path("/etc/nr/pw.txt")
+
+
+def test_securetar_destination_needs_a_key() -> None:
+    keyless = GOOD.replace("    keys: [keys/home.txt]\n", "")
+    assert keyless != GOOD
+    text = keyless + "destinations: [{name: c2, type: s3, bucket: b}]\n"
+    with pytest.raises(ConfigError, match="has no key_file and source"):
+        parse_config(text, "c.yaml")
