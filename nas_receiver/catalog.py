@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .haformat import VerifyReport
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -69,6 +69,15 @@ _MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE events ADD COLUMN sent INTEGER NOT NULL DEFAULT 0;
     UPDATE events SET sent = 1
+    """,
+    5: """
+    ALTER TABLE copies ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE copies ADD COLUMN next_try REAL;
+    CREATE TABLE uploads (
+        location TEXT NOT NULL, key TEXT NOT NULL, sha256 TEXT NOT NULL,
+        upload_id TEXT NOT NULL, part_size INTEGER NOT NULL, started_at REAL NOT NULL,
+        PRIMARY KEY (location, key)
+    )
     """,
 }
 
@@ -119,6 +128,20 @@ class Copy:
     verified: bool
     updated_at: float
     detail: str | None
+    attempts: int = 0
+    next_try: float | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A multipart upload under way at a destination: enough to continue it after a stop."""
+
+    location: str
+    key: str
+    sha256: str
+    upload_id: str
+    part_size: int
+    started_at: float
 
 
 class Catalog:
@@ -366,25 +389,33 @@ class Catalog:
     ) -> int:
         """Record, before the work, that a copy is being made: a file of ours written under
         ``temp_path`` (removed by recovery), or an object sent to a destination as ``key``.
-        An earlier failed attempt at the same place is forgotten."""
+        An earlier failed attempt at the same place is replaced (its count carries on)."""
         with self.transaction() as db:
+            failed = db.execute(
+                "SELECT MAX(attempts) FROM copies WHERE sha256 = ? AND location = ? AND state = ?",
+                (sha256, location, CopyState.FAILED),
+            ).fetchone()[0]
             db.execute(
                 "DELETE FROM copies WHERE sha256 = ? AND location = ? AND state = ?",
                 (sha256, location, CopyState.FAILED),
             )
             cursor = db.execute(
-                "INSERT INTO copies (sha256, location, state, temp_path, path, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (sha256, location, CopyState.PLACING, temp_path, key, now),
+                "INSERT INTO copies (sha256, location, state, temp_path, path, updated_at,"
+                " attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sha256, location, CopyState.PLACING, temp_path, key, now, failed or 0),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
-    def fail_copy(self, copy_id: int, reason: str, now: float) -> None:
+    def fail_copy(
+        self, copy_id: int, reason: str, now: float, next_try: float | None = None
+    ) -> None:
+        """The copy failed for ``reason``; try again no sooner than ``next_try``."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE copies SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
-                (CopyState.FAILED, reason, now, copy_id),
+                "UPDATE copies SET state = ?, detail = ?, updated_at = ?, next_try = ?,"
+                " attempts = attempts + 1 WHERE id = ?",
+                (CopyState.FAILED, reason, now, next_try, copy_id),
             )
 
     def finish_copy(
@@ -448,6 +479,34 @@ class Catalog:
                 "UPDATE copies SET state = ?, updated_at = ? WHERE id = ?",
                 (CopyState.DELETED, now, copy_id),
             )
+
+    # -- uploads under way ---------------------------------------------------------------------
+
+    def upload(self, location: str, key: str) -> Upload | None:
+        rows = self._query("SELECT * FROM uploads WHERE location = ? AND key = ?", (location, key))
+        return Upload(**dict(rows[0])) if rows else None
+
+    def uploads(self, location: str) -> list[Upload]:
+        rows = self._query("SELECT * FROM uploads WHERE location = ?", (location,))
+        return [Upload(**dict(row)) for row in rows]
+
+    def record_upload(self, upload: Upload) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    upload.location,
+                    upload.key,
+                    upload.sha256,
+                    upload.upload_id,
+                    upload.part_size,
+                    upload.started_at,
+                ),
+            )
+
+    def forget_upload(self, location: str, key: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM uploads WHERE location = ? AND key = ?", (location, key))
 
     # -- drills --------------------------------------------------------------------------------
 

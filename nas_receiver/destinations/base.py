@@ -5,11 +5,39 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 MARKER = "nas_receiver"  # the sidecar key that says: this object is ours
+OnBytes = Callable[[int], None] | None
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What goes to a destination: a file (size and SHA-256 known, readable at any offset,
+    so an interrupted upload continues where it stopped), or a stream made once, e.g. an
+    archive encrypted on its way out (an interrupted one starts again)."""
+
+    path: Path | None = None
+    sha256: str | None = None
+    size: int | None = None
+    stream: Callable[[], AbstractContextManager[BinaryIO]] | None = None
+
+    @classmethod
+    def file(cls, path: Path, sha256: str) -> Payload:
+        return cls(path=path, sha256=sha256, size=path.stat().st_size)
+
+    @classmethod
+    def streamed(cls, opener: Callable[[], AbstractContextManager[BinaryIO]]) -> Payload:
+        return cls(stream=opener)
+
+    def open(self) -> AbstractContextManager[BinaryIO]:
+        if self.stream is not None:
+            return self.stream()
+        assert self.path is not None
+        return self.path.open("rb")
 
 
 class DestinationError(Exception):
@@ -43,13 +71,13 @@ class Destination(ABC):
     @abstractmethod
     def put(
         self,
-        source: Path,
+        payload: Payload,
         key: str,
         sidecar: dict[str, Any],
-        sha256: str,
-        on_bytes: Callable[[int], None] | None = None,
+        on_bytes: OnBytes = None,
     ) -> StoredObject:
-        """Store ``source`` under ``key`` with its sidecar; check what arrived has ``sha256``.
+        """Store ``payload`` under ``key``, check that what arrived is what was sent, then
+        write the sidecar (its ``size`` and our marker describe the stored object).
 
         Raise DestinationError (``permanent`` for auth, permission or missing bucket)."""
 
@@ -69,18 +97,28 @@ class Destination(ABC):
     def delete(self, key: str) -> None:
         """Delete the object at ``key`` and its sidecar; refuse an object we did not write."""
 
+    def reachable(self) -> None:  # noqa: B027 - most destinations find out on first use
+        """Raise DestinationError when the destination cannot be reached at all."""
+
+    def tidy(self, wanted: set[str]) -> tuple[str, ...]:
+        """Abort uploads of ours left unfinished for keys not in ``wanted``; return them."""
+        return ()
+
 
 def sidecar_key(key: str) -> str:
-    """HA's S3 agent keeps ``<base>.metadata.json`` beside ``<base>.tar``."""
-    for suffix in (".tar.7z", ".tar"):
-        if key.endswith(suffix):
-            return key[: -len(suffix)] + ".metadata.json"
+    """HA's S3 agent keeps ``<base>.metadata.json`` beside ``<base>.tar``.  A 7z copy (for
+    restores without HA) has ``<base>.tar.7z.json``, which HA's agents do not list."""
+    if key.endswith(".tar.7z"):
+        return key + ".json"
+    if key.endswith(".tar"):
+        return key[: -len(".tar")] + ".metadata.json"
     raise ValueError(f"{key}: not an archive key")
 
 
-def with_marker(sidecar: dict[str, Any], sha256: str) -> dict[str, Any]:
-    """The sidecar HA reads, plus our marker (HA ignores unknown keys)."""
-    return {**sidecar, MARKER: {"sha256": sha256}}
+def with_marker(sidecar: dict[str, Any], sha256: str, size: int) -> dict[str, Any]:
+    """The sidecar HA reads, describing the stored object, plus our marker (HA ignores
+    unknown keys)."""
+    return {**sidecar, "size": size, MARKER: {**sidecar.get(MARKER, {}), "sha256": sha256}}
 
 
 def marker_sha(sidecar: dict[str, Any] | None) -> str | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from ..library import sha256_of, write_json
 from .base import (
     Destination,
     DestinationError,
+    OnBytes,
+    Payload,
     StoredObject,
     marker_sha,
     sidecar_key,
@@ -31,11 +34,10 @@ class LocalDestination(Destination):
 
     def put(
         self,
-        source: Path,
+        payload: Payload,
         key: str,
         sidecar: dict[str, Any],
-        sha256: str,
-        on_bytes: Callable[[int], None] | None = None,
+        on_bytes: OnBytes = None,
     ) -> StoredObject:
         target = self._path(key)
         try:
@@ -45,20 +47,22 @@ class LocalDestination(Destination):
                     f"{self.name}: {key} holds an object nas-receiver did not write; not replaced",
                     permanent=True,
                 )
-            if not (target.exists() and sha256_of(target) == sha256):
+            if payload.sha256 and target.exists() and sha256_of(target) == payload.sha256:
+                sha = payload.sha256  # already there: a repeated or resumed run
+            else:
                 target.unlink(missing_ok=True)  # our own half-done or outdated copy
-                self._copy(source, target, on_bytes)
-            if sha256_of(target) != sha256:
+                sha = self._copy(payload, target, on_bytes)
+            if sha256_of(target) != sha or (payload.sha256 and sha != payload.sha256):
                 target.unlink()
                 raise DestinationError(f"{self.name}: {key} arrived damaged")
-            marked = with_marker(sidecar, sha256)
+            marked = with_marker(sidecar, sha, target.stat().st_size)
             write_json(self._path(sidecar_key(key)), marked)
         except OSError as err:
             raise DestinationError(
                 f"{self.name}: {key}: {err.strerror or err}",
                 permanent=isinstance(err, PermissionError),
             ) from err
-        return StoredObject(key, target.stat().st_size, sha256, marked)
+        return StoredObject(key, target.stat().st_size, sha, marked)
 
     def verify(self, key: str, sha256: str) -> bool:
         path = self._path(key)
@@ -103,9 +107,12 @@ class LocalDestination(Destination):
         return value if isinstance(value, dict) else None
 
     @staticmethod
-    def _copy(source: Path, target: Path, on_bytes: Callable[[int], None] | None) -> None:
-        with atomic_output(target) as pending, source.open("rb") as file:
+    def _copy(payload: Payload, target: Path, on_bytes: OnBytes) -> str:
+        digest = hashlib.sha256()
+        with atomic_output(target) as pending, payload.open() as file:
             while chunk := file.read(CHUNK):
                 pending.file.write(chunk)
+                digest.update(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
+        return digest.hexdigest()

@@ -75,8 +75,40 @@ def encrypt_backup(
     if quick.securetar_versions or (quick.backup and quick.backup.protected):
         raise BackupError(f"{source}: is encrypted already")
     report = _require_valid(source, KeyRing(), on_bytes)
-    context = SecureTarRootKeyContext(key)
+    content, metadata = _encryption(key, version)
     inner_names = {i.name for i in report.inner}
+    with atomic_output(output) as pending:
+        _rewrite(source, pending.file, content, metadata, inner_names)
+        pending.file.flush()
+        result = verify_archive(pending.path, level=Level.FULL, keys=KeyRing([key]))
+        _require(result, "encrypted copy")
+    result.path = str(output)
+    return result
+
+
+def encrypt_stream(source: Path, sink: BinaryIO, key: str, *, version: int = 3) -> None:
+    """Write to ``sink`` (``write`` and ``tell``) the unencrypted backup ``source`` encrypted
+    with SecureTar ``version``, as ``encrypt_backup`` writes it, without a file: for a copy
+    streamed to a destination.  ``source`` must be a verified unencrypted backup (checked
+    here by its structure only; the caller verified it in full before)."""
+    quick = verify_archive(source, level=Level.QUICK)
+    if quick.securetar_versions or (quick.backup and quick.backup.protected):
+        raise BackupError(f"{source}: is encrypted already")
+    _require(quick, str(source))
+    content, metadata = _encryption(key, version)
+    _rewrite(source, sink, content, metadata, {i.name for i in quick.inner})
+
+
+def _encryption(
+    key: str, version: int
+) -> tuple[
+    Callable[[TarEntry, TarWalker], tuple[int, ByteSource]],
+    Callable[[dict[str, Any]], dict[str, Any]],
+]:
+    """How ``_rewrite`` encrypts: each inner archive, and backup.json (``protected``)."""
+    if version not in (2, 3):
+        raise UsageError(f"SecureTar version {version} cannot be written (use 2 or 3)")
+    context = SecureTarRootKeyContext(key)
 
     def content(entry: TarEntry, walker: TarWalker) -> tuple[int, ByteSource]:
         stream = SecureTarEncryptStream(
@@ -97,13 +129,7 @@ def encrypt_backup(
             updated.pop("crypto", None)
         return updated
 
-    with atomic_output(output) as pending:
-        _rewrite(source, pending.file, content, metadata, inner_names)
-        pending.file.flush()
-        result = verify_archive(pending.path, level=Level.FULL, keys=KeyRing([key]))
-        _require(result, "encrypted copy")
-    result.path = str(output)
-    return result
+    return content, metadata
 
 
 def _require_valid(source: Path, keys: KeyRing, on_bytes: OnBytes) -> VerifyReport:

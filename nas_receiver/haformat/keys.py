@@ -50,6 +50,21 @@ def read_key_file(path: str | os.PathLike[str]) -> str:
     return parse_key_text(text, str(path))
 
 
+def read_secret(path: str | os.PathLike[str]) -> str:
+    """Return a one-line secret (an access key, a password) from a file or a systemd
+    credential (``credential:NAME``), without surrounding whitespace.  Raise OSError, whose
+    message names the file but never holds the secret."""
+    spec = str(path)
+    try:
+        where = _credential_path(spec) if spec.startswith(CREDENTIAL_PREFIX) else Path(spec)
+    except KeyFileError as err:
+        raise OSError(str(err)) from err
+    value = where.read_text(encoding="utf-8").strip()
+    if not value:
+        raise OSError(f"{where}: empty")
+    return value
+
+
 def _credential_path(spec: str) -> Path:
     name = spec[len(CREDENTIAL_PREFIX) :]
     folder = os.environ.get("CREDENTIALS_DIRECTORY")
