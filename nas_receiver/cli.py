@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encrypt(commands)
     _add_extract(commands)
     _add_daemon_commands(commands)
+    _add_offsite_commands(commands)
+    _add_dsm_commands(commands)
     return parser
 
 
@@ -177,12 +179,6 @@ def _add_daemon_commands(commands: Any) -> None:
             help="SHA-256 (or its start), slug, name, or the backup file itself",
         )
         pin.set_defaults(handler=f"receiver:cmd_{verb}")
-    mirror = commands.add_parser(
-        "mirror", help="copy what destinations lack, once (exit 4 if one is unavailable)"
-    )
-    mirror.add_argument("--destination", metavar="NAME", help="only this destination")
-    mirror.add_argument("--json", action="store_true", help="print JSON")
-    mirror.set_defaults(handler="receiver:cmd_mirror")
     reverify = commands.add_parser(
         "reverify",
         help="read every library copy in full again: bit rot (exit 3 if one no longer matches)",
@@ -209,6 +205,37 @@ def _add_daemon_commands(commands: Any) -> None:
     check.set_defaults(handler="receiver:cmd_config_check")
     example = config_commands.add_parser("example", help="print a commented example")
     example.set_defaults(handler="receiver:cmd_config_example")
+
+
+def _add_offsite_commands(commands: Any) -> None:
+    mirror = commands.add_parser(
+        "mirror", help="copy what destinations lack, once (exit 4 if one is unavailable)"
+    )
+    mirror.add_argument("--destination", metavar="NAME", help="only this destination")
+    mirror.add_argument("--json", action="store_true", help="print JSON")
+    mirror.set_defaults(handler="receiver:cmd_mirror")
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare a destination with the catalog: missing copies queued again, "
+        "unknown objects reported (exit 3 on missing or mismatched copies)",
+    )
+    reconcile.add_argument("--destination", metavar="NAME", required=True)
+    reconcile.add_argument("--json", action="store_true", help="print JSON")
+    reconcile.set_defaults(handler="receiver:cmd_reconcile")
+    fetch = commands.add_parser(
+        "fetch",
+        help="download a copy from a destination (a 7z copy unwrapped) and verify it "
+        "(exit 3 if not valid, 4 if unreachable)",
+    )
+    fetch.add_argument("archive", metavar="ARCHIVE", help="SHA-256 (or its start), slug or name")
+    fetch.add_argument("--from", dest="source", metavar="NAME", required=True)
+    fetch.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.tar")
+    _key_options(fetch)
+    fetch.add_argument("--json", action="store_true", help="print the verification as JSON")
+    fetch.set_defaults(handler="receiver:cmd_fetch")
+
+
+def _add_dsm_commands(commands: Any) -> None:
     dsm = commands.add_parser("dsm", help="Synology DSM package helpers (used by its scripts)")
     dsm_commands = dsm.add_subparsers(dest="dsm_command", required=True)
     setup = dsm_commands.add_parser(

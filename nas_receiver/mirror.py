@@ -1,14 +1,22 @@
-"""Mirror jobs: every valid library archive gets a verified copy at each destination.
+"""Mirror jobs: every valid library archive a destination selects gets a verified copy there.
 
 The catalog records an upload before it starts and its result after (``present`` once the
-destination has checked the SHA-256, ``failed`` with the reason), so a stopped run is simply
-done again: a put is idempotent by SHA-256.
+destination has checked what arrived, ``failed`` with the reason and the time of the next
+try), so a stopped run is simply done again: S3 uploads continue from their last part, the
+others start over.
+
+Cloud destinations only ever receive encrypted data: an archive HA encrypted goes as it is;
+one HA did not is encrypted on its way out (SecureTar, streamed; HA restores it with the
+key) or packed into an AES-256 7z archive first (``<base>.tar.7z``, in ``data_dir/outbox``
+until it is uploaded).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,14 +24,21 @@ from typing import Any
 
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
-from .destinations.base import Destination, DestinationError
-from .destinations.local import LocalDestination
+from .destinations.base import MARKER, Destination, DestinationError, Payload
+from .haformat.keys import KeyRing, read_key_file, read_secret
 from .haformat.model import parse_backup_json
 from .haformat.names import ha_base_name
+from .library import sha256_of
 
 log = logging.getLogger(__name__)
 
 LIBRARY = "library"
+RETRY_FIRST = 300.0  # seconds after a first transient failure; doubled each time
+RETRY_LONGEST = 6 * 3600.0
+RETRY_PERMANENT = 24 * 3600.0  # a refusal (credentials, bucket) is tried again daily
+ALERT_AFTER = 5  # transient failures in a row before the user is alerted
+
+ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,7 @@ class Outcome:
     destination: str
     sha256: str
     name: str
-    result: str  # "copied", "failed"
+    result: str  # "copied", "failed", "unreachable"
     detail: str = ""
     permanent: bool = False
 
@@ -39,72 +54,248 @@ class Outcome:
         return dict(self.__dict__)
 
 
-def open_destination(settings: DestinationConfig) -> Destination:
+def open_destination(settings: DestinationConfig, catalog: Catalog | None = None) -> Destination:
+    if settings.type == "s3":
+        from .destinations.s3 import S3Destination
+
+        if catalog is None:
+            raise ValueError("an s3 destination keeps its uploads in the catalog")
+        return S3Destination(settings, catalog)
+    if settings.type == "rclone":
+        from .destinations.rclone import RcloneDestination
+
+        return RcloneDestination(settings)
+    from .destinations.local import LocalDestination
+
+    assert settings.path is not None
     return LocalDestination(settings.name, settings.path)
 
 
-def object_key(settings: DestinationConfig, archive: dict[str, Any]) -> str:
-    """``<prefix>/<HA base name>.tar``: the name HA's own agents compute from the sidecar."""
+def object_key(settings: DestinationConfig, archive: dict[str, Any], *, packed: bool) -> str:
+    """``<prefix>/<HA base name>.tar``: the name HA's own agents compute from the sidecar
+    (``.tar.7z`` for a 7z copy)."""
     base = ha_base_name(archive["name"], datetime.fromisoformat(archive["date"]))
-    return f"{settings.prefix.strip('/')}/{base}.tar" if settings.prefix else f"{base}.tar"
+    name = f"{base}.tar.7z" if packed else f"{base}.tar"
+    return f"{settings.prefix.strip('/')}/{name}" if settings.prefix.strip("/") else name
 
 
-def mirror_once(config: Config, catalog: Catalog, only: str | None = None) -> list[Outcome]:
-    """Copy every valid library archive a destination lacks; return what happened."""
+def mirror_once(
+    config: Config,
+    catalog: Catalog,
+    only: str | None = None,
+    *,
+    now: float | None = None,
+    waits: bool = True,
+    progress: ProgressFactory | None = None,
+) -> list[Outcome]:
+    """Copy every selected library archive a destination lacks; return what happened.
+
+    With ``waits`` an archive whose last attempt failed waits for its next-try time."""
     outcomes: list[Outcome] = []
     for settings in config.destinations:
         if only is None or settings.name == only:
-            outcomes += _mirror_to(settings, catalog)
+            mirror = _Mirror(config, settings, catalog, progress)
+            outcomes += mirror.run(time.time() if now is None else now, waits=waits)
     return outcomes
 
 
-def _mirror_to(settings: DestinationConfig, catalog: Catalog) -> list[Outcome]:
-    destination = open_destination(settings)
-    outcomes = []
-    for archive, source in _library_archives(catalog):
-        held = [
-            c
-            for c in catalog.copies(archive["sha256"], settings.name)
-            if c.state == CopyState.PRESENT
-        ]
-        if held:
-            continue
-        outcome = _copy_one(destination, settings, catalog, archive, source)
-        outcomes.append(outcome)
-        if outcome.permanent:
-            break  # the same refusal would meet every other archive
-    return outcomes
+def selected(settings: DestinationConfig, archives: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The archives ``settings.send`` lets through (``archives`` oldest first)."""
+    send = settings.send
+    chosen = [a for a in archives if send.kinds is None or (a["kind"] or "manual") in send.kinds]
+    if send.newest_per_day:
+        newest: dict[str, dict[str, Any]] = {}
+        for archive in chosen:  # oldest first: the last one of a day wins
+            day = datetime.fromisoformat(archive["date"]).astimezone().date().isoformat()
+            newest[day] = archive
+        chosen = [a for a in chosen if newest.get(_day(a)) is a]
+    return chosen
 
 
-def _copy_one(
-    destination: Destination,
-    settings: DestinationConfig,
-    catalog: Catalog,
-    archive: dict[str, Any],
-    source: Path,
-) -> Outcome:
-    sha = archive["sha256"]
-    key = object_key(settings, archive)
-    backup = parse_backup_json(archive["backup_json"].encode())
-    copy_id = catalog.begin_copy(sha, settings.name, time.time(), key=key)
-    try:
-        stored = destination.put(source, key, backup.agent_backup(archive["size"]), sha)
-    except DestinationError as err:
-        catalog.fail_copy(copy_id, str(err), time.time())
-        catalog.event(
-            "mirror",
-            f"{archive['name']}: copy to {settings.name} failed: {err}",
-            level="warning",
-            sha256=sha,
+def _day(archive: dict[str, Any]) -> str:
+    return datetime.fromisoformat(archive["date"]).astimezone().date().isoformat()
+
+
+class _Mirror:
+    def __init__(
+        self,
+        config: Config,
+        settings: DestinationConfig,
+        catalog: Catalog,
+        progress: ProgressFactory | None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.catalog = catalog
+        self.progress = progress
+        self.destination = open_destination(settings, catalog)
+
+    def run(self, now: float, *, waits: bool) -> list[Outcome]:
+        library = library_archives(self.catalog)
+        archives = selected(self.settings, [archive for archive, _path in library])
+        paths = {archive["sha256"]: path for archive, path in library}
+        todo = []
+        for archive in archives:
+            copies = self.catalog.copies(archive["sha256"], self.settings.name)
+            if any(c.state == CopyState.PRESENT for c in copies):
+                continue
+            failed = [c for c in copies if c.state == CopyState.FAILED]
+            if waits and failed and (failed[-1].next_try or 0) > now:
+                continue
+            todo.append(archive)
+        wanted = {self._key(a) for a in todo}
+        try:
+            if todo:
+                self.destination.reachable()
+            for key in self.destination.tidy(wanted):
+                log.info("mirror: %s: aborted an upload no longer wanted: %s", self.name, key)
+        except DestinationError as err:
+            log.error("mirror: %s is unreachable: %s", self.name, err)
+            if err.permanent:  # a refusal: each archive shows it, the user is alerted once
+                for archive in todo:
+                    copy_id = self.catalog.begin_copy(
+                        archive["sha256"], self.name, time.time(), key=self._key(archive)
+                    )
+                    self._failed(copy_id, archive, err, alert=archive is todo[0])
+            return [Outcome(self.name, "", "", "unreachable", str(err), err.permanent)]
+        outcomes = []
+        for archive in todo:
+            outcome = self._copy(archive, paths[archive["sha256"]])
+            outcomes.append(outcome)
+            if outcome.permanent:
+                break  # the same refusal would meet every other archive
+        return outcomes
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def _key(self, archive: dict[str, Any]) -> str:
+        return object_key(self.settings, archive, packed=self._cipher(archive) == "7z")
+
+    def _cipher(self, archive: dict[str, Any]) -> str:
+        """How this archive travels: as it is (HA encrypted it, or plain is allowed here),
+        SecureTar-encrypted on the way, or packed into 7z."""
+        return "none" if archive["protected"] else self.settings.cipher
+
+    def _copy(self, archive: dict[str, Any], source: Path) -> Outcome:
+        sha = archive["sha256"]
+        key = self._key(archive)
+        cipher = self._cipher(archive)
+        copy_id = self.catalog.begin_copy(sha, self.name, time.time(), key=key)
+        on_bytes = (
+            self.progress(f"{self.name}: {key.rsplit('/', 1)[-1]}", int(archive["size"]))
+            if self.progress
+            else None
         )
-        log.warning("mirror: %s to %s failed: %s", archive["name"], settings.name, err)
-        return Outcome(settings.name, sha, archive["name"], "failed", str(err), err.permanent)
-    catalog.finish_copy(copy_id, stored.key, sha, verified=True, now=time.time(), detail="checked")
-    log.info("mirror: %s copied to %s as %s", archive["name"], settings.name, key)
-    return Outcome(settings.name, sha, archive["name"], "copied")
+        try:
+            payload, sidecar = self._payload(archive, source, cipher, key)
+            stored = self.destination.put(payload, key, sidecar, on_bytes)
+        except DestinationError as err:
+            return self._failed(copy_id, archive, err)
+        self.catalog.finish_copy(
+            copy_id,
+            stored.key,
+            stored.sha256 or sha,
+            verified=True,
+            now=time.time(),
+            detail=f"checked; {cipher if cipher != 'none' else 'as it is'}",
+        )
+        if cipher == "7z":
+            self._outbox(key).unlink(missing_ok=True)
+        log.info("mirror: %s copied to %s as %s", archive["name"], self.name, key)
+        return Outcome(self.name, sha, archive["name"], "copied")
+
+    def _failed(
+        self, copy_id: int, archive: dict[str, Any], err: DestinationError, *, alert: bool = True
+    ) -> Outcome:
+        now = time.time()
+        attempts = next(
+            (c.attempts for c in self.catalog.copies(archive["sha256"]) if c.id == copy_id), 0
+        )
+        wait = RETRY_PERMANENT if err.permanent else min(RETRY_LONGEST, RETRY_FIRST * 2**attempts)
+        self.catalog.fail_copy(copy_id, str(err), now, next_try=now + wait)
+        log.warning("mirror: %s to %s failed: %s", archive["name"], self.name, err)
+        if alert and (err.permanent or attempts + 1 >= ALERT_AFTER):
+            self.catalog.event(
+                "mirror",
+                f"{archive['name']}: copy to {self.name} failed: {err}",
+                level="error",
+                sha256=archive["sha256"],
+                now=now,
+            )
+        return Outcome(
+            self.name, archive["sha256"], archive["name"], "failed", str(err), err.permanent
+        )
+
+    def _payload(
+        self, archive: dict[str, Any], source: Path, cipher: str, key: str
+    ) -> tuple[Payload, dict[str, Any]]:
+        backup = parse_backup_json(archive["backup_json"].encode())
+        sidecar = {**backup.agent_backup(archive["size"]), MARKER: {"archive": archive["sha256"]}}
+        if cipher == "none":
+            return Payload.file(source, archive["sha256"]), sidecar
+        sidecar = {**sidecar, "protected": True}
+        if cipher == "7z":
+            packed = self._pack(source, key)
+            return Payload.file(packed, sha256_of(packed)), sidecar
+        secret = self._securetar_key(archive)
+        version = self.settings.securetar_version
+
+        def stream() -> Any:
+            from .destinations.pipe import produced
+            from .haformat.convert import encrypt_stream
+
+            return produced(
+                lambda sink: encrypt_stream(source, sink, secret, version=version),
+                name=f"encrypt-{self.name}",
+            )
+
+        return Payload.streamed(stream), sidecar
+
+    def _securetar_key(self, archive: dict[str, Any]) -> str:
+        try:
+            if self.settings.key_file:
+                return read_key_file(self.settings.key_file)
+            source = self.config.source(archive["source"])
+            ring = KeyRing.load(source.keys)
+        except Exception as err:  # a missing key file: permanent until the user fixes it
+            raise DestinationError(
+                f"{self.name}: no key to encrypt with: {err}", permanent=True
+            ) from err
+        if not ring:
+            raise DestinationError(
+                f"{self.name}: source {archive['source']!r} has no key", permanent=True
+            )
+        return ring[0]
+
+    def _pack(self, source: Path, key: str) -> Path:
+        """The 7z copy, made once into the outbox and kept there until it is uploaded, so an
+        interrupted upload continues with the same bytes."""
+        from .sevenzip import pack
+
+        target = self._outbox(key)
+        if target.exists():
+            return target
+        assert self.settings.password_file is not None
+        try:
+            password = read_secret(self.settings.password_file)
+        except OSError as err:
+            raise DestinationError(
+                f"{self.name}: cannot read password_file: {err}", permanent=True
+            ) from err
+        target.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(target.parent).free
+        if free < source.stat().st_size * 1.05:
+            raise DestinationError(f"{self.name}: no room in {target.parent} for the 7z copy")
+        pack(source, target, password)
+        return target
+
+    def _outbox(self, key: str) -> Path:
+        return self.config.data_dir / "outbox" / self.name / key.rsplit("/", 1)[-1]
 
 
-def _library_archives(catalog: Catalog) -> list[tuple[dict[str, Any], Path]]:
+def library_archives(catalog: Catalog) -> list[tuple[dict[str, Any], Path]]:
     """Valid archives with a present, verified library copy (the original), oldest first."""
     found = []
     for archive in catalog.archives():

@@ -136,7 +136,7 @@ def finish_marked(config: Config, catalog: Catalog, now: float) -> None:
     """Complete deletions a killed run had marked but not finished."""
     for copy in catalog.copies():
         if copy.state == CopyState.MARKED:
-            _remove(config, copy.location, copy.path)
+            _remove(config, copy.location, copy.path, catalog)
             catalog.copy_deleted(copy.id, now)
 
 
@@ -155,11 +155,11 @@ def _delete_archive_at(
     for copy in copies:
         catalog.mark_copy(copy.id, now)
     for copy in copies:
-        _remove(config, copy.location, copy.path)
+        _remove(config, copy.location, copy.path, catalog)
         catalog.copy_deleted(copy.id, now)
 
 
-def _remove(config: Config, location: str, path: str | None) -> None:
+def _remove(config: Config, location: str, path: str | None, catalog: Catalog) -> None:
     """Remove one copy: a destination's object through the destination (which refuses
     objects we did not write), a file of our own folders directly."""
     for destination in config.destinations:
@@ -167,7 +167,7 @@ def _remove(config: Config, location: str, path: str | None) -> None:
             if path:
                 from .mirror import open_destination  # mirror builds on prune's layer
 
-                open_destination(destination).delete(path)
+                open_destination(destination, catalog).delete(path)
             return
     _remove_files(path)
 

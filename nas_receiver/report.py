@@ -4,34 +4,82 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from .catalog import Catalog, CopyState, SightingState
-from .config import Config
+from .config import Config, DestinationConfig
 
 PENDING = [SightingState.WAITING, SightingState.INCOMPLETE, SightingState.VERIFYING]
+
+
+_REMOTE_STATES = {
+    CopyState.PLACING: "uploading",
+    CopyState.PRESENT: "verified",
+    CopyState.MARKED: "deleting",
+}
+
+
+def _add_pending(
+    catalog: Catalog,
+    destinations: Sequence[DestinationConfig],
+    copies: dict[str, list[dict[str, Any]]],
+) -> None:
+    from .mirror import library_archives, selected
+
+    library = [archive for archive, _path in library_archives(catalog)]
+    for destination in destinations:
+        for archive in selected(destination, library):
+            held = copies.setdefault(archive["sha256"], [])
+            if not any(c["location"] == destination.name for c in held):
+                held.append(
+                    {
+                        "location": destination.name,
+                        "state": "pending",
+                        "path": None,
+                        "verified": False,
+                        "method": None,
+                    }
+                )
 
 
 def _when(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else None
 
 
-def list_archives(catalog: Catalog) -> list[dict[str, Any]]:
-    """Every archive with its verdict and every copy (location, state, path)."""
+def list_archives(
+    catalog: Catalog, destinations: Sequence[DestinationConfig] = ()
+) -> list[dict[str, Any]]:
+    """Every archive with its verdict and every copy (location, state, path).
+
+    At a destination a copy is ``pending`` (selected, not tried yet), ``uploading``,
+    ``verified`` or ``failed`` with its reason and the time of the next try."""
+    remote = {d.name for d in destinations}
     copies: dict[str, list[dict[str, Any]]] = {}
     for copy in catalog.copies():
-        if copy.state in (CopyState.PLACING, CopyState.DELETED):
+        if copy.state == CopyState.DELETED:
             continue
-        copies.setdefault(copy.sha256, []).append(
-            {
-                "location": copy.location,
-                "state": copy.state,
-                "path": copy.path,
-                "verified": copy.verified,
-                "method": copy.detail,
-            }
-        )
+        if copy.state == CopyState.PLACING and copy.location not in remote:
+            continue
+        entry: dict[str, Any] = {
+            "location": copy.location,
+            "state": copy.state,
+            "path": copy.path,
+            "verified": copy.verified,
+            "method": copy.detail,
+        }
+        if copy.location in remote:
+            entry["state"] = _REMOTE_STATES.get(copy.state, copy.state)
+            if copy.state == CopyState.FAILED:
+                entry.update(
+                    method=None,
+                    reason=copy.detail,
+                    next_try=_when(copy.next_try),
+                    attempts=copy.attempts,
+                )
+        copies.setdefault(copy.sha256, []).append(entry)
+    _add_pending(catalog, destinations, copies)
     drills = catalog.latest_drills()
     rows = []
     for archive in catalog.archives():

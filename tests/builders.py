@@ -228,3 +228,24 @@ def member_spans(path: Path) -> dict[str, tuple[int, int]]:
     """Return ``name -> (data offset, size)`` of each member of a tar file."""
     with tarfile.open(path) as tar:
         return {m.name.removeprefix("./"): (m.offset_data, m.size) for m in tar.getmembers()}
+
+
+def inner_files(path: Path, password: str | None = None) -> dict[str, dict[str, bytes]]:
+    """Return ``{inner archive: {file: content}}``, read with securetar as HA reads it."""
+    result: dict[str, dict[str, bytes]] = {}
+    with SecureTarArchive(path, "r", password=password) as archive:
+        for member in archive.tar.getmembers():
+            if not member.name.endswith(".tar.gz"):
+                continue
+            if password:
+                with archive.extract_tar(member) as stream:
+                    blob = stream.read(1 << 30)
+            else:
+                blob = archive.tar.extractfile(member).read()  # type: ignore[union-attr]
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as inner:
+                result[member.name] = {
+                    m.name: inner.extractfile(m).read()  # type: ignore[union-attr]
+                    for m in inner.getmembers()
+                    if m.isfile()
+                }
+    return result

@@ -6,14 +6,17 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__, prune
 from ..catalog import Catalog
-from ..config import Config, example_text, find_config
+from ..config import Config, DestinationConfig, example_text, find_config
 from ..errors import ExitCode, UsageError
+from ..haformat.keys import KeyRing
 from ..library import sha256_of
 from ..logs import setup_from_config, setup_logging
+from ..progress import Progress
 from ..report import list_archives, source_status
 from .output import print_json
 
@@ -48,7 +51,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     config, _where = _config(args)
-    rows = list_archives(_read_catalog(config))
+    rows = list_archives(_read_catalog(config), config.destinations)
     if args.json:
         print_json(rows)
         return ExitCode.OK
@@ -61,7 +64,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         for copy in row["copies"]:
             mark = "verified" if copy["verified"] else "unverified"
-            print(f"    {copy['location']:12} {copy['state']:8} {mark:10} {copy['path']}")
+            where = copy["path"] or ""
+            if copy.get("reason"):
+                where = f"{copy['reason']} (next try {copy['next_try']})"
+            print(f"    {copy['location']:12} {copy['state']:9} {mark:10} {where}")
     return ExitCode.OK
 
 
@@ -134,22 +140,99 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     from ..mirror import mirror_once
 
     config, _where = _config(args)
-    if args.destination and args.destination not in {d.name for d in config.destinations}:
-        raise UsageError(f"{args.destination}: no such destination in the configuration")
+    _destination(config, args.destination)
     setup_from_config(config)
-    outcomes = mirror_once(config, Catalog(config.catalog_path), only=args.destination)
+    bars: list[Progress] = []
+
+    def progress(label: str, total: int) -> Callable[[int], None]:
+        for bar in bars:
+            bar.close()
+        bars.append(Progress(label, total))
+        return bars[-1].advance
+
+    try:
+        outcomes = mirror_once(
+            config,
+            Catalog(config.catalog_path),
+            only=args.destination,
+            waits=False,
+            progress=progress,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     if args.json:
         print_json([outcome.to_dict() for outcome in outcomes])
     else:
         for outcome in outcomes:
-            print(
-                f"{outcome.destination}: {outcome.result} {outcome.name}"
-                f"{': ' + outcome.detail if outcome.detail else ''}"
-            )
+            what = f" {outcome.name}" if outcome.name else ""
+            detail = f": {outcome.detail}" if outcome.detail else ""
+            print(f"{outcome.destination}: {outcome.result}{what}{detail}")
         if not outcomes:
-            print("every destination holds every valid archive")
-    failed = any(outcome.result == "failed" for outcome in outcomes)
+            print("every destination holds every archive it should")
+    failed = any(outcome.result in ("failed", "unreachable") for outcome in outcomes)
     return ExitCode.UNAVAILABLE if failed else ExitCode.OK
+
+
+def _destination(config: Config, name: str | None) -> DestinationConfig | None:
+    if name is None:
+        return None
+    for destination in config.destinations:
+        if destination.name == name:
+            return destination
+    raise UsageError(f"{name}: no such destination in the configuration")
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from ..destinations.base import DestinationError
+    from ..reconcile import reconcile
+
+    config, _where = _config(args)
+    settings = _destination(config, args.destination)
+    assert settings is not None
+    setup_from_config(config)
+    try:
+        report = reconcile(config, settings, Catalog(config.catalog_path))
+    except DestinationError as err:
+        print(f"nas-receiver: {err}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    if args.json:
+        print_json(report)
+    else:
+        for kind in ("missing", "mismatched", "unknown"):
+            for item in report[kind]:
+                print(f"{kind:10} {item['key']}: {item['detail']}")
+        print(
+            f"{settings.name}: {report['matching']} copies match the catalog, "
+            f"{len(report['missing'])} missing (queued again), "
+            f"{len(report['mismatched'])} mismatched, {len(report['unknown'])} unknown objects"
+        )
+    return ExitCode.NOT_VALID if report["missing"] or report["mismatched"] else ExitCode.OK
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from ..destinations.base import DestinationError
+    from ..reconcile import fetch
+
+    config, _where = _config(args)
+    settings = _destination(config, args.source)
+    assert settings is not None
+    setup_from_config(config)
+    keys = KeyRing.load(args.key_file) or KeyRing(
+        key for source in config.sources for key in KeyRing.load(source.keys)
+    )
+    try:
+        report = fetch(
+            config, settings, Catalog(config.catalog_path), args.archive, args.output, keys
+        )
+    except DestinationError as err:
+        print(f"nas-receiver: {err}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(f"{args.output}: {report.verdict}")
+    return ExitCode.OK if str(report.verdict) == "valid" else ExitCode.NOT_VALID
 
 
 def cmd_drill(args: argparse.Namespace) -> int:

@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from securetar import SecureTarArchive
 
 from nas_receiver.errors import BackupError, OutputExistsError
 from nas_receiver.haformat import KeyRing, Verdict, verify_archive
 from nas_receiver.haformat.convert import decrypt_backup, encrypt_backup
-from tests.builders import KEY, OTHER_KEY
+from tests.builders import KEY, OTHER_KEY, inner_files
 from tests.conftest import CORPUS_KEYS, corpus_file
 
 MakeBackup = Callable[..., Path]
-
-
-def _inner_files(path: Path, password: str | None = None) -> dict[str, dict[str, bytes]]:
-    """Return ``{inner archive: {file: content}}``, read with securetar as HA reads it."""
-    result: dict[str, dict[str, bytes]] = {}
-    with SecureTarArchive(path, "r", password=password) as archive:
-        for member in archive.tar.getmembers():
-            if not member.name.endswith(".tar.gz"):
-                continue
-            if password:
-                with archive.extract_tar(member) as stream:
-                    blob = stream.read(1 << 30)
-            else:
-                blob = archive.tar.extractfile(member).read()  # type: ignore[union-attr]
-            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as inner:
-                result[member.name] = {
-                    m.name: inner.extractfile(m).read()  # type: ignore[union-attr]
-                    for m in inner.getmembers()
-                    if m.isfile()
-                }
-    return result
 
 
 def _metadata(path: Path) -> dict[str, object]:
@@ -59,14 +36,14 @@ def test_decrypt_then_verify_and_read_plain(
     assert verify_archive(out).securetar_versions == []
     meta = _metadata(out)
     assert meta["protected"] is False and meta["some_future_key"] == {"tolerated": True}
-    assert _inner_files(out) == _inner_files(source, KEY)
+    assert inner_files(out) == inner_files(source, KEY)
 
 
 def test_decrypt_real_v2_and_v3(tmp_path: Path) -> None:
     for name in ("supervisor_backup_example_enc_v2.tar", "supervisor_backup_example_sec_v3.tar"):
         out = tmp_path / f"{name}.plain.tar"
         decrypt_backup(corpus_file(name), out, KeyRing([CORPUS_KEYS[name] or ""]))
-        assert _inner_files(out) == _inner_files(corpus_file(name), CORPUS_KEYS[name])
+        assert inner_files(out) == inner_files(corpus_file(name), CORPUS_KEYS[name])
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -80,11 +57,11 @@ def test_encrypt_then_decrypt_gives_identical_content(
     assert report.securetar_versions == [version]
     assert _metadata(encrypted)["protected"] is True
     # securetar (HA's reader) opens it with the key, and the content is the original's
-    assert _inner_files(encrypted, KEY) == _inner_files(plain)
+    assert inner_files(encrypted, KEY) == inner_files(plain)
     assert verify_archive(encrypted, keys=KeyRing([OTHER_KEY])).verdict is Verdict.WRONG_KEY
     back = tmp_path / "back.tar"
     decrypt_backup(encrypted, back, KeyRing([KEY]))
-    assert _inner_files(back) == _inner_files(plain)
+    assert inner_files(back) == inner_files(plain)
 
 
 def test_encrypt_refuses_an_encrypted_backup(make_backup: MakeBackup, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nas_receiver.destinations.base import MARKER, DestinationError
+from nas_receiver.destinations.base import MARKER, DestinationError, Payload
 from nas_receiver.destinations.local import LocalDestination
 from nas_receiver.errors import OutputExistsError
 from nas_receiver.haformat import verify_archive
@@ -24,7 +24,9 @@ def _put(tmp_path: Path, make_backup: MakeBackup) -> tuple[LocalDestination, Pat
     report = verify_archive(backup)
     assert report.backup is not None and report.sha256 is not None
     usb = LocalDestination("usb", tmp_path / "usb")
-    stored = usb.put(backup, KEY, report.backup.agent_backup(report.size), report.sha256)
+    stored = usb.put(
+        Payload.file(backup, report.sha256), KEY, report.backup.agent_backup(report.size)
+    )
     assert stored.ours and stored.size == backup.stat().st_size
     return usb, backup, report.sha256
 
@@ -38,7 +40,7 @@ def test_put_lays_out_like_ha_and_marks_ours(make_backup: MakeBackup, tmp_path: 
     assert sidecar[MARKER] == {"sha256": sha}
     assert usb.verify(KEY, sha)
     assert [(o.key, o.ours) for o in usb.list()] == [(KEY, True)]
-    again = usb.put(backup, KEY, sidecar, sha)  # idempotent
+    again = usb.put(Payload.file(backup, sha), KEY, sidecar)  # idempotent
     assert again.sha256 == sha
     assert [p.name for p in stored.parent.iterdir() if p.name.startswith(".")] == []
 
@@ -76,7 +78,7 @@ def test_objects_we_did_not_write_are_never_touched(
     assert err.value.permanent
     backup = make_backup()
     with pytest.raises(DestinationError, match="did not write; not replaced"):
-        usb.put(backup, KEY, {}, sha256_of(backup))
+        usb.put(Payload.file(backup, sha256_of(backup)), KEY, {})
     assert foreign.read_bytes() == b"the user's own file"
     with pytest.raises(DestinationError, match="leaves the folder"):
         usb.verify("../outside.tar", "0" * 64)

@@ -43,7 +43,7 @@ def test_mirror_copies_each_valid_archive_once(make_backup: MakeBackup, tmp_path
     rows = json.loads(cli(config_path, "list", "--json").stdout)
     for row in rows:
         usb_copies = [c for c in row["copies"] if c["location"] == "usb"]
-        assert [(c["state"], c["verified"]) for c in usb_copies] == [("present", True)]
+        assert [(c["state"], c["verified"]) for c in usb_copies] == [("verified", True)]
 
 
 def test_library_waits_for_the_destination_before_pruning(
