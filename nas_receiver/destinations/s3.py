@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ T = TypeVar("T")
 META_MARK = "nas-receiver"  # x-amz-meta-nas-receiver: "1" on every archive object of ours
 META_SHA = "nas-receiver-sha256"
 MAX_PARTS = 10_000
+CHUNK = 1 << 20
 PERMANENT_CODES = {
     "AccessDenied",
     "AccountProblem",
@@ -229,9 +231,9 @@ class S3Destination(Destination):
         with payload.path.open("rb") as file:
             fd = file.fileno()
 
-            def read(number: int) -> bytes:
+            def read(number: int) -> _Region:
                 offset = (number - 1) * part_size
-                return os.pread(fd, min(part_size, size - offset), offset)
+                return _Region(fd, offset, min(part_size, size - offset), self.throttle)
 
             parts: dict[int, _Part] = {}
             todo = []
@@ -332,15 +334,15 @@ class S3Destination(Destination):
                 return parts
             marker = int(page["NextPartNumberMarker"])
 
-    def _same_part(self, part: _Part, data: bytes) -> _Part | None:
+    def _same_part(self, part: _Part, body: _Region) -> _Part | None:
         """The listed part, when it holds exactly these bytes (by its SHA-256, or by its
         ETag, the MD5, where the server lists no checksum); else None."""
-        if part.size != len(data):
+        if part.size != len(body):
             return None
-        raw = hashlib.sha256(data).digest()
+        raw, md5 = _digests(body, md5=not part.checksum)
         if part.checksum:
             return part if part.checksum == _b64(raw) else None
-        if part.etag.strip('"') != hashlib.md5(data, usedforsecurity=False).hexdigest():
+        if part.etag.strip('"') != md5.hex():
             return None
         return _Part(part.number, part.etag, _b64(raw) if self.sha_parts else None, part.size, raw)
 
@@ -373,10 +375,11 @@ class S3Destination(Destination):
         self,
         key: str,
         upload_id: str,
-        parts: Iterator[tuple[int, Callable[[], bytes]]],
+        parts: Iterator[tuple[int, Callable[[], bytes | _Region]]],
         on_bytes: OnBytes,
     ) -> dict[int, _Part]:
-        """Send parts ``concurrency`` at a time; at most that many are held in memory."""
+        """Send parts ``concurrency`` at a time.  A part of a file is read from the file as
+        it is sent; a part of a stream is held in memory (at most ``concurrency`` of them)."""
         sent: dict[int, _Part] = {}
         concurrency = self.settings.concurrency
         with ThreadPoolExecutor(concurrency, thread_name_prefix=f"s3-{self.name}") as pool:
@@ -408,30 +411,34 @@ class S3Destination(Destination):
         return sent
 
     def _send_part(
-        self, key: str, upload_id: str, number: int, data: bytes, on_bytes: OnBytes
+        self, key: str, upload_id: str, number: int, body: bytes | _Region, on_bytes: OnBytes
     ) -> _Part:
-        raw = hashlib.sha256(data).digest()
+        raw, md5 = _digests(body, md5=not self.sha_parts)
         extra: dict[str, Any] = {}
         if self.sha_parts:
             extra["ChecksumSHA256"] = _b64(raw)
         else:
-            extra["ContentMD5"] = _b64(hashlib.md5(data, usedforsecurity=False).digest())
-        self.throttle.take(len(data))
-        response = self._call(
-            lambda: self.client.upload_part(
+            extra["ContentMD5"] = _b64(md5)
+        if isinstance(body, bytes):
+            self.throttle.take(len(body))  # a region is throttled as it is read
+
+        def send() -> Any:
+            if isinstance(body, _Region):
+                body.seek(0)  # a retry sends the part from its start
+            return self.client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=data,
-                ContentLength=len(data),
+                Body=body,  # type: ignore[arg-type]
+                ContentLength=len(body),
                 **extra,
-            ),
-            f"send part {number} of {key}",
-        )
+            )
+
+        response = self._call(send, f"send part {number} of {key}")
         if on_bytes is not None:
-            on_bytes(len(data))
-        return _Part(number, response["ETag"], extra.get("ChecksumSHA256"), len(data), raw)
+            on_bytes(len(body))
+        return _Part(number, response["ETag"], extra.get("ChecksumSHA256"), len(body), raw)
 
     def _complete(
         self, key: str, upload_id: str, parts: dict[int, _Part], size: int, sha: str | None = None
@@ -649,6 +656,70 @@ def _b64(raw: bytes) -> str:
 def _composite(part_digests: list[bytes]) -> str:
     """S3's checksum of a multipart object: the SHA-256 of the parts' SHA-256s."""
     return _b64(hashlib.sha256(b"".join(part_digests)).digest())
+
+
+class _Region(io.RawIOBase):
+    """``size`` bytes of an open file from ``offset``, read as they are sent (so a part
+    costs no memory), through the bandwidth limit."""
+
+    def __init__(self, fd: int, offset: int, size: int, throttle: Throttle | None) -> None:
+        super().__init__()
+        self._fd, self._offset, self._size = fd, offset, size
+        self._throttle = throttle
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, min(self._size, base + offset))
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._size - self._position
+        count = left if size is None or size < 0 else min(size, left)
+        if count <= 0:
+            return b""
+        data = os.pread(self._fd, count, self._offset + self._position)
+        self._position += len(data)
+        if self._throttle is not None:
+            self._throttle.take(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _digests(body: bytes | _Region, *, md5: bool) -> tuple[bytes, bytes]:
+    """SHA-256 and (when asked) MD5 of a part; a region is read once for it, unthrottled."""
+    sha, second = hashlib.sha256(), hashlib.md5(usedforsecurity=False) if md5 else None
+    if isinstance(body, bytes):
+        sha.update(body)
+        if second is not None:
+            second.update(body)
+    else:
+        position = 0
+        while position < len(body):
+            chunk = os.pread(body._fd, min(CHUNK, len(body) - position), body._offset + position)
+            if not chunk:
+                raise DestinationError(f"{body._fd}: the file ended early")
+            sha.update(chunk)
+            if second is not None:
+                second.update(chunk)
+            position += len(chunk)
+    return sha.digest(), second.digest() if second is not None else b""
 
 
 def _read_full(stream: BinaryIO, size: int) -> bytes:
