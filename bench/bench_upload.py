@@ -121,8 +121,17 @@ def child_memory(endpoint: str, bucket: str, path: Path, part_mib: int, concurre
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT), endpoint, bucket, str(path), str(part_mib),
-         str(concurrency)],
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(ROOT),
+            endpoint,
+            bucket,
+            str(path),
+            str(part_mib),
+            str(concurrency),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -159,9 +168,11 @@ def main() -> None:
             big = data_file(args.big_mib)
             peak = child_memory(endpoint, "bench", big, part, conc)
             bound = (part * conc + 60) * MIB
-            print(f"upload {args.big_mib} MiB: peak RSS {peak / MIB:.0f} MiB, "
-                  f"bound {bound / MIB:.0f} MiB (part x concurrency + 60 MiB): "
-                  f"{'ok' if peak <= bound else 'OVER'}")
+            print(
+                f"upload {args.big_mib} MiB: peak RSS {peak / MIB:.0f} MiB, "
+                f"bound {bound / MIB:.0f} MiB (part x concurrency + 60 MiB): "
+                f"{'ok' if peak <= bound else 'OVER'}"
+            )
     finally:
         server.terminate()
         server.wait()

@@ -86,11 +86,50 @@ def package_settings(
         "quarantine": {"path": str(library_root / "quarantine")},
         "notify": {"dsm": True},
     }
+    bucket = answers.get("wizard_s3_bucket", "").strip()
+    if bucket:
+        settings["destinations"] = [_s3_destination(answers, bucket, keys_dir, secrets, key)]
     url = answers.get("wizard_notify_url", "").strip()
     if url:
         secrets[keys_dir / "notify-urls.txt"] = url + "\n"
         settings["notify"]["urls_file"] = str(keys_dir / "notify-urls.txt")
     return settings, secrets
+
+
+def _s3_destination(
+    answers: Mapping[str, str], bucket: str, keys_dir: Path, secrets: dict[Path, str], key: str
+) -> dict[str, Any]:
+    """The optional off-site S3 copy the wizard asked for (SecureTar with the backup key)."""
+    if not key:
+        raise ConfigError(
+            "wizard_s3_bucket: off-site copies are always encrypted: give the backup key too"
+        )
+    key_id = answers.get("wizard_s3_access_key_id", "").strip()
+    secret = answers.get("wizard_s3_secret_access_key", "").strip()
+    if not key_id or not secret:
+        raise ConfigError("wizard_s3_access_key_id: the access key and its secret are required")
+    secrets[keys_dir / "s3-id"] = key_id + "\n"
+    secrets[keys_dir / "s3-secret"] = secret + "\n"
+    destination: dict[str, Any] = {
+        "name": "offsite",
+        "type": "s3",
+        "bucket": bucket,
+        "prefix": "homeassistant",
+        "access_key_id_file": str(keys_dir / "s3-id"),
+        "secret_access_key_file": str(keys_dir / "s3-secret"),
+        "encryption": "securetar",
+        "retention": {"keep_daily": 7, "keep_weekly": 8, "keep_monthly": 12},
+    }
+    endpoint = answers.get("wizard_s3_endpoint", "").strip()
+    if endpoint:
+        if not endpoint.startswith(("https://", "http://")):
+            endpoint = "https://" + endpoint
+        destination["endpoint_url"] = endpoint
+        destination["addressing_style"] = "path"
+    region = answers.get("wizard_s3_region", "").strip()
+    if region:
+        destination["region"] = region
+    return destination
 
 
 def _share(answers: Mapping[str, str], key: str) -> str:

@@ -47,6 +47,29 @@ def test_wizard_answers_become_a_working_config(tmp_path: Path) -> None:
     assert config.notify.urls_file.read_text().strip() == WIZARD["wizard_notify_url"]
 
 
+def test_the_wizard_s3_answers_make_an_encrypted_destination(tmp_path: Path) -> None:
+    answers = {
+        **WIZARD,
+        "wizard_s3_bucket": "ha-offsite",
+        "wizard_s3_endpoint": "eu-002.s3.synologyc2.net",
+        "wizard_s3_region": "eu-002",
+        "wizard_s3_access_key_id": "AKIAWIZARD",
+        "wizard_s3_secret_access_key": "wizard-secret-value",
+    }
+    path, _written = write_package_config(tmp_path, tmp_path / "shares", answers)
+    (offsite,) = load_config(path).destinations
+    assert offsite.type == "s3" and offsite.bucket == "ha-offsite"
+    assert offsite.endpoint_url == "https://eu-002.s3.synologyc2.net"
+    assert offsite.cipher == "securetar" and offsite.region == "eu-002"
+    assert "wizard-secret-value" not in path.read_text()
+    assert offsite.secret_access_key_file is not None
+    assert offsite.secret_access_key_file.read_text().strip() == "wizard-secret-value"
+    assert stat.S_IMODE(offsite.secret_access_key_file.stat().st_mode) == 0o600
+    keyless = {**answers, "wizard_backup_key": ""}
+    with pytest.raises(ConfigError, match="always encrypted: give the backup key too"):
+        write_package_config(tmp_path / "other", tmp_path / "shares", keyless)
+
+
 def test_an_existing_config_is_kept(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("# mine\n")
     path, written = write_package_config(tmp_path, tmp_path / "shares", {})
