@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,3 +83,27 @@ def test_objects_we_did_not_write_are_never_touched(
     assert foreign.read_bytes() == b"the user's own file"
     with pytest.raises(DestinationError, match="leaves the folder"):
         usb.verify("../outside.tar", "0" * 64)
+
+
+def test_reconcile_flags_a_changed_copy(make_backup: Callable[..., Path], tmp_path: Path) -> None:
+    from nas_receiver.config import load_config
+    from nas_receiver.daemon import scan_once
+    from tests.daemon_helpers import cli, write_config
+
+    usb = tmp_path / "usb"
+    config_path = write_config(tmp_path, settle=0)
+    config_path.write_text(
+        config_path.read_text() + f"destinations: [{{name: usb, type: local, path: {usb}}}]\n"
+    )
+    shutil.copyfile(make_backup(), tmp_path / "share" / "a.tar")
+    assert scan_once(load_config(config_path)) == ["valid"]
+    (sidecar,) = (usb / "homeassistant").glob("*.metadata.json")
+    changed = json.loads(sidecar.read_text())
+    changed["nas_receiver"]["sha256"] = "f" * 64  # the copy there is not the one we sent
+    sidecar.write_text(json.dumps(changed))
+    result = cli(config_path, "reconcile", "--destination", "usb", "--json")
+    assert result.returncode == 3
+    (mismatch,) = json.loads(result.stdout)["mismatched"]
+    assert "SHA-256" in mismatch["detail"]
+    assert cli(config_path, "mirror").returncode == 0  # sent again over our own copy
+    assert cli(config_path, "reconcile", "--destination", "usb").returncode == 0

@@ -314,3 +314,21 @@ def test_retention_reconcile_and_fetch(
     assert sha256(out) == sha256(newest)
     again = cli(config_path, "fetch", "b0000002", "--from", "c2", "-o", str(out))
     assert again.returncode == 2 and "exists already" in again.stderr
+
+
+def test_unfinished_uploads_no_longer_wanted_are_aborted(
+    endpoint: str, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    from nas_receiver.catalog import Upload
+
+    config_path, share = s3_site(tmp_path, proxy, bucket)
+    big_backup(tmp_path, 1, password=KEY).rename(share / "a.tar")
+    config = load_config(config_path)
+    s3 = client(endpoint)
+    stale_key = "homeassistant/Pruned_backup_2026-01-01_04.45_00000000.tar"
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=stale_key)["UploadId"]
+    catalog = Catalog(config.catalog_path)
+    catalog.record_upload(Upload("c2", stale_key, "0" * 64, upload_id, 5 * MIB, time.time()))
+    assert scan_once(config) == ["valid"]  # mirrors: the stale upload goes
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert catalog.uploads("c2") == []
