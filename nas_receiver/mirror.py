@@ -25,6 +25,7 @@ from typing import Any
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
 from .destinations.base import MARKER, Destination, DestinationError, Payload
+from .errors import NasReceiverError
 from .haformat.keys import KeyRing, read_key_file, read_secret
 from .haformat.model import parse_backup_json
 from .haformat.names import ha_base_name
@@ -193,6 +194,10 @@ class _Mirror:
             stored = self.destination.put(payload, key, sidecar, on_bytes)
         except DestinationError as err:
             return self._failed(copy_id, archive, err)
+        except NasReceiverError as err:  # e.g. the archive cannot be encrypted as configured
+            return self._failed(copy_id, archive, DestinationError(str(err), permanent=True))
+        except OSError as err:  # the library copy could not be read: tried again later
+            return self._failed(copy_id, archive, DestinationError(f"{source}: {err}"))
         self.catalog.finish_copy(
             copy_id,
             stored.key,

@@ -56,6 +56,7 @@ def credential_files(folder: Path) -> tuple[Path, Path]:
 class Request:
     method: str
     target: str
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def part(self) -> int | None:
@@ -110,7 +111,11 @@ class FaultProxy:
             except (OSError, ValueError):
                 return
             method, target = head.split(b" ", 2)[:2]
-            request = Request(method.decode(), target.decode())
+            headers = {}
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            request = Request(method.decode(), target.decode(), headers)
             with self._lock:
                 self.requests.append(request)
                 fault = self._fault(request)

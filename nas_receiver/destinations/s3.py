@@ -101,6 +101,7 @@ class _Part:
     checksum: str | None  # base64 SHA-256, as S3 reports it
     size: int
     raw_sha256: bytes
+    md5: bytes = b""  # known in compat mode, where the ETag check stands in for checksums
 
 
 class S3Destination(Destination):
@@ -344,7 +345,8 @@ class S3Destination(Destination):
             return part if part.checksum == _b64(raw) else None
         if part.etag.strip('"') != md5.hex():
             return None
-        return _Part(part.number, part.etag, _b64(raw) if self.sha_parts else None, part.size, raw)
+        checksum = _b64(raw) if self.sha_parts else None
+        return _Part(part.number, part.etag, checksum, part.size, raw, md5)
 
     def _create(self, key: str, sha: str | None, part_size: int) -> str:
         extra: dict[str, Any] = {"Metadata": {META_MARK: "1", **({META_SHA: sha} if sha else {})}}
@@ -438,7 +440,7 @@ class S3Destination(Destination):
         response = self._call(send, f"send part {number} of {key}")
         if on_bytes is not None:
             on_bytes(len(body))
-        return _Part(number, response["ETag"], extra.get("ChecksumSHA256"), len(body), raw)
+        return _Part(number, response["ETag"], extra.get("ChecksumSHA256"), len(body), raw, md5)
 
     def _complete(
         self, key: str, upload_id: str, parts: dict[int, _Part], size: int, sha: str | None = None
@@ -472,6 +474,12 @@ class S3Destination(Destination):
             expected = _composite([parts[n].raw_sha256 for n in sorted(parts)])
             if composite.split("-")[0] != expected:
                 raise DestinationError(f"{self.name}: {key}: the server's checksum differs")
+        md5s = [parts[n].md5 for n in sorted(parts)]
+        if not self.sha_parts and not self.settings.sse and all(md5s):
+            # a multipart ETag is the MD5 of the parts' MD5s, and their count
+            etag = f"{hashlib.md5(b''.join(md5s), usedforsecurity=False).hexdigest()}-{len(md5s)}"
+            if str(head.get("ETag", "")).strip('"') != etag:
+                raise DestinationError(f"{self.name}: {key}: the server's ETag differs")
 
     def _finish(self, key: str, sidecar: dict[str, Any], sha: str, size: int) -> StoredObject:
         marked = with_marker(sidecar, sha, size)

@@ -332,3 +332,23 @@ def test_unfinished_uploads_no_longer_wanted_are_aborted(
     assert scan_once(config) == ["valid"]  # mirrors: the stale upload goes
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert catalog.uploads("c2") == []
+
+
+def test_compat_checksums_send_no_checksum_headers(
+    endpoint: str, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """For S3-compatibles that reject the x-amz-checksum headers of recent boto3."""
+    config_path, share = s3_site(tmp_path, proxy, bucket, "    checksums: compat\n")
+    big_backup(tmp_path, 7, password=KEY).rename(share / "a.tar")
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    parts = [r for r in proxy.requests if r.part is not None]
+    assert len(parts) == 2
+    for request in proxy.requests:
+        assert not [
+            h for h in request.headers if h.startswith(("x-amz-checksum", "x-amz-sdk-checksum"))
+        ]
+    assert all("content-md5" in r.headers for r in parts)
+    (key,) = [k for k in objects(endpoint, bucket) if k.endswith(".tar")]
+    copy = download(endpoint, bucket, key, tmp_path / "back.tar")
+    assert sha256(copy) == sha256(archives_in(config.library.path)[0])
