@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def fetch(
     needle: str,
     output: Path,
     keys: KeyRing,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> VerifyReport:
     """Download the archive ``needle`` names from ``settings`` to ``output``; verify it."""
     if output.exists():
@@ -114,10 +116,10 @@ def fetch(
             raise UsageError(f"{settings.name}: a 7z copy needs password_file to be opened")
         with tempfile.TemporaryDirectory(dir=output.parent, prefix=".fetch-") as scratch:
             packed = Path(scratch) / "copy.tar.7z"
-            destination.get(stored.key, packed)
+            destination.get(stored.key, packed, on_bytes)
             unpack(packed, output, read_secret(settings.password_file))
     else:
-        destination.get(stored.key, output)
+        destination.get(stored.key, output, on_bytes)
     return verify_archive(output, level=Level.FULL, keys=keys)
 
 

@@ -221,13 +221,22 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     keys = KeyRing.load(args.key_file) or KeyRing(
         key for source in config.sources for key in KeyRing.load(source.keys)
     )
+    progress = Progress(f"fetch from {settings.name}", 0)
     try:
         report = fetch(
-            config, settings, Catalog(config.catalog_path), args.archive, args.output, keys
+            config,
+            settings,
+            Catalog(config.catalog_path),
+            args.archive,
+            args.output,
+            keys,
+            progress.advance,
         )
     except DestinationError as err:
         print(f"nas-receiver: {err}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
+    finally:
+        progress.close()
     if args.json:
         print_json(report.to_dict())
     else:

@@ -90,7 +90,7 @@ class Destination(ABC):
         """Every archive object under this destination's prefix, ours or not."""
 
     @abstractmethod
-    def get(self, key: str, target: Path) -> None:
+    def get(self, key: str, target: Path, on_bytes: OnBytes = None) -> None:
         """Download the object at ``key`` to ``target`` (written atomically, never over a file)."""
 
     @abstractmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,12 +77,15 @@ class LocalDestination(Destination):
                 sidecar = self._sidecar(key)
                 yield StoredObject(key, path.stat().st_size, marker_sha(sidecar), sidecar)
 
-    def get(self, key: str, target: Path) -> None:
+    def get(self, key: str, target: Path, on_bytes: OnBytes = None) -> None:
         source = self._path(key)
         if not source.is_file():
             raise DestinationError(f"{self.name}: no object {key}", permanent=True)
         with atomic_output(target) as pending, source.open("rb") as file:
-            shutil.copyfileobj(file, pending.file, CHUNK)
+            while chunk := file.read(CHUNK):
+                pending.file.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
 
     def delete(self, key: str) -> None:
         if marker_sha(self._sidecar(key)) is None:

@@ -94,7 +94,7 @@ class RcloneDestination(Destination):
                 sidecar = self._sidecar(key)
                 yield StoredObject(key, int(item["Size"]), marker_sha(sidecar), sidecar)
 
-    def get(self, key: str, target: Path) -> None:
+    def get(self, key: str, target: Path, on_bytes: OnBytes = None) -> None:
         expected = marker_sha(self._sidecar(key))
         digest = hashlib.sha256()
         with atomic_output(target) as pending:
@@ -107,6 +107,8 @@ class RcloneDestination(Destination):
             while chunk := process.stdout.read(CHUNK):
                 digest.update(chunk)
                 pending.file.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
             _stdout, stderr = process.communicate()
             if process.returncode:
                 raise self._error(process.returncode, stderr, f"download {key}")

@@ -174,7 +174,7 @@ class S3Destination(Destination):
                     sidecar = self._sidecar(key)
                     yield StoredObject(key, int(item["Size"]), marker_sha(sidecar), sidecar)
 
-    def get(self, key: str, target: Path) -> None:
+    def get(self, key: str, target: Path, on_bytes: OnBytes = None) -> None:
         sidecar = self._sidecar(key)
         expected = marker_sha(sidecar)
         response = self._call(
@@ -186,6 +186,8 @@ class S3Destination(Destination):
             while chunk := body.read(1 << 20):
                 digest.update(chunk)
                 pending.file.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
             if expected and digest.hexdigest() != expected:
                 raise DestinationError(f"{self.name}: {key} came back damaged (SHA-256 differs)")
 
