@@ -64,3 +64,21 @@ def test_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(KeyFileError, match="no \\$CREDENTIALS_DIRECTORY"):
         read_key_file("credential:home-key")
+
+
+def test_read_secret_from_a_file_or_a_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nas_receiver.haformat.keys import read_secret
+
+    (tmp_path / "s3-secret").write_text("  wJalrXUtnFEMI  \n")
+    assert read_secret(tmp_path / "s3-secret") == "wJalrXUtnFEMI"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert read_secret("credential:s3-secret") == "wJalrXUtnFEMI"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(OSError, match="empty") as caught:
+        read_secret(tmp_path / "empty")
+    assert "wJalr" not in str(caught.value)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(OSError, match="CREDENTIALS_DIRECTORY"):
+        read_secret("credential:s3-secret")
