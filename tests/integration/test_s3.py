@@ -114,7 +114,8 @@ def download(endpoint: str, bucket: str, key: str, target: Path) -> Path:
 def test_mirror_to_s3_in_ha_layout(
     endpoint: str, proxy: FaultProxy, bucket: str, make_backup: MakeBackup, tmp_path: Path
 ) -> None:
-    config_path, share = s3_site(tmp_path, proxy, bucket, "    concurrency: 2\n")
+    extra = "    concurrency: 2\n    sse: AES256\n    storage_class: STANDARD_IA\n"
+    config_path, share = s3_site(tmp_path, proxy, bucket, extra)
     protected = big_backup(tmp_path, 12, password=KEY)
     plain = make_backup(slug="00000002", date=BASE + timedelta(days=2), entities=5)
     protected.rename(share / "protected.tar")
@@ -129,6 +130,9 @@ def test_mirror_to_s3_in_ha_layout(
         "homeassistant/Automatic_backup_2026.11.1_2026-11-03_04.45_00000000.tar",
     ]
     assert len(proxy.part_uploads()) >= 3 + 1  # 12 MiB in 5 MiB parts, and the small one
+    head = client(endpoint).head_object(Bucket=bucket, Key=tars[0])
+    assert head["ServerSideEncryption"] == "AES256" and head["StorageClass"] == "STANDARD_IA"
+    assert head["Metadata"]["nas-receiver"] == "1"
 
     # the HA-encrypted archive went as it is, byte for byte
     library = {p.stat().st_size: p for p in archives_in(config.library.path)}
