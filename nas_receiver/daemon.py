@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from . import prune
 from .catalog import Catalog, SightingState
@@ -105,6 +105,9 @@ class Daemon:
         self._stop_requests = 0
         self._reload_requested = False
         self._cancel = threading.Event()
+        self._mirror_stop = threading.Event()
+        self._mirroring: Future[Any] | None = None
+        self._mirrors: ThreadPoolExecutor
         self._in_flight: dict[int, Future[str | None]] = {}
         self._last_event = "started"
         self._next_reconcile = 0.0
@@ -148,7 +151,9 @@ class Daemon:
             with (
                 ThreadPoolExecutor(self.config.workers, thread_name_prefix="verify") as pool,
                 ThreadPoolExecutor(1, thread_name_prefix="notify") as alerts,
+                ThreadPoolExecutor(1, thread_name_prefix="mirror") as mirrors,
             ):
+                self._mirrors = mirrors
                 while not self._stop_requests:
                     if self._reload_requested:
                         pipeline, intake, watcher = self._do_reload(pipeline, intake, watcher)
@@ -160,6 +165,7 @@ class Daemon:
                     self._wait_for_work(watcher)
                 self.notifier.stopping()
                 log.info("stopping: finishing the current verification")
+                self._mirror_stop.set()  # an upload stops at once; it resumes on the next start
                 self._drain(pool)
             watcher.stop()
             self.catalog.close()
@@ -174,8 +180,11 @@ class Daemon:
             self._reconcile(intake)
         daily = time.monotonic() >= self._next_daily
         if self._dispatch(pool, pipeline) or daily:
-            if self.config.destinations:  # copies first: the library's floors wait for them
-                pool.submit(mirror_once, self.config, self.catalog)
+            if self.config.destinations and (self._mirroring is None or self._mirroring.done()):
+                # uploads take hours on a slow line: their own thread, one run at a time
+                self._mirroring = self._mirrors.submit(
+                    mirror_once, self.config, self.catalog, cancel=self._mirror_stop
+                )
             prune_all(self.config, self.catalog)  # after arrivals, and daily
         if daily:
             daily_checks(self.config, self.catalog)

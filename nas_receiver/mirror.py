@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ from typing import Any
 
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
-from .destinations.base import MARKER, Destination, DestinationError, Payload
+from .destinations.base import (
+    MARKER,
+    Destination,
+    DestinationError,
+    Payload,
+    Stopped,
+    stoppable,
+)
 from .errors import NasReceiverError
 from .haformat.keys import KeyRing, read_key_file, read_secret
 from .haformat.model import parse_backup_json
@@ -55,13 +63,17 @@ class Outcome:
         return dict(self.__dict__)
 
 
-def open_destination(settings: DestinationConfig, catalog: Catalog | None = None) -> Destination:
+def open_destination(
+    settings: DestinationConfig,
+    catalog: Catalog | None = None,
+    stop: threading.Event | None = None,
+) -> Destination:
     if settings.type == "s3":
         from .destinations.s3 import S3Destination
 
         if catalog is None:
             raise ValueError("an s3 destination keeps its uploads in the catalog")
-        return S3Destination(settings, catalog)
+        return S3Destination(settings, catalog, stop=stop)
     if settings.type == "rclone":
         from .destinations.rclone import RcloneDestination
 
@@ -88,14 +100,18 @@ def mirror_once(
     now: float | None = None,
     waits: bool = True,
     progress: ProgressFactory | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[Outcome]:
     """Copy every selected library archive a destination lacks; return what happened.
 
-    With ``waits`` an archive whose last attempt failed waits for its next-try time."""
+    With ``waits`` an archive whose last attempt failed waits for its next-try time.
+    Setting ``cancel`` ends the run soon: the copy under way resumes next time."""
     outcomes: list[Outcome] = []
     for settings in config.destinations:
+        if cancel is not None and cancel.is_set():
+            break
         if only is None or settings.name == only:
-            mirror = _Mirror(config, settings, catalog, progress)
+            mirror = _Mirror(config, settings, catalog, progress, cancel)
             outcomes += mirror.run(time.time() if now is None else now, waits=waits)
     return outcomes
 
@@ -124,12 +140,14 @@ class _Mirror:
         settings: DestinationConfig,
         catalog: Catalog,
         progress: ProgressFactory | None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
         self.catalog = catalog
         self.progress = progress
-        self.destination = open_destination(settings, catalog)
+        self.cancel = cancel
+        self.destination = open_destination(settings, catalog, cancel)
 
     def run(self, now: float, *, waits: bool) -> list[Outcome]:
         library = library_archives(self.catalog)
@@ -162,6 +180,9 @@ class _Mirror:
         outcomes = []
         for archive in todo:
             outcome = self._copy(archive, paths[archive["sha256"]])
+            if outcome is None:
+                log.info("mirror: %s: stopped; the copy continues on the next run", self.name)
+                break
             outcomes.append(outcome)
             if outcome.permanent:
                 break  # the same refusal would meet every other archive
@@ -179,19 +200,23 @@ class _Mirror:
         SecureTar-encrypted on the way, or packed into 7z."""
         return "none" if archive["protected"] else self.settings.cipher
 
-    def _copy(self, archive: dict[str, Any], source: Path) -> Outcome:
+    def _copy(self, archive: dict[str, Any], source: Path) -> Outcome | None:
         sha = archive["sha256"]
         key = self._key(archive)
         cipher = self._cipher(archive)
         copy_id = self.catalog.begin_copy(sha, self.name, time.time(), key=key)
-        on_bytes = (
+        on_bytes = stoppable(
             self.progress(f"{self.name}: {key.rsplit('/', 1)[-1]}", int(archive["size"]))
             if self.progress
-            else None
+            else None,
+            self.cancel,
         )
         try:
             payload, sidecar = self._payload(archive, source, cipher, key)
             stored = self.destination.put(payload, key, sidecar, on_bytes)
+        except Stopped:
+            self.catalog.drop_copy(copy_id)
+            return None
         except DestinationError as err:
             return self._failed(copy_id, archive, err)
         except NasReceiverError as err:  # e.g. the archive cannot be encrypted as configured

@@ -3,6 +3,7 @@ encryption or the catalog: those compose destinations, destinations know only ob
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -12,6 +13,24 @@ from typing import Any, BinaryIO
 
 MARKER = "nas_receiver"  # the sidecar key that says: this object is ours
 OnBytes = Callable[[int], None] | None
+
+
+class Stopped(Exception):
+    """The program is stopping: the copy under way ends here and resumes on the next run."""
+
+
+def stoppable(on_bytes: OnBytes, stop: threading.Event | None) -> OnBytes:
+    """``on_bytes`` that raises Stopped once ``stop`` is set."""
+    if stop is None:
+        return on_bytes
+
+    def counted(count: int) -> None:
+        if stop.is_set():
+            raise Stopped
+        if on_bytes is not None:
+            on_bytes(count)
+
+    return counted
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from .base import (
     DestinationError,
     OnBytes,
     Payload,
+    Stopped,
     StoredObject,
     marker_sha,
     sidecar_key,
@@ -116,6 +117,7 @@ class S3Destination(Destination):
         journal: UploadJournal,
         *,
         clock: Callable[[], float] = time.time,
+        stop: threading.Event | None = None,
     ) -> None:
         assert settings.bucket
         self.name = settings.name
@@ -123,6 +125,7 @@ class S3Destination(Destination):
         self.bucket = settings.bucket
         self.journal = journal
         self.clock = clock
+        self.stop = stop
         self.throttle = Throttle(settings.bandwidth, settings.bandwidth_schedule)
         self.sha_parts = settings.checksums == "sha256"
         self._client: S3Client | None = None
@@ -236,7 +239,7 @@ class S3Destination(Destination):
 
             def read(number: int) -> _Region:
                 offset = (number - 1) * part_size
-                return _Region(fd, offset, min(part_size, size - offset), self.throttle)
+                return _Region(fd, offset, min(part_size, size - offset), self.throttle, self.stop)
 
             parts: dict[int, _Part] = {}
             todo = []
@@ -672,10 +675,18 @@ class _Region(io.RawIOBase):
     """``size`` bytes of an open file from ``offset``, read as they are sent (so a part
     costs no memory), through the bandwidth limit."""
 
-    def __init__(self, fd: int, offset: int, size: int, throttle: Throttle | None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        offset: int,
+        size: int,
+        throttle: Throttle | None,
+        stop: threading.Event | None = None,
+    ) -> None:
         super().__init__()
         self._fd, self._offset, self._size = fd, offset, size
         self._throttle = throttle
+        self._stop = stop
         self._position = 0
 
     def __len__(self) -> int:
@@ -700,6 +711,8 @@ class _Region(io.RawIOBase):
         count = left if size is None or size < 0 else min(size, left)
         if count <= 0:
             return b""
+        if self._stop is not None and self._stop.is_set():
+            raise Stopped  # mid-part: the server drops the part; the upload resumes later
         data = os.pread(self._fd, count, self._offset + self._position)
         self._position += len(data)
         if self._throttle is not None:

@@ -356,3 +356,35 @@ def test_compat_checksums_send_no_checksum_headers(
     (key,) = [k for k in objects(endpoint, bucket) if k.endswith(".tar")]
     copy = download(endpoint, bucket, key, tmp_path / "back.tar")
     assert sha256(copy) == sha256(archives_in(config.library.path)[0])
+
+
+def test_daemon_keeps_verifying_while_uploading_and_stops_promptly(
+    endpoint: str, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    slow = "    concurrency: 1\n    bandwidth: 2MB/s\n"
+    config_path, share = s3_site(tmp_path, proxy, bucket, slow)
+    big_backup(tmp_path, 30, password=KEY).rename(share / "big.tar")
+    config = load_config(config_path)
+    daemon = subprocess.Popen(
+        cli_command(config_path, "run"), stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: len(proxy.part_uploads()) >= 1, timeout=60, what="the upload")
+        # a new backup is verified and kept while the long upload goes on
+        big_backup(tmp_path, 1, password=KEY, day=1).rename(share / "next.tar")
+        wait_for(lambda: len(archives_in(config.library.path)) == 2, timeout=30, what="library")
+        assert len(proxy.part_uploads()) < 6  # the 30 MiB upload is still under way
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        assert time.monotonic() - started < 15  # not after the upload: it stopped mid-way
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert Catalog(config.catalog_path).uploads("c2")  # kept, to resume
+    fast = config_path.read_text().replace("    bandwidth: 2MB/s\n", "")
+    config_path.write_text(fast)
+    result = cli(config_path, "mirror", "--json")
+    assert result.returncode == 0, result.stderr
+    assert len([k for k in objects(endpoint, bucket) if k.endswith(".tar")]) == 2
+    assert client(endpoint).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
