@@ -173,4 +173,46 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                 "healthy": not problems,
             }
         )
-    return {"healthy": all(s["healthy"] for s in sources), "sources": sources}
+    destinations = destination_status(config, catalog)
+    healthy = all(s["healthy"] for s in sources) and all(d["healthy"] for d in destinations)
+    return {"healthy": healthy, "sources": sources, "destinations": destinations}
+
+
+def destination_status(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
+    """Per destination: copies verified, pending, failing; unhealthy on a refusal or on a
+    copy that keeps failing (the user was alerted; the daily status says it again)."""
+    from .mirror import ALERT_AFTER, library_archives, selected
+
+    library = [archive for archive, _path in library_archives(catalog)]
+    rows = []
+    for destination in config.destinations:
+        copies = catalog.copies(location=destination.name)
+        verified = {c.sha256 for c in copies if c.state == CopyState.PRESENT}
+        failed = [c for c in copies if c.state == CopyState.FAILED]
+        wanted = {a["sha256"] for a in selected(destination, library)}
+        problems = [
+            f"copy failing ({c.attempts} attempts): {c.detail}"
+            for c in failed
+            if c.attempts >= ALERT_AFTER or _permanent(c)
+        ]
+        last = max((c.updated_at for c in copies if c.state == CopyState.PRESENT), default=None)
+        rows.append(
+            {
+                "name": destination.name,
+                "type": destination.type,
+                "verified": len(verified),
+                "pending": len(wanted - verified),
+                "failed": len(failed),
+                "last_copy": _when(last),
+                "problems": sorted(set(problems)),
+                "healthy": not problems,
+            }
+        )
+    return rows
+
+
+def _permanent(copy: Any) -> bool:
+    """A refusal waits a day before the next try; a transient failure at most six hours."""
+    from .mirror import RETRY_LONGEST
+
+    return bool(copy.next_try and copy.next_try - copy.updated_at > RETRY_LONGEST)

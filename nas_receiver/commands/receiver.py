@@ -86,6 +86,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             for problem in source["problems"]:
                 print(f"  problem: {problem}")
+        for destination in status["destinations"]:
+            state = "ok" if destination["healthy"] else "NEEDS ATTENTION"
+            print(
+                f"{destination['name']} ({destination['type']}): {state} - "
+                f"{destination['verified']} verified, {destination['pending']} pending, "
+                f"{destination['failed']} failed, last copy {destination['last_copy'] or 'never'}"
+            )
+            for problem in destination["problems"]:
+                print(f"  problem: {problem}")
     return ExitCode.OK if status["healthy"] else ExitCode.NOT_VALID
 
 

@@ -271,6 +271,9 @@ def test_bad_credentials_are_a_permanent_error(
     assert next_try >= before + 23 * 3600  # a refusal is tried again daily, not hammered
     events = Catalog(config.catalog_path).events()
     assert any(e["kind"] == "mirror" and e["level"] == "error" for e in events)
+    status = cli(config_path, "status")  # the daily Task Scheduler check says it too
+    assert status.returncode == 3
+    assert "c2 (s3): NEEDS ATTENTION - 0 verified, 1 pending, 1 failed" in status.stdout
 
 
 def test_a_missing_bucket_is_a_permanent_error(proxy: FaultProxy, tmp_path: Path) -> None:
