@@ -249,7 +249,12 @@ class DestinationConfig(_Section):
     )
     sse: Literal["AES256", "aws:kms"] | None = Field(None, description="s3: server-side encryption")
     sse_kms_key_id: str | None = Field(None, description="s3: the KMS key for aws:kms")
-    part_size: Bytes = Field(64 << 20, ge=5 << 20, description="s3: multipart part size")
+    part_size: Bytes = Field(
+        16 << 20,
+        ge=5 << 20,
+        description="s3: multipart part size (an archive encrypted on the way holds "
+        "part_size x concurrency in memory; a file's parts are read as they are sent)",
+    )
     concurrency: int = Field(4, ge=1, le=16, description="s3: parts in flight at once")
     timeout: Duration = Field(
         timedelta(seconds=60), description="s3: a request that stalls this long is retried"
