@@ -163,6 +163,7 @@ class _Mirror:
                 continue
             todo.append(archive)
         wanted = {self._key(a) for a in todo}
+        self._tidy_outbox(wanted)
         try:
             if todo:
                 self.destination.reachable()
@@ -320,6 +321,15 @@ class _Mirror:
             raise DestinationError(f"{self.name}: no room in {target.parent} for the 7z copy")
         pack(source, target, password)
         return target
+
+    def _tidy_outbox(self, wanted: set[str]) -> None:
+        """7z copies made for uploads that are no longer needed (the archive was pruned)."""
+        folder = self.config.data_dir / "outbox" / self.name
+        names = {key.rsplit("/", 1)[-1] for key in wanted}
+        for path in folder.glob("*") if folder.is_dir() else ():
+            if path.name not in names:
+                path.unlink(missing_ok=True)
+                log.info("mirror: %s: removed %s, no longer to be sent", self.name, path.name)
 
     def _outbox(self, key: str) -> Path:
         return self.config.data_dir / "outbox" / self.name / key.rsplit("/", 1)[-1]
