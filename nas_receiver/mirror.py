@@ -205,6 +205,9 @@ class _Mirror:
         sha = archive["sha256"]
         key = self._key(archive)
         cipher = self._cipher(archive)
+        for stale in self.catalog.copies(sha, self.name):
+            if stale.state == CopyState.PLACING:  # a run killed mid-copy; this one redoes it
+                self.catalog.drop_copy(stale.id)
         copy_id = self.catalog.begin_copy(sha, self.name, time.time(), key=key)
         on_bytes = stoppable(
             self.progress(f"{self.name}: {key.rsplit('/', 1)[-1]}", int(archive["size"]))

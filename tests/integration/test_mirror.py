@@ -87,3 +87,23 @@ def test_destination_retention_deletes_only_its_own_objects(
     assert kept == ["Automatic_backup_2026.11.1_2026-11-03_04.45_00000000.tar", "someone_elses.tar"]
     assert foreign.read_bytes() == b"not ours"
     assert len(archives_in(tmp_path / "library")) == 3  # the library keeps everything
+
+
+def test_a_copy_left_half_done_by_a_killed_run_is_redone_once(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    from nas_receiver.catalog import Catalog
+
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])  # into the library first
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    config_path.write_text(full)
+    catalog = Catalog(config.catalog_path)
+    (archive,) = catalog.archives()
+    catalog.begin_copy(archive["sha256"], "usb", 0.0, key="homeassistant/x.tar")  # then killed
+    assert cli(config_path, "mirror").returncode == 0
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
+    assert [c["state"] for c in rows[0]["copies"] if c["location"] == "usb"] == ["verified"]
