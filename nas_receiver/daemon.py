@@ -30,7 +30,7 @@ from .errors import ConfigError, NasReceiverError
 from .health import daily_checks
 from .intake.sightings import Intake, due_sightings
 from .intake.watch import Hint, Watcher
-from .mirror import mirror_once
+from .mirror import MirrorBusy, mirror_once
 from .notify import Channel, channels_from, deliver
 from .pipeline import Pipeline
 from .systemd import Notifier
@@ -183,7 +183,7 @@ class Daemon:
             if self.config.destinations and (self._mirroring is None or self._mirroring.done()):
                 # uploads take hours on a slow line: their own thread, one run at a time
                 self._mirroring = self._mirrors.submit(
-                    mirror_once, self.config, self.catalog, cancel=self._mirror_stop
+                    mirror_when_free, self.config, self.catalog, self._mirror_stop
                 )
             prune_all(self.config, self.catalog)  # after arrivals, and daily
         if daily:
@@ -339,7 +339,7 @@ def scan_once(config: Config, *, clock: Callable[[], float] = time.time) -> list
             sighting = catalog.sighting(sighting_id)
             if sighting is not None and (verdict := pipeline.process(sighting)):
                 verdicts.append(verdict)
-        mirror_once(config, catalog)
+        mirror_when_free(config, catalog)
         prune_all(config, catalog)
         daily_checks(config, catalog)
         try:
@@ -348,3 +348,15 @@ def scan_once(config: Config, *, clock: Callable[[], float] = time.time) -> list
             log.error("notifications are off: %s", err)
         catalog.close()
         return verdicts
+
+
+def mirror_when_free(
+    config: Config, catalog: Catalog, cancel: threading.Event | None = None
+) -> None:
+    """Mirror, unless a ``mirror`` command is at it already (the next pass will look)."""
+    try:
+        mirror_once(config, catalog, cancel=cancel)
+    except MirrorBusy as busy:
+        log.info("mirror: %s; later", busy)
+    except Exception:
+        log.exception("mirror: the run failed; it is tried again on the next pass")

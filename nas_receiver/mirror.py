@@ -13,11 +13,14 @@ until it is uploaded).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -105,15 +108,36 @@ def mirror_once(
     """Copy every selected library archive a destination lacks; return what happened.
 
     With ``waits`` an archive whose last attempt failed waits for its next-try time.
-    Setting ``cancel`` ends the run soon: the copy under way resumes next time."""
+    Setting ``cancel`` ends the run soon: the copy under way resumes next time.  One run at
+    a time per data folder (the daemon's and a scheduled ``mirror`` command): raise
+    MirrorBusy when another one is under way."""
     outcomes: list[Outcome] = []
-    for settings in config.destinations:
-        if cancel is not None and cancel.is_set():
-            break
-        if only is None or settings.name == only:
-            mirror = _Mirror(config, settings, catalog, progress, cancel)
-            outcomes += mirror.run(time.time() if now is None else now, waits=waits)
+    with _one_run(config.data_dir):
+        for settings in config.destinations:
+            if cancel is not None and cancel.is_set():
+                break
+            if only is None or settings.name == only:
+                mirror = _Mirror(config, settings, catalog, progress, cancel)
+                outcomes += mirror.run(time.time() if now is None else now, waits=waits)
     return outcomes
+
+
+class MirrorBusy(Exception):
+    """Another mirror run works on this data folder."""
+
+
+@contextlib.contextmanager
+def _one_run(data_dir: Path) -> Iterator[None]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "mirror.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MirrorBusy(f"{data_dir}: another mirror run is under way") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def selected(settings: DestinationConfig, archives: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -146,7 +146,7 @@ def _find_archive(catalog: Catalog, needle: str) -> str:
 
 
 def cmd_mirror(args: argparse.Namespace) -> int:
-    from ..mirror import mirror_once
+    from ..mirror import MirrorBusy, mirror_once
 
     config, _where = _config(args)
     _destination(config, args.destination)
@@ -167,6 +167,9 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             waits=False,
             progress=progress,
         )
+    except MirrorBusy:
+        print("the daemon (or another mirror command) is mirroring right now; nothing to do")
+        return ExitCode.OK
     finally:
         for bar in bars:
             bar.close()

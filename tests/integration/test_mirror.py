@@ -107,3 +107,24 @@ def test_a_copy_left_half_done_by_a_killed_run_is_redone_once(
     assert cli(config_path, "mirror").returncode == 0
     rows = json.loads(cli(config_path, "list", "--json").stdout)
     assert [c["state"] for c in rows[0]["copies"] if c["location"] == "usb"] == ["verified"]
+
+
+def test_one_mirror_run_at_a_time(make_backup: MakeBackup, tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
+    config = load_config(config_path)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(config.data_dir / "mirror.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as the daemon holds it while uploading
+        assert scan_once(config) == ["valid"]  # takes the archive in; mirroring waits
+        busy = cli(config_path, "mirror")
+        assert busy.returncode == 0 and "mirroring right now" in busy.stdout
+        assert not usb.exists()
+    finally:
+        os.close(fd)
+    assert cli(config_path, "mirror").returncode == 0
+    assert len(list((usb / "homeassistant").glob("*.tar"))) == 1
