@@ -370,12 +370,11 @@ class S3Destination(Destination):
             f"start {key}",
         )
         upload_id = response["UploadId"]
-        if sha is not None:  # resumable: remember it before the first byte goes
-            self.journal.record_upload(
-                Upload(self.name, key, sha, upload_id, part_size, self.clock())
-            )
-        else:
-            self.journal.record_upload(Upload(self.name, key, "", upload_id, 0, self.clock()))
+        # Recorded before the first byte goes: a file's upload (sha known) is continued after
+        # a stop; a stream's (no sha: its bytes differ each time) is aborted and redone.
+        self.journal.record_upload(
+            Upload(self.name, key, sha or "", upload_id, part_size, self.clock())
+        )
         return upload_id
 
     def _send_parts(
