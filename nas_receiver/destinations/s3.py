@@ -718,6 +718,20 @@ class _Region(io.RawIOBase):
             self._throttle.take(len(data))
         return data
 
+    def digests(self, *, md5: bool) -> tuple[bytes, bytes]:
+        """SHA-256 and (when asked) MD5 of the region: read once for it, unthrottled."""
+        sha, second = hashlib.sha256(), hashlib.md5(usedforsecurity=False) if md5 else None
+        done = 0
+        while done < self._size:
+            chunk = os.pread(self._fd, min(CHUNK, self._size - done), self._offset + done)
+            if not chunk:
+                raise DestinationError("the file ended before the part did (changed?)")
+            sha.update(chunk)
+            if second is not None:
+                second.update(chunk)
+            done += len(chunk)
+        return sha.digest(), second.digest() if second is not None else b""
+
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
@@ -725,23 +739,11 @@ class _Region(io.RawIOBase):
 
 
 def _digests(body: bytes | _Region, *, md5: bool) -> tuple[bytes, bytes]:
-    """SHA-256 and (when asked) MD5 of a part; a region is read once for it, unthrottled."""
-    sha, second = hashlib.sha256(), hashlib.md5(usedforsecurity=False) if md5 else None
-    if isinstance(body, bytes):
-        sha.update(body)
-        if second is not None:
-            second.update(body)
-    else:
-        position = 0
-        while position < len(body):
-            chunk = os.pread(body._fd, min(CHUNK, len(body) - position), body._offset + position)
-            if not chunk:
-                raise DestinationError(f"{body._fd}: the file ended early")
-            sha.update(chunk)
-            if second is not None:
-                second.update(chunk)
-            position += len(chunk)
-    return sha.digest(), second.digest() if second is not None else b""
+    """SHA-256 and (when asked) MD5 of a part."""
+    if isinstance(body, _Region):
+        return body.digests(md5=md5)
+    second = hashlib.md5(body, usedforsecurity=False).digest() if md5 else b""
+    return hashlib.sha256(body).digest(), second
 
 
 def _read_full(stream: BinaryIO, size: int) -> bytes:
