@@ -4,6 +4,8 @@
    same part size and concurrency, in the same run (target: >= 0.8x).
 2. Memory: peak RSS of a process uploading a big archive with our destination
    (target: <= part size x concurrency + 60 MiB).
+3. Memory and speed of an unencrypted HA backup SecureTar-encrypted on its way up (streamed,
+   so its parts are held in memory: figures only, no target was set).
 
     .venv/bin/python bench/bench_upload.py [--mib 1024] [--big-mib 4096] [--part-mib 64]
 """
@@ -111,12 +113,31 @@ def boto_once(endpoint: str, bucket: str, path: Path, part_mib: int, concurrency
     return time.monotonic() - started
 
 
-def child_memory(endpoint: str, bucket: str, path: Path, part_mib: int, concurrency: int) -> int:
+def stream_once(endpoint: str, bucket: str, path: Path, part_mib: int, concurrency: int) -> float:
+    """Upload the unencrypted backup ``path`` encrypted on the way (SecureTar v3)."""
+    from nas_receiver.destinations.base import Payload
+    from nas_receiver.destinations.pipe import produced
+    from nas_receiver.haformat.convert import encrypt_stream
+    from tests.builders import KEY
+
+    def opener() -> object:
+        return produced(lambda sink: encrypt_stream(path, sink, KEY), name="encrypt")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        dest = destination(endpoint, bucket, part_mib, concurrency, Path(scratch))
+        started = time.monotonic()
+        dest.put(Payload.streamed(opener), f"stream/{time.time_ns()}.tar", {"name": "bench"})  # type: ignore[arg-type]
+        return time.monotonic() - started
+
+
+def child_memory(
+    endpoint: str, bucket: str, path: Path, part_mib: int, concurrency: int, how: str = "ours"
+) -> int:
     """Peak RSS (bytes) of a fresh process doing one upload with our destination."""
     code = (
         "import sys, resource; sys.path.insert(0, sys.argv[1]);"
-        "from bench.bench_upload import ours_once;"
-        "ours_once(sys.argv[2], sys.argv[3], __import__('pathlib').Path(sys.argv[4]),"
+        f"from bench.bench_upload import {how}_once as upload;"
+        "upload(sys.argv[2], sys.argv[3], __import__('pathlib').Path(sys.argv[4]),"
         " int(sys.argv[5]), int(sys.argv[6]));"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
@@ -146,6 +167,10 @@ def main() -> None:
     parser.add_argument("--part-mib", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--stream-mib", type=int, default=1024, help="content of the backup encrypted on the way"
+    )
+    parser.add_argument("--stream-part-mib", type=int, default=16, help="(the default part size)")
     args = parser.parse_args()
     part, conc = args.part_mib, args.concurrency
 
@@ -172,6 +197,21 @@ def main() -> None:
                 f"upload {args.big_mib} MiB: peak RSS {peak / MIB:.0f} MiB, "
                 f"bound {bound / MIB:.0f} MiB (part x concurrency + 60 MiB): "
                 f"{'ok' if peak <= bound else 'OVER'}"
+            )
+
+        if args.stream_mib:
+            from bench.generate import ensure_backup
+
+            plain = ensure_backup(args.stream_mib, None)
+            spart = args.stream_part_mib
+            started = time.monotonic()
+            peak = child_memory(endpoint, "bench", plain, spart, conc, how="stream")
+            seconds = time.monotonic() - started
+            size = plain.stat().st_size / MIB
+            print(
+                f"encrypt-on-the-way upload of a {size:.0f} MiB plain backup, part {spart} MiB, "
+                f"concurrency {conc}: {seconds:.1f} s incl. start ({size / seconds:.1f} MiB/s), "
+                f"peak RSS {peak / MIB:.0f} MiB (parts in flight: {spart * conc} MiB)"
             )
     finally:
         server.terminate()

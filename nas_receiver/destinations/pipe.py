@@ -3,13 +3,14 @@ archive is encrypted on its way out without a temporary file."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
-CHUNKS_IN_FLIGHT = 16  # x the writer's chunk size (tarfile writes <= 1 MiB at a time)
+CHUNKS_IN_FLIGHT = 4  # x the writer's chunk size (tarfile writes <= 1 MiB at a time)
 
 
 class _Closed(Exception):
@@ -20,7 +21,8 @@ class _Pipe:
     def __init__(self) -> None:
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(CHUNKS_IN_FLIGHT)
         self._written = 0
-        self._buffer = b""
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
         self._done = False
         self.closed = threading.Event()
 
@@ -53,7 +55,9 @@ class _Pipe:
 
     # the reader's side
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
+        """Up to ``size`` bytes (all, when negative); fewer only at the end.  Chunks are
+        joined once, so a 16 MiB read costs 16 MiB, not a series of growing copies."""
+        while not self._done and (size < 0 or self._buffered < size):
             item = self._queue.get()
             if item is None:
                 self._done = True
@@ -61,11 +65,21 @@ class _Pipe:
                 self._done = True
                 raise item
             else:
-                self._buffer += item
-        if size < 0:
-            size = len(self._buffer)
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+                self._chunks.append(item)
+                self._buffered += len(item)
+        wanted = self._buffered if size < 0 else min(size, self._buffered)
+        taken: list[bytes] = []
+        count = 0
+        while count < wanted:
+            chunk = self._chunks.popleft()
+            if count + len(chunk) > wanted:  # split the last one; keep its rest
+                cut = wanted - count
+                self._chunks.appendleft(chunk[cut:])
+                chunk = chunk[:cut]
+            taken.append(chunk)
+            count += len(chunk)
+        self._buffered -= count
+        return b"".join(taken)
 
 
 @contextlib.contextmanager

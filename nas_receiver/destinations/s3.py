@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar, cast
 
 from ..catalog import Upload
 from ..config import DestinationConfig
@@ -431,12 +431,14 @@ class S3Destination(Destination):
         def send() -> Any:
             if isinstance(body, _Region):
                 body.seek(0)  # a retry sends the part from its start
+            # bytes go as a stream too: http.client would copy a bytes body to prepend headers
+            stream = cast(IO[bytes], body if isinstance(body, _Region) else io.BytesIO(body))
             return self.client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=body,  # type: ignore[arg-type]
+                Body=stream,
                 ContentLength=len(body),
                 **extra,
             )
