@@ -147,8 +147,7 @@ def selected(settings: DestinationConfig, archives: list[dict[str, Any]]) -> lis
     if send.newest_per_day:
         newest: dict[str, dict[str, Any]] = {}
         for archive in chosen:  # oldest first: the last one of a day wins
-            day = datetime.fromisoformat(archive["date"]).astimezone().date().isoformat()
-            newest[day] = archive
+            newest[_day(archive)] = archive
         chosen = [a for a in chosen if newest.get(_day(a)) is a]
     return chosen
 
@@ -177,16 +176,17 @@ class _Mirror:
         library = library_archives(self.catalog)
         archives = selected(self.settings, [archive for archive, _path in library])
         paths = {archive["sha256"]: path for archive, path in library}
-        todo = []
+        owed, todo = [], []
         for archive in archives:
             copies = self.catalog.copies(archive["sha256"], self.settings.name)
             if any(c.state == CopyState.PRESENT for c in copies):
                 continue
+            owed.append(archive)
             failed = [c for c in copies if c.state == CopyState.FAILED]
             if waits and failed and (failed[-1].next_try or 0) > now:
-                continue
+                continue  # waits for its next try; its upload so far is kept for it
             todo.append(archive)
-        wanted = {self._key(a) for a in todo}
+        wanted = {self._key(a) for a in owed}
         self._tidy_outbox(wanted)
         try:
             if todo:

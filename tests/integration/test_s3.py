@@ -391,3 +391,26 @@ def test_daemon_keeps_verifying_while_uploading_and_stops_promptly(
     assert result.returncode == 0, result.stderr
     assert len([k for k in objects(endpoint, bucket) if k.endswith(".tar")]) == 2
     assert client(endpoint).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_failed_upload_waiting_for_its_next_try_is_kept_and_resumed(
+    endpoint: str, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    from nas_receiver.mirror import mirror_once
+
+    config_path, share = s3_site(tmp_path, proxy, bucket, "    concurrency: 1\n")
+    big_backup(tmp_path, 12, password=KEY).rename(share / "big.tar")
+    proxy.rules += [(lambda r: r.part == 2, "500")] * 40  # part 2 fails past every retry
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]  # the mirror in it fails, transiently
+    catalog = Catalog(config.catalog_path)
+    (failed,) = catalog.copies(location="c2")
+    assert failed.state == "failed" and failed.next_try and failed.next_try > time.time()
+    assert mirror_once(config, catalog) == []  # a daemon pass before the next try
+    assert len(catalog.uploads("c2")) == 1  # the upload so far is kept, not aborted
+    assert len(client(endpoint).list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+
+    proxy.rules.clear()
+    proxy.requests.clear()
+    assert cli(config_path, "mirror").returncode == 0  # the scheduled command: now
+    assert set(proxy.part_uploads()) == {2, 3}  # part 1 was there already
