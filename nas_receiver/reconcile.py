@@ -17,7 +17,7 @@ from typing import Any
 
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
-from .destinations.base import StoredObject
+from .destinations.base import MARKER, StoredObject
 from .errors import UsageError
 from .haformat import KeyRing, Level, VerifyReport, verify_archive
 from .haformat.keys import read_secret
@@ -124,23 +124,22 @@ def fetch(
 
 
 def _find(objects: list[StoredObject], needle: str, catalog: Catalog) -> StoredObject:
-    """The one archive object ``needle`` names: its SHA-256 (or start), slug, HA name or
-    file name; the catalog's SHA-256 of the library archive counts too."""
-    wanted = {needle}
-    for archive in catalog.find_archives(needle):
-        wanted.add(archive["sha256"])
+    """The one archive object ``needle`` names: its file name or key, slug or HA name, or
+    (the start of, 6 digits at least) its SHA-256 or the library archive's."""
+    shas = {needle} if len(needle) >= 6 else set()
+    shas |= {archive["sha256"] for archive in catalog.find_archives(needle)}
     found = []
     for stored in objects:
         sidecar = stored.sidecar or {}
         names = {
             stored.key,
             stored.key.rsplit("/", 1)[-1],
-            str(sidecar.get("backup_id")),
-            str(sidecar.get("name")),
+            sidecar.get("backup_id"),
+            sidecar.get("name"),
         }
-        shas = {stored.sha256 or "", str((sidecar.get("nas_receiver") or {}).get("archive"))}
-        if wanted & names or any(
-            s and w and s.startswith(w) for s in shas for w in wanted if len(w) >= 6
+        stored_shas = [stored.sha256, (sidecar.get(MARKER) or {}).get("archive")]
+        if needle in names or any(
+            have and have.startswith(want) for have in stored_shas for want in shas
         ):
             found.append(stored)
     if len(found) != 1:

@@ -25,14 +25,16 @@ LIBRARY = "library"
 def reverify_library(
     config: Config,
     catalog: Catalog,
+    copies: list[tuple[Copy, dict[str, Any]]],
     *,
     on_bytes: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> list[dict[str, Any]]:
-    """Verify every present library copy; return one row per copy with ``ok`` and why not."""
+    """Verify ``copies`` (``library_copies``); return one row per copy with ``ok`` and why
+    not."""
     rings: dict[str, KeyRing] = {}
     rows = []
-    for copy, archive in library_copies(catalog):
+    for copy, archive in copies:
         source = str(archive.get("source") or "")
         if source not in rings:
             keys = next((s.keys for s in config.sources if s.name == source), [])

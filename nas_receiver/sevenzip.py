@@ -35,14 +35,13 @@ def unpack(archive: Path, output: Path, password: str) -> None:
         try:
             with py7zr.SevenZipFile(archive, "r", password=password) as opened:
                 names = [n for n in opened.getnames() if n.endswith(".tar")]
-                if len(names) != 1:
-                    raise BackupError(f"{archive}: holds {len(names)} .tar files, expected one")
-                opened.extract(path=scratch, targets=names)
+                if len(names) == 1:
+                    opened.extract(path=scratch, targets=names)
         except (py7zr.exceptions.Bad7zFile, py7zr.exceptions.PasswordRequired) as err:
             raise BackupError(f"{archive}: not a 7z archive this password opens ({err})") from err
         except Exception as err:  # py7zr reports a wrong password as a decompression error
-            if isinstance(err, BackupError):
-                raise
             raise BackupError(f"{archive}: cannot unpack: wrong password or damaged") from err
+        if len(names) != 1:
+            raise BackupError(f"{archive}: holds {len(names)} .tar files, expected one")
         with atomic_output(output) as pending, (Path(scratch) / names[0]).open("rb") as file:
             shutil.copyfileobj(file, pending.file, 1 << 20)

@@ -338,10 +338,11 @@ def cmd_reverify(args: argparse.Namespace) -> int:
     config, _where = _config(args)
     setup_from_config(config)
     catalog = Catalog(config.catalog_path)
-    total = sum(int(archive.get("size") or 0) for _copy, archive in library_copies(catalog))
+    copies = library_copies(catalog)
+    total = sum(int(archive.get("size") or 0) for _copy, archive in copies)
     progress = Progress("re-verify library", total)
     try:
-        rows = reverify_library(config, catalog, on_bytes=progress.advance)
+        rows = reverify_library(config, catalog, copies, on_bytes=progress.advance)
     finally:
         progress.close()
     try:
