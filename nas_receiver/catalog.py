@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .haformat import VerifyReport
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -79,7 +79,29 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (location, key)
     )
     """,
+    # One place (library file, decrypted copy, browse folder, destination key) belongs to
+    # one archive: two archives whose HA name and date coincide must never share one.
+    6: """
+    CREATE INDEX copies_place ON copies (location, path);
+    CREATE TRIGGER copies_place_insert BEFORE INSERT ON copies
+    WHEN NEW.path IS NOT NULL AND NEW.state IN ('placing', 'present', 'marked', 'failed')
+      AND EXISTS (SELECT 1 FROM copies WHERE location = NEW.location AND path = NEW.path
+                  AND sha256 != NEW.sha256
+                  AND state IN ('placing', 'present', 'marked', 'failed'))
+    BEGIN SELECT RAISE(ABORT, 'place held by another archive'); END;
+    CREATE TRIGGER copies_place_update BEFORE UPDATE OF path, state ON copies
+    WHEN NEW.path IS NOT NULL AND NEW.state IN ('placing', 'present', 'marked', 'failed')
+      AND EXISTS (SELECT 1 FROM copies WHERE location = NEW.location AND path = NEW.path
+                  AND sha256 != NEW.sha256 AND id != NEW.id
+                  AND state IN ('placing', 'present', 'marked', 'failed'))
+    BEGIN SELECT RAISE(ABORT, 'place held by another archive'); END
+    """,
 }
+HOLDING_STATES = ("placing", "present", "marked", "failed")
+
+
+class PlaceTaken(Exception):
+    """A copy was to be recorded at a place another archive holds."""
 
 
 class SightingState:
@@ -199,9 +221,8 @@ class Catalog:
                     f"({SCHEMA_VERSION}); upgrade nas-receiver"
                 )
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(_MIGRATIONS[step]):
+                    db.execute(statement)
             if row is None:
                 db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             else:
@@ -387,9 +408,10 @@ class Catalog:
         temp_path: str | None = None,
         key: str | None = None,
     ) -> int:
-        """Record, before the work, that a copy is being made: a file of ours written under
-        ``temp_path`` (removed by recovery), or an object sent to a destination as ``key``.
-        An earlier failed attempt at the same place is replaced (its count carries on)."""
+        """Record, before the work, that a copy is being made at the place ``key`` (a final
+        path, or a destination's object key), written under ``temp_path`` where it is a file
+        of ours (removed by recovery).  An earlier failed attempt is replaced (its count
+        carries on).  Raise PlaceTaken when another archive holds ``key``."""
         with self.transaction() as db:
             failed = db.execute(
                 "SELECT MAX(attempts) FROM copies WHERE sha256 = ? AND location = ? AND state = ?",
@@ -399,13 +421,26 @@ class Catalog:
                 "DELETE FROM copies WHERE sha256 = ? AND location = ? AND state = ?",
                 (sha256, location, CopyState.FAILED),
             )
-            cursor = db.execute(
-                "INSERT INTO copies (sha256, location, state, temp_path, path, updated_at,"
-                " attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (sha256, location, CopyState.PLACING, temp_path, key, now, failed or 0),
-            )
+            try:
+                cursor = db.execute(
+                    "INSERT INTO copies (sha256, location, state, temp_path, path, updated_at,"
+                    " attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sha256, location, CopyState.PLACING, temp_path, key, now, failed or 0),
+                )
+            except sqlite3.IntegrityError as err:
+                raise PlaceTaken(f"{location}: {key} belongs to another archive") from err
             assert cursor.lastrowid is not None
             return cursor.lastrowid
+
+    def holder(self, location: str, place: str) -> str | None:
+        """The SHA-256 of the archive that holds ``place`` at ``location``, if any."""
+        marks = ",".join("?" * len(HOLDING_STATES))
+        rows = self._query(
+            "SELECT sha256 FROM copies WHERE location = ? AND path = ?"  # noqa: S608
+            f" AND state IN ({marks}) LIMIT 1",
+            (location, place, *HOLDING_STATES),
+        )
+        return str(rows[0][0]) if rows else None
 
     def fail_copy(
         self, copy_id: int, reason: str, now: float, next_try: float | None = None
@@ -428,12 +463,15 @@ class Catalog:
         now: float,
         detail: str | None = None,
     ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE copies SET state = ?, path = ?, temp_path = NULL, copy_sha256 = ?,"
-                " verified = ?, updated_at = ?, detail = ? WHERE id = ?",
-                (CopyState.PRESENT, path, copy_sha256, int(verified), now, detail, copy_id),
-            )
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "UPDATE copies SET state = ?, path = ?, temp_path = NULL, copy_sha256 = ?,"
+                    " verified = ?, updated_at = ?, detail = ? WHERE id = ?",
+                    (CopyState.PRESENT, path, copy_sha256, int(verified), now, detail, copy_id),
+                )
+        except sqlite3.IntegrityError as err:
+            raise PlaceTaken(f"{path} belongs to another archive") from err
 
     def drop_copy(self, copy_id: int) -> None:
         with self.transaction() as db:
@@ -604,3 +642,16 @@ class Catalog:
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(row) for row in rows]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements; a trigger's body keeps its own semicolons."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending

@@ -88,19 +88,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def choose_final(folder: Path, base: str, sha256: str, suffix: str = ".tar") -> tuple[Path, bool]:
-    """Return the final path for an archive and whether it is already there (same bytes).
+def place_candidates(folder: Path, base: str, sha256: str, suffix: str) -> list[Path]:
+    """The places an archive's copy may take, in order: HA's name, then with the start of
+    the archive's SHA-256 (for a different archive whose HA name and date coincide)."""
+    return [
+        folder / f"{stem}{suffix}"
+        for stem in (base, f"{base}_{sha256[:8]}", f"{base}_{sha256[:16]}")
+    ]
 
-    A name taken by other bytes (the same backup re-encrypted, say) gets the hash's start.
-    """
-    final = folder / f"{base}{suffix}"
-    if final.exists():
-        if sha256_of(final) == sha256:
-            return final, True
-        final = folder / f"{base}_{sha256[:8]}{suffix}"
-        if final.exists() and sha256_of(final) == sha256:
-            return final, True
-    return final, False
+
+def holds(path: Path, sha256: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) with exactly these bytes."""
+    return path.is_file() and not path.is_symlink() and sha256_of(path) == sha256
+
+
+def occupied(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
 
 
 def clone_into(source: Path, temp: Path) -> Method:
@@ -115,22 +118,14 @@ def clone_into(source: Path, temp: Path) -> Method:
     return "copy"
 
 
-def place(
-    source: Path,
-    folder: Path,
-    base: str,
-    sha256: str,
-    *,
-    temp: Path | None = None,
-) -> Placed:
-    """Put a checked copy of ``source`` at ``folder/<base>.tar`` (or a free variant).
+def place(source: Path, final: Path, sha256: str, *, temp: Path | None = None) -> Placed:
+    """Put a checked copy of ``source`` at ``final``, which must be free or hold these bytes.
 
     Raise PlacementError when the copy does not have ``sha256`` (the source changed, or the
     disk lied); nothing is left behind then.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    final, there = choose_final(folder, base, sha256)
-    if there:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if holds(final, sha256):
         return Placed(final, sha256, "copy")
     temp = temp or temp_name(final)
     try:

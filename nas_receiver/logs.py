@@ -14,6 +14,22 @@ if TYPE_CHECKING:
     from .config import Config
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
+# Control characters (a newline in a backup's name, an ANSI escape) shown as escapes: a name
+# typed by a user must not forge a log line or repaint a terminal.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x09: "\\t",
+}
+
+
+class LineFormatter(logging.Formatter):
+    """One event, one line: control characters in the message are escaped (a traceback,
+    added after the message, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_ESCAPES)
+        return super().formatMessage(record)
 
 
 def setup_logging(
@@ -32,7 +48,7 @@ def setup_logging(
     stderr = logging.StreamHandler()
     under_systemd = bool(os.environ.get("JOURNAL_STREAM"))
     stderr.setFormatter(
-        logging.Formatter(
+        LineFormatter(
             "%(levelname)s %(message)s" if under_systemd else _FORMAT, "%Y-%m-%d %H:%M:%S"
         )
     )
@@ -66,7 +82,7 @@ def setup_logging(
 
 
 def _formatted(handler: logging.Handler) -> logging.Handler:
-    handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(LineFormatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))
     return handler
 
 

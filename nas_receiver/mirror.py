@@ -39,8 +39,8 @@ from .destinations.base import (
 from .errors import NasReceiverError
 from .haformat.keys import KeyRing, read_key_file, read_secret
 from .haformat.model import parse_backup_json
-from .haformat.names import ha_base_name
-from .library import sha256_of
+from .haformat.names import safe_base
+from .library import place_candidates, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,19 @@ def open_destination(
     return LocalDestination(settings.name, settings.path)
 
 
-def object_key(settings: DestinationConfig, archive: dict[str, Any], *, packed: bool) -> str:
-    """``<prefix>/<HA base name>.tar``: the name HA's own agents compute from the sidecar
-    (``.tar.7z`` for a 7z copy)."""
-    base = ha_base_name(archive["name"], datetime.fromisoformat(archive["date"]))
-    name = f"{base}.tar.7z" if packed else f"{base}.tar"
-    return f"{settings.prefix.strip('/')}/{name}" if settings.prefix.strip("/") else name
+def object_keys(settings: DestinationConfig, archive: dict[str, Any], *, packed: bool) -> list[str]:
+    """The keys an archive's copy may take, in order: ``<prefix>/<HA base name>.tar``, the
+    name HA's own agents compute from the sidecar (``.tar.7z`` for a 7z copy), then with the
+    start of its SHA-256 for a different archive whose HA name and date coincide."""
+    backup = parse_backup_json(archive["backup_json"].encode())
+    base = safe_base(backup.name, datetime.fromisoformat(backup.display_date))
+    prefix = settings.prefix.strip("/")
+    return [
+        f"{prefix}/{path.name}" if prefix else path.name
+        for path in place_candidates(
+            Path(), base, archive["sha256"], ".tar.7z" if packed else ".tar"
+        )
+    ]
 
 
 def mirror_once(
@@ -218,7 +225,17 @@ class _Mirror:
         return self.settings.name
 
     def _key(self, archive: dict[str, Any]) -> str:
-        return object_key(self.settings, archive, packed=self._cipher(archive) == "7z")
+        """The archive's key here: one it already holds, else the first no other archive
+        holds (every key belongs to one archive; the catalog refuses a second)."""
+        keys = object_keys(self.settings, archive, packed=self._cipher(archive) == "7z")
+        holders = [self.catalog.holder(self.name, key) for key in keys]
+        for key, holder in zip(keys, holders, strict=True):
+            if holder == archive["sha256"]:
+                return key
+        for key, holder in zip(keys, holders, strict=True):
+            if holder is None:
+                return key
+        raise DestinationError(f"{self.name}: {keys[0]} and its variants belong to other archives")
 
     def _cipher(self, archive: dict[str, Any]) -> str:
         """How this archive travels: as it is (HA encrypted it, or plain is allowed here),

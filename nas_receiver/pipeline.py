@@ -8,10 +8,10 @@ back to the queue and removes half-written copies; placing is idempotent by SHA-
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from .catalog import Catalog, CopyState, Sighting, SightingState
@@ -20,13 +20,16 @@ from .drill import DrillUnavailable
 from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import extract_backup
-from .haformat.names import ha_base_name
+from .haformat.names import SUFFIX_ROOM, safe_base, safe_component
 from .library import (
     Placed,
+    PlacementError,
     clean_partials,
+    holds,
     make_read_only,
-    make_writable_tree,
+    occupied,
     place,
+    place_candidates,
     remove_path,
     temp_name,
     write_json,
@@ -39,6 +42,7 @@ LIBRARY = "library"
 LIBRARY_DECRYPTED = "library-decrypted"
 LIBRARY_BROWSE = "library-browse"
 QUARANTINE = "quarantine"
+LOCAL_LOCATIONS = (LIBRARY, LIBRARY_DECRYPTED, LIBRARY_BROWSE, QUARANTINE)
 KEPT_UNVERIFIED = {Verdict.KEY_REQUIRED, Verdict.WRONG_KEY}
 
 
@@ -70,6 +74,8 @@ class Pipeline:
             if copy.state == CopyState.PLACING:
                 if copy.temp_path:
                     remove_path(Path(copy.temp_path))
+                if copy.path and copy.location in LOCAL_LOCATIONS:
+                    remove_path(Path(copy.path))  # published, but never recorded as present
                 self.catalog.drop_copy(copy.id)
         for folder in (self.config.library.path, self.config.quarantine.path):
             for path in clean_partials(folder):
@@ -127,7 +133,7 @@ class Pipeline:
         assert report.sha256 is not None and report.backup is not None
         sha = report.sha256
         folder = self.config.library.path / source.name
-        base = ha_base_name(report.backup.name, report.backup.date)
+        base = safe_base(report.backup.name, datetime.fromisoformat(report.backup.display_date))
         verified = report.verdict is Verdict.VALID
         store = self.config.library.store
         decryptable = verified and bool(report.securetar_versions)
@@ -176,17 +182,32 @@ class Pipeline:
                 return Path(copy.path)
         return None
 
+    def _claim(
+        self, sha: str, location: str, candidates: list[Path], *, reusable: bool = False
+    ) -> Path:
+        """The place for this archive's copy at ``location``: the first candidate that the
+        catalog gives to no other archive and that holds nothing we did not write (with
+        ``reusable``, an identical file counts as ours).  Raise PlacementError if none."""
+        for path in candidates:  # a place this archive already claimed comes first
+            if self.catalog.holder(location, str(path)) == sha:
+                return path
+        for path in candidates:
+            if self.catalog.holder(location, str(path)) is None and (
+                not occupied(path) or (reusable and holds(path, sha))
+            ):
+                return path
+        raise PlacementError(f"{candidates[0]}: taken by other archives, and so are its variants")
+
     def _store_decrypted(
         self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
     ) -> None:
         """Keep an unencrypted HA backup (restorable in HA, openable without it)."""
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{base}.tar"
+        final = self._claim(sha, LIBRARY_DECRYPTED, place_candidates(folder, base, sha, ".tar"))
         copy_id = self.catalog.begin_copy(
-            sha, LIBRARY_DECRYPTED, self.clock(), temp_path=str(final)
+            sha, LIBRARY_DECRYPTED, self.clock(), temp_path=str(final), key=str(final)
         )
-        if final.exists():
-            final.unlink()  # a leftover of a run killed after publishing: made again
+        remove_path(final)  # only ever a leftover of this archive's own earlier attempt
         result = decrypt_backup(archive, final, self.keys(source))
         assert result.sha256 is not None and result.backup is not None
         write_json(_sidecar_of(final), result.backup.agent_backup(result.size, protected=False))
@@ -199,12 +220,12 @@ class Pipeline:
         self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
     ) -> None:
         """Unpack the HA configuration read-only, for single files from File Station."""
-        final = folder / base
-        if final.exists():
-            make_writable_tree(final)
-            shutil.rmtree(final)  # a leftover of a run killed after the rename: made again
+        final = self._claim(sha, LIBRARY_BROWSE, place_candidates(folder, base, sha, ""))
         temp = temp_name(final)
-        copy_id = self.catalog.begin_copy(sha, LIBRARY_BROWSE, self.clock(), temp_path=str(temp))
+        copy_id = self.catalog.begin_copy(
+            sha, LIBRARY_BROWSE, self.clock(), temp_path=str(temp), key=str(final)
+        )
+        remove_path(final)  # only ever a leftover of this archive's own earlier attempt
         result = extract_backup(archive, temp, self.keys(source), members=["homeassistant"])
         make_read_only(temp)
         temp.rename(final)
@@ -223,7 +244,7 @@ class Pipeline:
     ) -> None:
         assert report.sha256 is not None
         folder = self.config.quarantine.path / source.name
-        base = Path(sighting.path).name[: -len(".tar")]
+        base = safe_component(Path(sighting.path).name.removesuffix(".tar"), room=SUFFIX_ROOM)
         placed = self._place(
             source.path / sighting.path, folder, base, report.sha256, QUARANTINE, verified=False
         )
@@ -250,9 +271,13 @@ class Pipeline:
         self, path: Path, folder: Path, base: str, sha: str, location: str, *, verified: bool
     ) -> Placed:
         folder.mkdir(parents=True, exist_ok=True)
-        temp = temp_name(folder / f"{base}.tar")
-        copy_id = self.catalog.begin_copy(sha, location, self.clock(), temp_path=str(temp))
-        placed = place(path, folder, base, sha, temp=temp)
+        candidates = place_candidates(folder, base, sha, ".tar")
+        final = self._claim(sha, location, candidates, reusable=True)
+        temp = temp_name(final)
+        copy_id = self.catalog.begin_copy(
+            sha, location, self.clock(), temp_path=str(temp), key=str(final)
+        )
+        placed = place(path, final, sha, temp=temp)
         self.catalog.finish_copy(
             copy_id,
             str(placed.path),

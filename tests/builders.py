@@ -1,12 +1,27 @@
 """Write HA backups the way HA writes them, with the ``securetar`` library HA uses.
 
-``writer="supervisor"`` follows the supervisor: ``SecureTarArchive`` + ``create_tar`` per part,
-``./backup.json`` written last.  ``writer="core"`` follows HA core on Container/Core installs:
-``backup.json`` first.  ``make_ha_config`` lays out a realistic HA configuration folder.
+Each writer follows HA's own code (read, not imagined):
+
+- ``supervisor`` (HA OS / Supervised, supervisor ``backups/backup.py`` and
+  ``homeassistant/module.py``): ``SecureTarArchive`` + ``create_tar`` per part; the HA part
+  holds ``.`` and ``./homeassistant.json`` (supervisor's own settings), then the configuration
+  folder under ``data/``; ``./backup.json`` is written last.
+- ``core`` (HA core 2025.x on Container/Core, ``backup/manager.py``
+  ``_mkdir_and_generate_backup_contents``): ``./backup.json`` first, holding only what core
+  writes (no add-ons, no folders, ``type: partial``), then ``./homeassistant.tar.gz`` with the
+  configuration under ``data/``.
+- ``core2024`` (HA core 2024.x): as ``core``, but never encrypted, and its backup.json lists
+  ``folders: ["homeassistant"]`` with no ``version`` and no ``protected``.
+- ``v1`` (supervisor before 2022): a ``.`` member and ``./`` names in the outer tar, the
+  configuration at the top of the HA part, no ``version``, ``folders`` listing
+  ``homeassistant``, and ``protected`` as a one-character string when encrypted.
+
+``make_ha_config`` lays out a realistic HA configuration folder.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import os
@@ -16,7 +31,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from securetar import SecureTarArchive, atomic_contents_add
@@ -138,13 +153,53 @@ class BackupSpec:
     homeassistant: bool = True
     addons: tuple[str, ...] = ("core_mosquitto",)
     folders: tuple[str, ...] = ("share", "ssl")
-    writer: Literal["supervisor", "core"] = "supervisor"
+    writer: Literal["supervisor", "core", "core2024", "v1"] = "supervisor"
     automatic: bool = True
     entities: int = 40
     extra: dict[str, Any] = field(default_factory=dict)
+    ha_version: str = "2026.11.1"
 
     def backup_json(self) -> dict[str, Any]:
         extra = {"instance_id": "0123abcd", "with_automatic_settings": self.automatic}
+        if self.writer == "core":
+            return {
+                "compressed": True,
+                "date": self.date.isoformat(),
+                "extra": {**extra, **self.extra},
+                "homeassistant": {"exclude_database": False, "version": self.ha_version},
+                "name": self.name,
+                "protected": self.password is not None,
+                "slug": self.slug,
+                "type": "partial",
+                "version": 2,
+            }
+        if self.writer == "core2024":
+            return {
+                "slug": self.slug,
+                "name": self.name,
+                "date": self.date.isoformat(),
+                "type": "partial",
+                "folders": ["homeassistant"],
+                "homeassistant": {"version": self.ha_version},
+                "compressed": True,
+            }
+        if self.writer == "v1":
+            return {
+                "slug": self.slug,
+                "type": "full" if self.addons else "partial",
+                "name": self.name,
+                "date": self.date.isoformat(),
+                "compressed": True,
+                "protected": "c" if self.password else False,
+                "crypto": "aes128" if self.password else None,
+                "homeassistant": {"version": self.ha_version, "boot": True, "ssl": False},
+                "addons": [
+                    {"slug": slug, "name": slug, "version": "1.0.0", "size": 0.0}
+                    for slug in self.addons
+                ],
+                "folders": ["homeassistant", *self.folders],
+                "repositories": [],
+            }
         return {
             "slug": self.slug,
             "version": 2,
@@ -153,7 +208,7 @@ class BackupSpec:
             "type": "full" if self.addons else "partial",
             "supervisor_version": "2026.11.0",
             "extra": {**extra, **self.extra},
-            "homeassistant": {"version": "2026.11.1", "exclude_database": False, "size": 0.1}
+            "homeassistant": {"version": self.ha_version, "exclude_database": False, "size": 0.1}
             if self.homeassistant
             else None,
             "addons": [
@@ -174,17 +229,25 @@ def write_backup(path: Path, spec: BackupSpec, workdir: Path) -> Path:
     parts: list[tuple[str, Path]] = []
     if spec.homeassistant:
         parts.append(("homeassistant", make_ha_config(workdir / "ha", entities=spec.entities)))
-    for slug in spec.addons:
-        parts.append((slug, make_addon_data(workdir / "addons" / slug, slug)))
-    for folder in spec.folders:
-        parts.append((folder.replace("/", "_"), make_folder(workdir / "folders" / folder, folder)))
+    if spec.writer not in ("core", "core2024"):  # HA core backs up its configuration only
+        for slug in spec.addons:
+            parts.append((slug, make_addon_data(workdir / "addons" / slug, slug)))
+        for folder in spec.folders:
+            parts.append(
+                (folder.replace("/", "_"), make_folder(workdir / "folders" / folder, folder))
+            )
     return write_backup_from(path, spec, parts)
 
 
 def write_backup_from(path: Path, spec: BackupSpec, parts: list[tuple[str, Path]]) -> Path:
-    """Write ``path`` as an HA backup whose inner archives hold the given folders."""
+    """Write ``path`` as an HA backup whose inner archives hold the given folders.
+
+    The folder given for ``homeassistant`` is HA's configuration folder: it goes under
+    ``data/`` as HA's writers put it (at the top for ``v1``)."""
     metadata = json.dumps(spec.backup_json()).encode()
     suffix = ".tar.gz" if spec.compressed else ".tar"
+    core = spec.writer in ("core", "core2024")
+    prefix = "./" if spec.writer != "supervisor" else ""
     archive = SecureTarArchive(
         path,
         "w",
@@ -192,14 +255,48 @@ def write_backup_from(path: Path, spec: BackupSpec, parts: list[tuple[str, Path]
         create_version=spec.securetar_version if spec.password else None,
     )
     with archive:
-        if spec.writer == "core":
-            _add_bytes(archive.tar, "backup.json", metadata)
+        if spec.writer == "v1":
+            _add_dot(archive.tar)
+        if core:
+            _add_bytes(archive.tar, "./backup.json", metadata)
         for name, folder in parts:
-            with archive.create_tar(f"{name}{suffix}", gzip=spec.compressed) as tar:
-                atomic_contents_add(tar, folder, file_filter=lambda _p: False, arcname=".")
-        if spec.writer == "supervisor":
+            with archive.create_tar(f"{prefix}{name}{suffix}", gzip=spec.compressed) as tar:
+                if name != "homeassistant" or spec.writer == "v1":
+                    atomic_contents_add(tar, folder, file_filter=lambda _p: False, arcname=".")
+                    continue
+                if spec.writer == "supervisor":
+                    _add_supervisor_settings(tar)
+                atomic_contents_add(tar, folder, file_filter=_core_excludes, arcname="data")
+        if not core:
             _add_bytes(archive.tar, "./backup.json", metadata)
     return path
+
+
+def _core_excludes(path: PurePath) -> bool:
+    """What HA core and supervisor leave out of the configuration folder."""
+    return any(fnmatch.fnmatch(str(path), f"data/{pattern}") for pattern in CORE_EXCLUDES)
+
+
+CORE_EXCLUDES = ("**/__pycache__/*", "*.db-shm", "*.log", "*.log.*", "OZW_Log.txt")
+
+
+def _add_supervisor_settings(tar: tarfile.TarFile) -> None:
+    """Supervisor's ``backup.add(temp, arcname=".")`` of a folder holding its settings."""
+    folder = tarfile.TarInfo(".")
+    folder.type = tarfile.DIRTYPE
+    folder.mode = 0o700
+    folder.mtime = int(time.time())
+    tar.addfile(folder)
+    settings = {"version": "2026.11.1", "boot": True, "image": "homeassistant", "port": 8123}
+    _add_bytes(tar, "./homeassistant.json", json.dumps(settings).encode())
+
+
+def _add_dot(tar: tarfile.TarFile) -> None:
+    folder = tarfile.TarInfo(".")
+    folder.type = tarfile.DIRTYPE
+    folder.mode = 0o755
+    folder.mtime = int(time.time())
+    tar.addfile(folder)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

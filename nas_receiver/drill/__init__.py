@@ -18,9 +18,16 @@ from typing import Any
 
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from ..haformat.extract import extract_backup
-from ..haformat.names import inner_base_name
+from ..haformat.names import inner_base_name, safe_component
 from .compare import Thresholds, compare
-from .haconfig import Check, check_addon, check_recorder, check_storage, check_yaml
+from .haconfig import (
+    Check,
+    check_addon,
+    check_recorder,
+    check_storage,
+    check_yaml,
+    config_folder,
+)
 
 RESTORABLE = "restorable"
 NOT_RESTORABLE = "not restorable"
@@ -130,6 +137,9 @@ def _check_parts(
                 archive, keys, folder, "homeassistant", sizes["homeassistant"], excluded, drill
             )
     for slug in _addons(report):
+        if safe_component(slug) != slug:  # a slug is a name typed into backup.json: data
+            drill.checks.append(Check(f"add-on {slug!r}", False, "slug is not a plain name"))
+            continue
         with _workspace(work) as folder:
             result = extract_backup(
                 archive, folder, keys, members=[slug], max_bytes=sizes.get(slug, 0) + (1 << 20)
@@ -164,10 +174,13 @@ def _unpack_and_check(
     drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
     if result.problems:
         return [Check("unpack", False, result.problems[0])]
-    config = folder / member
+    config = config_folder(folder / member)
     checks = [check_storage(config, drill.counts)]
-    checks += check_yaml(config)
-    checks.append(check_recorder(config, drill.counts, excluded=excluded))
+    loaded = check_yaml(config)
+    checks += loaded.checks
+    checks.append(
+        check_recorder(config, drill.counts, excluded=excluded, db_url=loaded.recorder_url)
+    )
     return checks
 
 

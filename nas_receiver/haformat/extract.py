@@ -183,11 +183,14 @@ class _Extraction:
             pass
 
     def _wanted(self, member: tarfile.TarInfo) -> bool:
+        """Whether ``--path`` globs choose this member; HA keeps a part's files under
+        ``data/``, so ``.storage/*`` also finds ``data/.storage/...``."""
         if not self.paths:
             return True
         name = str(PurePosixPath(member.name.lstrip("/")))
         name = name[2:] if name.startswith("./") else name
-        return any(fnmatch.fnmatch(name, glob) for glob in self.paths)
+        names = (name, name.removeprefix("data/"))
+        return any(fnmatch.fnmatch(n, glob) for n in names for glob in self.paths)
 
     def _extract_one(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
         try:

@@ -9,11 +9,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .names import ha_base_name
+
 BackupKind = Literal["automatic", "pre-update", "manual"]
 
 # Supervisor names the backups it takes before an update "addon_<slug>_<version>" and
 # "core_<version>"; HA's update dialog and users say "pre-update" or "before update".
 _PRE_UPDATE_NAME = re.compile(r"^(addon_\S+_\S+|core_\S+)$|pre[-_ ]?update|before[-_ ]update", re.I)
+
+
+REQUEST_DATE = "supervisor.backup_request_date"
+# The folders HA's AgentBackup knows (its Folder enum); any other makes from_dict raise.
+AGENT_FOLDERS = ("share", "addons/local", "ssl", "media")
 
 
 class MetadataError(ValueError):
@@ -44,7 +51,7 @@ class BackupJson(_Tolerant):
     name: str
     date: datetime
     type: Literal["full", "partial"]
-    version: int = 2
+    version: int = 1
     compressed: bool = True
     protected: bool = False
     crypto: str | None = None
@@ -64,6 +71,41 @@ class BackupJson(_Tolerant):
     @classmethod
     def _empty_part(cls, value: Any) -> Any:
         return value or None
+
+    @field_validator("protected", mode="before")
+    @classmethod
+    def _legacy_protected(cls, value: Any) -> Any:
+        # Before March 2022 supervisor stored a one-character string; any string is true.
+        return True if isinstance(value, str) else value
+
+    @field_validator("folders", mode="before")
+    @classmethod
+    def _no_homeassistant_folder(cls, value: Any) -> Any:
+        # v1 listed the HA configuration as a folder; supervisor drops it, and HA's
+        # AgentBackup refuses it (one such sidecar breaks the listing of a whole location).
+        if isinstance(value, list):
+            return [folder for folder in value if folder != "homeassistant"]
+        return value
+
+    @property
+    def display_date(self) -> str:
+        """The date HA shows and names the backup by: when HA asked for it (local time),
+        else ``date``.  Kept as HA's string, as its ``AgentBackup.date`` is."""
+        requested = self.extra.get(REQUEST_DATE)
+        if isinstance(requested, str):
+            try:
+                datetime.fromisoformat(requested)
+            except ValueError:
+                pass
+            else:
+                return requested
+        return self.date.isoformat()
+
+    @property
+    def base_name(self) -> str:
+        """HA's suggested file base name (``<name>_<date>_<time>_<sec+us>``), as HA's agents
+        compute it; not yet a safe path component (see ``names.safe_base``)."""
+        return ha_base_name(self.name, datetime.fromisoformat(self.display_date))
 
     @property
     def kind(self) -> BackupKind:
@@ -90,17 +132,19 @@ class BackupJson(_Tolerant):
         return parts
 
     def agent_backup(self, size: int, *, protected: bool | None = None) -> dict[str, Any]:
-        """Return HA's AgentBackup JSON object for a stored copy of ``size`` bytes."""
+        """Return HA's AgentBackup JSON object for a stored copy of ``size`` bytes, as HA
+        core's own ``read_backup`` derives it from backup.json."""
+        included = self.homeassistant_version is not None  # HA requires its version
         return {
             "addons": [{"name": a.name, "slug": a.slug, "version": a.version} for a in self.addons],
             "backup_id": self.slug,
-            "date": self.date.isoformat(),
+            "date": self.display_date,
             "database_included": bool(
-                self.homeassistant is not None and not self.homeassistant.exclude_database
+                included and self.homeassistant and not self.homeassistant.exclude_database
             ),
             "extra_metadata": self.extra,
-            "folders": list(self.folders),
-            "homeassistant_included": self.homeassistant is not None,
+            "folders": [folder for folder in self.folders if folder in AGENT_FOLDERS],
+            "homeassistant_included": included,
             "homeassistant_version": self.homeassistant_version,
             "name": self.name,
             "protected": self.protected if protected is None else protected,

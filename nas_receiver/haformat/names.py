@@ -1,21 +1,66 @@
-"""Names in HA backups: inner archive names and the file name HA gives a backup.
+"""Names in HA backups: inner archive names, the file name HA gives a backup, and turning
+any of them into one safe path component.
+
+A backup's ``name`` is free text typed by a user ("Before upgrade 1/2", "../x"), and member
+names come from whoever wrote the archive: they are data, never paths.  Every path we build
+from them goes through ``safe_component``.
 
 Kept apart from ``model`` (pydantic) so that code needing only names loads fast.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
+
+# Room left for what we append to a base name: "_" + 8 hex of the SHA-256 and the longest
+# suffix we write (".tar.7z.json", "_meta.json", ".metadata.json").
+SUFFIX_ROOM = 32
+NAME_MAX = 255  # bytes in one path component, on ext4, btrfs and every common filesystem
 
 
 def inner_base_name(member_name: str) -> str | None:
-    """Return ``homeassistant`` for ``homeassistant.tar.gz`` (or ``.tar``); None otherwise."""
+    """Return ``homeassistant`` for ``homeassistant.tar.gz`` (or ``.tar``); None otherwise.
+
+    Only names that are one safe component qualify: ``..tar.gz`` or ``a/b.tar.gz`` do not.
+    """
+    name = member_name.removeprefix("./")
     for suffix in (".tar.gz", ".tar"):
-        if member_name.endswith(suffix) and "/" not in member_name:
-            return member_name[: -len(suffix)]
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            return base if base and safe_component(base) == base else None
     return None
 
 
 def ha_base_name(name: str, date: datetime) -> str:
-    """Return the file base name HA suggests (and its S3 agent recomputes) for a backup."""
+    """Return the file base name HA suggests (and its S3 agent recomputes) for a backup.
+
+    This is HA's own formula, so it may hold a ``/`` or control characters; a path is made
+    from it only through ``safe_component``."""
     return "_".join(f"{name} {date:%Y-%m-%d %H.%M %S%f}".split())
+
+
+def safe_component(text: str, *, room: int = 0) -> str:
+    """Return ``text`` as one path component that names a plain entry in its folder.
+
+    Separators and control characters become ``_``; ``.``/``..`` and leading dots (hidden,
+    and ignored by HA's loader) are replaced; the result fits ``NAME_MAX - room`` bytes of
+    UTF-8 without splitting a character.  Equal inputs give equal outputs."""
+    chars = ["_" if _unsafe(char) else char for char in text]
+    cleaned = "".join(chars).strip()
+    stripped = cleaned.lstrip(".")
+    cleaned = "_" * (len(cleaned) - len(stripped)) + stripped if stripped else "_"
+    limit = NAME_MAX - room
+    encoded = cleaned.encode("utf-8")
+    if len(encoded) > limit:
+        cleaned = encoded[:limit].decode("utf-8", errors="ignore").rstrip() or "_"
+    return cleaned
+
+
+def safe_base(name: str, date: datetime) -> str:
+    """HA's suggested base name, made one safe component with room for our suffixes."""
+    return safe_component(ha_base_name(name, date), room=SUFFIX_ROOM)
+
+
+def _unsafe(char: str) -> bool:
+    return char in "/\\" or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")

@@ -52,7 +52,7 @@ def test_extracts_everything_by_default(make_backup: MakeBackup, tmp_path: Path)
     out = tmp_path / "out"
     result = extract_backup(make_backup(password=KEY), out, KeyRing([KEY]))
     assert result.problems == [] and result.refused == []
-    assert json.loads((out / "homeassistant/.storage/core.entity_registry").read_text())
+    assert json.loads((out / "homeassistant/data/.storage/core.entity_registry").read_text())
     assert (out / "core_mosquitto/addon.json").exists()
     assert (out / "ssl").is_dir() and (out / "backup.json").exists()
     assert result.files > 10
@@ -69,9 +69,9 @@ def test_member_and_path_choose(make_backup: MakeBackup, tmp_path: Path) -> None
     )
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
-        "homeassistant/.storage/core.config_entries",
-        "homeassistant/.storage/core.device_registry",
-        "homeassistant/.storage/core.entity_registry",
+        "homeassistant/data/.storage/core.config_entries",
+        "homeassistant/data/.storage/core.device_registry",
+        "homeassistant/data/.storage/core.entity_registry",
     ]
     assert result.archives == ["homeassistant.tar.gz"]
 
@@ -122,12 +122,12 @@ def test_never_overwrites_without_force(make_backup: MakeBackup, tmp_path: Path)
     backup = make_backup()
     out = tmp_path / "out"
     (out / "homeassistant").mkdir(parents=True)
-    (out / "homeassistant/configuration.yaml").write_text("mine")
+    (out / "homeassistant/data/configuration.yaml").write_text("mine")
     with pytest.raises(OutputExistsError, match="--force"):
         extract_backup(backup, out, KeyRing(), members=["homeassistant"])
-    assert (out / "homeassistant/configuration.yaml").read_text() == "mine"
+    assert (out / "homeassistant/data/configuration.yaml").read_text() == "mine"
     extract_backup(backup, out, KeyRing(), members=["homeassistant"], force=True)
-    assert "default_config" in (out / "homeassistant/configuration.yaml").read_text()
+    assert "default_config" in (out / "homeassistant/data/configuration.yaml").read_text()
 
 
 def test_damaged_inner_archive_is_reported_and_others_still_extract(
@@ -141,7 +141,7 @@ def test_damaged_inner_archive_is_reported_and_others_still_extract(
         file.write(b"\xff\xff")
     result = extract_backup(backup, tmp_path / "out", KeyRing([KEY]))
     assert any(p.startswith("share.tar.gz") for p in result.problems)
-    assert (tmp_path / "out/homeassistant/configuration.yaml").exists()
+    assert (tmp_path / "out/homeassistant/data/configuration.yaml").exists()
     assert (tmp_path / "out/ssl").is_dir()
 
 

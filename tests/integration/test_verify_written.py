@@ -16,9 +16,17 @@ from tests.builders import KEY, OTHER_KEY
 MakeBackup = Callable[..., Path]
 
 
-@pytest.mark.parametrize("writer", ["supervisor", "core"])
-@pytest.mark.parametrize("compressed", [True, False])
-@pytest.mark.parametrize("version", [None, 2, 3])
+# What each of HA's writers can produce: HA core 2024 never encrypted; the v1 era's SecureTar
+# v1 cannot be written by today's securetar (the real corpus file covers it).
+WRITTEN = [
+    *[(w, c, v) for w in ("supervisor", "core") for c in (True, False) for v in (None, 2, 3)],
+    ("core2024", True, None),
+    ("v1", True, None),
+    ("v1", False, None),
+]
+
+
+@pytest.mark.parametrize(("writer", "compressed", "version"), WRITTEN)
 def test_written_backups_are_valid(
     make_backup: MakeBackup, writer: str, compressed: bool, version: int | None
 ) -> None:
@@ -33,13 +41,25 @@ def test_written_backups_are_valid(
     assert report.securetar_versions == ([version] if version else [])
     names = sorted(inner.name for inner in report.inner)
     suffix = ".tar.gz" if compressed else ".tar"
-    assert names == sorted(
-        f"{n}{suffix}" for n in ["homeassistant", "core_mosquitto", "share", "ssl"]
-    )
+    parts = ["homeassistant"]
+    if writer not in ("core", "core2024"):  # HA core backs up its configuration only
+        parts += ["core_mosquitto", "share", "ssl"]
+    assert names == sorted(f"{n}{suffix}" for n in parts)
     ha = next(i for i in report.inner if i.name.startswith("homeassistant"))
     assert ha.files is not None and ha.files >= 10  # every member of the inner tar was walked
-    assert report.backup is not None and report.backup.kind == "automatic"
+    assert report.backup is not None
+    assert report.backup.kind == ("automatic" if writer in ("supervisor", "core") else "manual")
+    assert "homeassistant" not in report.backup.folders  # v1 and 2024 listed it; dropped
     assert report.to_dict()["sha256"] == report.sha256
+
+
+def test_a_v1_era_protected_string_means_encrypted(make_backup: MakeBackup) -> None:
+    """Supervisor before 2022 stored ``protected`` as a one-character string."""
+    path = make_backup(writer="v1", password=KEY, securetar_version=2)
+    report = verify_archive(path, keys=KeyRing([KEY]))
+    assert report.verdict is Verdict.VALID, report.problems
+    assert report.backup is not None and report.backup.protected is True
+    assert report.backup.version == 1
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -51,7 +71,9 @@ def test_securetar_itself_reads_what_we_call_valid(make_backup: MakeBackup, vers
             archive.extract_tar(member) as stream,
             tarfile.open(fileobj=io.BytesIO(stream.read(1 << 30)), mode="r:gz") as inner,
         ):
-            assert ".storage/core.entity_registry" in [m.name.removeprefix("./") for m in inner]
+            names = [m.name.removeprefix("./") for m in inner]
+            assert "data/.storage/core.entity_registry" in names
+            assert "homeassistant.json" in names
 
 
 def test_key_ring_tries_keys_in_order(make_backup: MakeBackup) -> None:
