@@ -121,7 +121,7 @@ def test_decompression_bomb_stops_at_the_cap(tmp_path: Path) -> None:
 def test_never_overwrites_without_force(make_backup: MakeBackup, tmp_path: Path) -> None:
     backup = make_backup()
     out = tmp_path / "out"
-    (out / "homeassistant").mkdir(parents=True)
+    (out / "homeassistant/data").mkdir(parents=True)
     (out / "homeassistant/data/configuration.yaml").write_text("mine")
     with pytest.raises(OutputExistsError, match="--force"):
         extract_backup(backup, out, KeyRing(), members=["homeassistant"])
