@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import settings
@@ -18,7 +21,8 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "real"
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "real"
 CORPUS_KEYS = {
     "supervisor_backup_example.tar": None,
     "supervisor_backup_example_enc_v2.tar": "test",
@@ -28,11 +32,53 @@ CORPUS_KEYS = {
 
 
 def corpus_file(name: str) -> Path:
-    """Return a real HA backup from ../shared/corpus/real; fail (never skip) when absent."""
+    """Return a real HA backup from ../shared/corpus/real.  A clone outside the team's
+    workspace has no ../shared: skip, saying so; under CI that is a failure."""
     path = CORPUS / name
     if not path.exists():
-        pytest.fail(f"real corpus file missing: {path} (the repo expects ../shared beside it)")
+        missing(
+            f"real corpus file {path} is absent (the team's ../shared/ is not beside the clone)"
+        )
     return path
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip for a missing prerequisite, or fail under CI, where nothing may be missing."""
+    if os.environ.get("CI"):
+        pytest.fail(f"under CI: {reason}")
+    pytest.skip(reason)
+
+
+HA_JUDGE = Path(__file__).with_name("ha_judge.py")
+Judge = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def ha_judge() -> Judge:
+    """Run operations through Home Assistant's own code (tests/ha_judge.py) in its Python
+    3.13 venv, made by ``scripts/ha-venv`` (``scripts/test`` runs it first)."""
+    found = subprocess.run(
+        [str(ROOT / "scripts" / "ha-venv"), "--check"], capture_output=True, text=True, check=False
+    )
+    if found.returncode != 0:
+        missing("Home Assistant's venv is not there: run ./scripts/ha-venv (needs Python 3.13)")
+    python = found.stdout.strip()
+
+    def judge(operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        run = subprocess.run(
+            [python, str(HA_JUDGE)],
+            input=json.dumps(operations),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if run.returncode != 0:
+            pytest.fail(f"HA's judge crashed: {run.stderr[-3000:]}")
+        results: list[dict[str, Any]] = json.loads(run.stdout)
+        return results
+
+    return judge
 
 
 @pytest.fixture

@@ -166,7 +166,9 @@ def test_store_both_and_browse(make_backup: MakeBackup, tmp_path: Path) -> None:
     meta = json.loads(decrypted.with_name(decrypted.stem + "_meta.json").read_text())
     assert meta["protected"] is False
     browse = folder / original.stem
-    assert "default_config" in (browse / "homeassistant" / "data" / "configuration.yaml").read_text()
+    assert (
+        "default_config" in (browse / "homeassistant" / "data" / "configuration.yaml").read_text()
+    )
     assert not (browse / "homeassistant" / "data" / "configuration.yaml").stat().st_mode & 0o222
     (row,) = list_archives(Catalog(config.catalog_path))
     assert sorted(c["location"] for c in row["copies"]) == [
