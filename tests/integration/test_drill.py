@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -28,24 +29,51 @@ from tests.daemon_helpers import cli_command, write_config
 Breaker = Callable[[Path], None]
 
 
+# Each of HA's writers (see tests/builders.py), as the drill must read them all.
+WRITERS = {
+    "supervisor-v3": {"writer": "supervisor", "password": KEY, "securetar_version": 3},
+    "core-v2": {"writer": "core", "password": KEY, "securetar_version": 2},
+    "core2024-plain": {"writer": "core2024"},
+    "v1-plain": {"writer": "v1"},
+}
+
+
 def _backup(
-    tmp_path: Path, name: str, *, entities: int = 40, breaker: Breaker | None = None
+    tmp_path: Path,
+    name: str,
+    *,
+    entities: int = 40,
+    breaker: Breaker | None = None,
+    writer: str = "supervisor-v3",
+    addon_breaker: Breaker | None = None,
 ) -> Path:
     work = tmp_path / f"work-{name}"
     config = make_ha_config(work / "ha", entities=entities)
     if breaker:
         breaker(config)
-    parts = [
-        ("homeassistant", config),
-        ("core_mosquitto", make_addon_data(work / "addon", "core_mosquitto")),
-        ("share", make_folder(work / "share", "share")),
-    ]
-    spec = BackupSpec(password=KEY, entities=entities, folders=("share",))
+    spec = BackupSpec(entities=entities, folders=("share",), **WRITERS[writer])  # type: ignore[arg-type]
+    parts = [("homeassistant", config)]
+    if spec.writer not in ("core", "core2024"):
+        addon = make_addon_data(work / "addon", "core_mosquitto")
+        if addon_breaker:
+            addon_breaker(addon)
+        parts += [("core_mosquitto", addon), ("share", make_folder(work / "share", "share"))]
     return write_backup_from(tmp_path / f"{name}.tar", spec, parts)
 
 
 def _failing(report_checks: list[dict[str, object]]) -> list[str]:
     return [str(c["name"]) for c in report_checks if not c["ok"]]
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_each_writers_backup_is_restorable(tmp_path: Path, writer: str) -> None:
+    """The configuration is found where each of HA's writers puts it (``data/``, or the top
+    of the part for v1) and passes every check."""
+    report = run_drill(
+        _backup(tmp_path, writer, writer=writer), KeyRing([KEY]), work_dir=tmp_path / "drills"
+    ).to_dict()
+    assert report["verdict"] == RESTORABLE, report["checks"]
+    assert report["counts"]["entities"] == 40
 
 
 def test_a_good_backup_is_restorable(tmp_path: Path) -> None:
@@ -91,25 +119,85 @@ def _missing_include(config: Path) -> None:
     (config / "automations.yaml").unlink()
 
 
-@pytest.mark.parametrize(
-    ("breaker", "check", "detail"),
-    [
-        (_corrupt_database, "recorder database", ""),
-        (_truncate_registry, "storage", "core.entity_registry"),
-        (_yaml_error, "configuration.yaml", "configuration.yaml"),
-        (_missing_include, "configuration.yaml", "!include of missing automations.yaml"),
-    ],
-)
+def _missing_secret(config: Path) -> None:
+    (config / "secrets.yaml").write_text("longitude: 4.9\n")
+
+
+BREAKERS = [
+    (_corrupt_database, "recorder database", ""),
+    (_truncate_registry, "storage", "core.entity_registry"),
+    (_yaml_error, "configuration.yaml", "configuration.yaml"),
+    (_missing_include, "configuration.yaml", "!include of missing automations.yaml"),
+    (_missing_secret, "secrets.yaml", "no value for latitude"),
+]
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+@pytest.mark.parametrize(("breaker", "check", "detail"), BREAKERS)
 def test_broken_backups_are_not_restorable_naming_the_check(
-    tmp_path: Path, breaker: Breaker, check: str, detail: str
+    tmp_path: Path, breaker: Breaker, check: str, detail: str, writer: str
 ) -> None:
-    report = run_drill(
-        _backup(tmp_path, "broken", breaker=breaker), KeyRing([KEY]), work_dir=tmp_path / "drills"
-    ).to_dict()
+    backup = _backup(tmp_path, "broken", breaker=breaker, writer=writer)
+    report = run_drill(backup, KeyRing([KEY]), work_dir=tmp_path / "drills").to_dict()
     assert report["verdict"] == NOT_RESTORABLE
     assert _failing(report["checks"]) == [check]
     failed = next(c for c in report["checks"] if c["name"] == check)
     assert detail in str(failed["detail"])
+
+
+def _what_ha_accepts(config: Path) -> None:
+    """Configurations HA loads fine, each of which a stricter drill once failed."""
+    (config / "._configuration.yaml").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (config / "packages").mkdir()
+    (config / "packages" / "._lights.yaml").write_bytes(b"\x00\x05\x16\x07")
+    (config / "packages" / "lights.yaml").write_text("light:\n  - platform: group\n")
+    (config / "packages" / "sub").mkdir()
+    (config / "packages" / "sub" / "secrets.yaml").write_text("sub_token: abc\n")
+    (config / "packages" / "sub" / "sensor.yaml").write_text("token: !secret sub_token\n")
+    (config / "configuration.yaml").write_text(
+        (config / "configuration.yaml").read_text()
+        + "homeassistant_packages: !include_dir_named packages\n"
+        + "group: !include_dir_merge_named groups\n"  # a folder that does not exist: empty
+        + "recorder:\n  db_url: !secret recorder_url\n"
+    )
+    (config / "secrets.yaml").write_text(
+        "latitude: 52.37\nrecorder_url: mysql://ha:pw@core-mariadb/homeassistant\n"
+    )
+    (config / "home-assistant_v2.db").unlink()  # the history lives in MariaDB
+    cookies = config / ".storage" / "icloud"
+    cookies.mkdir()
+    (cookies / "session").write_bytes(b"#LWP-Cookies-2.0\nSet-Cookie3: x=y\n")
+    (config / "www" / "latest.png").symlink_to("/config/www/floorplan.png")  # absolute
+
+
+def _fifo_in_addon(addon: Path) -> None:
+    os.mkfifo(addon / "data" / "control.fifo")
+
+
+def test_what_ha_loads_the_drill_accepts(tmp_path: Path) -> None:
+    """Dot-files, a missing !include_dir folder, !secret from a sub-folder's secrets.yaml,
+    an integration's non-JSON files under .storage/, MariaDB as recorder, an absolute
+    symlink and a FIFO: HA restores and starts; the drill says restorable."""
+    backup = _backup(tmp_path, "accepted", breaker=_what_ha_accepts, addon_breaker=_fifo_in_addon)
+    report = run_drill(backup, KeyRing([KEY]), work_dir=tmp_path / "drills").to_dict()
+    assert report["verdict"] == RESTORABLE, report["checks"]
+    recorder = next(c for c in report["checks"] if c["name"] == "recorder database")
+    assert recorder["skipped"] is True and "external database (mysql)" in recorder["detail"]
+    secrets = next(c for c in report["checks"] if c["name"] == "secrets.yaml")
+    assert secrets["detail"] == "3 secret(s) present"
+
+
+def _broken_core_store(config: Path) -> None:
+    (config / ".storage" / "core.restore_state").write_text("{not json")
+    (config / ".storage" / "lovelace").write_text("{not json either")
+
+
+def test_a_broken_core_store_fails_and_an_integrations_is_noted(tmp_path: Path) -> None:
+    backup = _backup(tmp_path, "stores", breaker=_broken_core_store)
+    report = run_drill(backup, KeyRing([KEY]), work_dir=tmp_path / "drills").to_dict()
+    assert _failing(report["checks"]) == ["storage"]
+    storage = next(c for c in report["checks"] if c["name"] == "storage")
+    assert "core.restore_state" in storage["detail"] and "lovelace" not in storage["detail"]
 
 
 def test_sixty_percent_fewer_entities_is_suspicious(tmp_path: Path) -> None:
