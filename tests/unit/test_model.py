@@ -117,3 +117,38 @@ def test_inner_base_name() -> None:
     assert inner_base_name("share.tar") == "share"
     assert inner_base_name("backup.json") is None
     assert inner_base_name("sub/x.tar.gz") is None
+
+
+@pytest.mark.parametrize("value", ["c", "x", "", "yes"])
+def test_a_v1_era_protected_string_is_true(value: str) -> None:
+    """Supervisor before March 2022 stored a one-character string; any string is true."""
+    backup = _parse(protected=value)
+    assert backup.protected is True  # type: ignore[attr-defined]
+    assert backup.agent_backup(1)["protected"] is True  # type: ignore[attr-defined]
+
+
+def test_homeassistant_is_dropped_from_folders_and_version_defaults_to_1() -> None:
+    backup = _parse(folders=["homeassistant", "ssl"], homeassistant={"version": "2024.6.1"})
+    assert backup.folders == ["ssl"]  # type: ignore[attr-defined]
+    assert backup.version == 1  # type: ignore[attr-defined]
+    assert backup.expected_parts() == ["homeassistant", "ssl"]  # type: ignore[attr-defined]
+
+
+def test_sidecar_follows_ha_core_read_backup() -> None:
+    """What HA's read_backup derives: HA included only with a version; unknown folders, which
+    AgentBackup.from_dict refuses, are left out; the date is HA's display date."""
+    sidecar = _parse(
+        homeassistant={"exclude_database": True},
+        folders=["ssl", "some_future_folder"],
+        extra={"supervisor.backup_request_date": "2024-11-21T18:58:30.000001+01:00"},
+    ).agent_backup(5)  # type: ignore[attr-defined]
+    assert sidecar["homeassistant_included"] is False and sidecar["database_included"] is False
+    assert sidecar["folders"] == ["ssl"]
+    assert sidecar["date"] == "2024-11-21T18:58:30.000001+01:00"
+
+
+def test_names_come_from_the_request_date_when_there_is_one() -> None:
+    backup = _parse(extra={"supervisor.backup_request_date": "2024-11-21T18:58:30.000001+01:00"})
+    assert backup.base_name == "Example_2024-11-21_18.58_30000001"  # type: ignore[attr-defined]
+    unreadable = _parse(extra={"supervisor.backup_request_date": "soon"})
+    assert unreadable.display_date == BASE["date"]  # type: ignore[attr-defined]
