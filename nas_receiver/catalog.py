@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .haformat import VerifyReport
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -96,6 +96,15 @@ _MIGRATIONS: dict[int, str] = {
                   AND state IN ('placing', 'present', 'marked', 'failed'))
     BEGIN SELECT RAISE(ABORT, 'place held by another archive'); END
     """,
+    # A file's identity beyond size and time (a replacement under the same name is a new
+    # arrival), and jobs that failed: why, when to try again, and the room they wait for.
+    7: """
+    ALTER TABLE sightings ADD COLUMN identity TEXT;
+    ALTER TABLE sightings ADD COLUMN error TEXT;
+    ALTER TABLE sightings ADD COLUMN next_try REAL;
+    ALTER TABLE sightings ADD COLUMN wait_bytes INTEGER;
+    ALTER TABLE sightings ADD COLUMN wait_path TEXT
+    """,
 }
 HOLDING_STATES = ("placing", "present", "marked", "failed")
 
@@ -112,6 +121,7 @@ class SightingState:
     INCOMPLETE = "incomplete"  # verified incomplete; waits to change, or to be given up
     DONE = "done"  # verified and kept (library or quarantine)
     GONE = "gone"  # deleted from the source (HA's own retention)
+    FAILED = "failed"  # keeping it failed (disk full, unreadable): tried again at next_try
 
 
 class CopyState:
@@ -136,6 +146,11 @@ class Sighting:
     verdict: str | None
     attempts: int
     sidecar: str | None
+    identity: str | None = None
+    error: str | None = None
+    next_try: float | None = None
+    wait_bytes: int | None = None
+    wait_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,8 +270,12 @@ class Catalog:
         mtime_ns: int,
         now: float,
         sidecar: str | None = None,
+        identity: str | None = None,
     ) -> str:
-        """Record a file as seen now.  Return ``new``, ``changed``, ``replaced`` or ``same``."""
+        """Record a file as seen now.  Return ``new``, ``changed``, ``replaced`` or ``same``.
+
+        ``identity`` (inode and change time) tells a replacement that kept the size and
+        modification time (``cp -p``, coarse network-share clocks): it is a new arrival."""
         mtime = mtime_ns / 1e9
         stable_since = min(now, mtime)  # unchanged since its last write, as far as we know
         with self.transaction() as db:
@@ -266,7 +285,7 @@ class Catalog:
             if row is None:
                 db.execute(
                     "INSERT INTO sightings (source, path, size, mtime_ns, state, stable_since,"
-                    " first_seen, sidecar) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " first_seen, sidecar, identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         source,
                         path,
@@ -276,19 +295,31 @@ class Catalog:
                         stable_since,
                         now,
                         sidecar,
+                        identity,
                     ),
                 )
                 return "new"
             if sidecar != row["sidecar"]:
                 db.execute("UPDATE sightings SET sidecar = ? WHERE id = ?", (sidecar, row["id"]))
-            if row["size"] == size and row["mtime_ns"] == mtime_ns and row["state"] != "gone":
+            same_file = row["identity"] is None or identity is None or row["identity"] == identity
+            if (
+                row["size"] == size
+                and row["mtime_ns"] == mtime_ns
+                and same_file
+                and row["state"] != "gone"
+            ):
+                if row["identity"] is None and identity is not None:
+                    db.execute(
+                        "UPDATE sightings SET identity = ? WHERE id = ?", (identity, row["id"])
+                    )
                 return "same"
             replaced = row["state"] in (SightingState.DONE, SightingState.GONE)
             db.execute(
-                "UPDATE sightings SET size = ?, mtime_ns = ?, state = ?, stable_since = ?,"
-                " sha256 = NULL, verdict = NULL, attempts = CASE WHEN ? THEN 0 ELSE attempts"
-                " END WHERE id = ?",
-                (size, mtime_ns, SightingState.WAITING, now, replaced, row["id"]),
+                "UPDATE sightings SET size = ?, mtime_ns = ?, identity = ?, state = ?,"
+                " stable_since = ?, sha256 = NULL, verdict = NULL, error = NULL,"
+                " next_try = NULL, wait_bytes = NULL, wait_path = NULL,"
+                " attempts = CASE WHEN ? THEN 0 ELSE attempts END WHERE id = ?",
+                (size, mtime_ns, identity, SightingState.WAITING, now, replaced, row["id"]),
             )
             return "replaced" if replaced else "changed"
 
@@ -312,24 +343,44 @@ class Catalog:
         with self.transaction() as db:
             cursor = db.execute(
                 "UPDATE sightings SET state = ?, attempts = attempts + 1 WHERE id = ? AND"
-                " state IN (?, ?) AND size = ? AND mtime_ns = ?",
+                " state IN (?, ?, ?) AND size = ? AND mtime_ns = ?",
                 (
                     SightingState.VERIFYING,
                     sighting_id,
                     SightingState.WAITING,
                     SightingState.INCOMPLETE,
+                    SightingState.FAILED,
                     size,
                     mtime_ns,
                 ),
             )
             return cursor.rowcount == 1
 
+    def fail_sighting(
+        self,
+        sighting_id: int,
+        error: str,
+        next_try: float,
+        *,
+        wait_bytes: int | None = None,
+        wait_path: str | None = None,
+    ) -> None:
+        """Keeping this file failed for ``error``; try again at ``next_try`` (and, when it
+        waits for room, once ``wait_bytes`` are free in ``wait_path``)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sightings SET state = ?, error = ?, next_try = ?, wait_bytes = ?,"
+                " wait_path = ? WHERE id = ?",
+                (SightingState.FAILED, error, next_try, wait_bytes, wait_path, sighting_id),
+            )
+
     def finish_sighting(
         self, sighting_id: int, state: str, sha256: str | None, verdict: str | None
     ) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE sightings SET state = ?, sha256 = ?, verdict = ? WHERE id = ?",
+                "UPDATE sightings SET state = ?, sha256 = ?, verdict = ?, error = NULL,"
+                " next_try = NULL, wait_bytes = NULL, wait_path = NULL WHERE id = ?",
                 (state, sha256, verdict, sighting_id),
             )
 

@@ -60,3 +60,12 @@ class UnsafeArchiveError(BackupError):
     """An archive asks to write outside its folder, or more than the size cap allows."""
 
     code = "unsafe_archive"
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line for logs and the catalog: its message, else its type's name."""
+    text = " ".join(str(err).split())
+    if isinstance(err, OSError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        text = f"{where}{err.strerror}"
+    return text or type(err).__name__

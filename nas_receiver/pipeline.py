@@ -7,6 +7,7 @@ back to the queue and removes half-written copies; placing is idempotent by SHA-
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -17,10 +18,12 @@ from pathlib import Path
 from .catalog import Catalog, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
 from .drill import DrillUnavailable
-from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
+from .errors import NasReceiverError, one_line
+from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import extract_backup
 from .haformat.names import SUFFIX_ROOM, safe_base, safe_component
+from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular
 from .library import (
     Placed,
     PlacementError,
@@ -42,6 +45,11 @@ LIBRARY = "library"
 LIBRARY_DECRYPTED = "library-decrypted"
 LIBRARY_BROWSE = "library-browse"
 QUARANTINE = "quarantine"
+ROOM_MARGIN = 64 << 20  # never fill a disk to the last byte
+SPACE_RETRY = 60.0  # a job waiting for room looks again each minute (a cheap check)
+RETRY_FIRST = 60.0  # a failed job: 1 min, doubling to 1 h
+RETRY_LONGEST = 3600.0
+ALERT_AFTER = 3  # failures in a row before the user is told
 LOCAL_LOCATIONS = (LIBRARY, LIBRARY_DECRYPTED, LIBRARY_BROWSE, QUARANTINE)
 KEPT_UNVERIFIED = {Verdict.KEY_REQUIRED, Verdict.WRONG_KEY}
 
@@ -82,29 +90,118 @@ class Pipeline:
                 log.info("removed a temporary file left by a stop: %s", path)
 
     def process(self, sighting: Sighting, cancel: threading.Event | None = None) -> str | None:
-        """Verify and keep one sighting.  Return its verdict, or None if it was not taken."""
+        """Verify and keep one sighting.  Return its verdict, or None if it was not taken.
+
+        Only a regular file reached without a link is read, and only while it stays the
+        file that was seen.  Whatever fails while keeping it is this job's alone: recorded
+        with its reason and tried again later (see ``_failed``); it never raises."""
         source = self.config.source(sighting.source)
-        path = source.path / sighting.path
         if not self.catalog.take(sighting.id, sighting.size, sighting.mtime_ns):
             return None
         log.info("%s: verifying %s (%s)", source.name, sighting.path, human_bytes(sighting.size))
         try:
-            report = verify_archive(
-                path, level=Level.FULL, keys=self.keys(source), on_bytes=_canceller(cancel)
-            )
+            with open_regular(source.path, sighting.path) as opened:
+                return self._verify_and_keep(source, sighting, opened, cancel)
         except Cancelled:
             self.catalog.release(sighting.id)
-            return None
         except FileNotFoundError:
             self._gone(sighting)
-            return None
-        if not _unchanged(path, sighting):
-            log.info("%s: %s changed while being verified; will look again", source.name, path)
+        except NotRegularFile as err:
+            log.warning("%s: %s", source.name, err)
+            self.catalog.mark_gone(sighting.id)
+        except Exception as err:
+            self._failed(source, sighting, err, None)
+        return None
+
+    def _verify_and_keep(
+        self,
+        source: SourceConfig,
+        sighting: Sighting,
+        opened: OpenedFile,
+        cancel: threading.Event | None,
+    ) -> str | None:
+        if not _is_seen_file(opened.identity, sighting):
+            log.info("%s: %s changed since seen; looked at again", source.name, sighting.path)
             self.catalog.release(sighting.id)
             return None
-        return self._keep(source, sighting, report)
+        keys = self.keys(source)
+        report = verify_archive(opened.path, keys=keys, on_bytes=_canceller(cancel))
+        if opened.current() != opened.identity:
+            log.info("%s: %s changed while verified; looked at again", source.name, sighting.path)
+            self.catalog.release(sighting.id)
+            return None
+        try:
+            return self._keep(source, sighting, report, opened.path)
+        except Exception as err:
+            self._failed(source, sighting, err, report)
+            return None
 
-    def _keep(self, source: SourceConfig, sighting: Sighting, report: VerifyReport) -> str:
+    def _failed(
+        self,
+        source: SourceConfig,
+        sighting: Sighting,
+        err: Exception,
+        report: VerifyReport | None,
+    ) -> None:
+        """Record why keeping this file failed and when to try again; undo what it left.
+
+        Out of room is a state of its own: the job waits until ``need`` bytes are free
+        where it writes, and the user is told once."""
+        if report is not None and report.sha256:
+            self._undo_partial_copies(report.sha256)
+        now = self.clock()
+        attempts = sighting.attempts + 1  # take() counted this attempt
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            folder = self._target_folder(source, report)
+            need = sighting.size + ROOM_MARGIN
+            reason = f"waiting for {human_bytes(need)} free in {folder}"
+            self.catalog.fail_sighting(
+                sighting.id, reason, now + SPACE_RETRY, wait_bytes=need, wait_path=str(folder)
+            )
+            log.error("%s: %s: %s", source.name, sighting.path, reason)
+            if sighting.wait_bytes is None:  # entering the state: alert once
+                self.catalog.event(
+                    "space", f"{sighting.path}: {reason}", level="error", source=source.name
+                )
+            return
+        reason = one_line(err)
+        wait = min(RETRY_LONGEST, RETRY_FIRST * 2 ** (attempts - 1))
+        self.catalog.fail_sighting(sighting.id, reason, now + wait)
+        log.error(
+            "%s: keeping %s failed (attempt %d): %s; tried again in %d s",
+            source.name,
+            sighting.path,
+            attempts,
+            reason,
+            wait,
+        )
+        if attempts == ALERT_AFTER:
+            self.catalog.event(
+                "job",
+                f"{sighting.path}: failed {attempts} times: {reason}",
+                level="error",
+                source=source.name,
+            )
+
+    def _target_folder(self, source: SourceConfig, report: VerifyReport | None) -> Path:
+        kept = report is not None and (
+            report.verdict is Verdict.VALID or report.verdict in KEPT_UNVERIFIED
+        )
+        root = self.config.library.path if kept or report is None else self.config.quarantine.path
+        return root / source.name
+
+    def _undo_partial_copies(self, sha: str) -> None:
+        """Remove the files of this archive's copies that were begun and never finished."""
+        for copy in self.catalog.copies(sha):
+            if copy.state == CopyState.PLACING and copy.location in LOCAL_LOCATIONS:
+                for path in (copy.temp_path, copy.path):
+                    if path:
+                        remove_path(Path(path))
+                self.catalog.drop_copy(copy.id)
+
+    def _keep(
+        self, source: SourceConfig, sighting: Sighting, report: VerifyReport, archive: Path
+    ) -> str:
         now = self.clock()
         verdict = report.verdict
         seconds = f"{report.seconds:.1f} s"
@@ -119,15 +216,15 @@ class Pipeline:
             return str(verdict)
         self.catalog.record_archive(report, source.name, now)
         assert report.sha256 is not None
-        if verdict is Verdict.VALID or verdict in KEPT_UNVERIFIED:
+        if _kept_in_library(verdict):
             log.info("%s: %s verified %s in %s", source.name, sighting.path, verdict, seconds)
-            self._to_library(source, sighting, report)
+            self._to_library(source, archive, report)
         else:
-            self._to_quarantine(source, sighting, report)
+            self._to_quarantine(source, sighting, report, archive)
         self.catalog.finish_sighting(sighting.id, SightingState.DONE, report.sha256, verdict)
         return str(verdict)
 
-    def _to_library(self, source: SourceConfig, sighting: Sighting, report: VerifyReport) -> None:
+    def _to_library(self, source: SourceConfig, archive: Path, report: VerifyReport) -> None:
         """Keep what the library settings ask for; each part once (by SHA-256 and location),
         so a run that was killed half-way completes the missing parts only."""
         assert report.sha256 is not None and report.backup is not None
@@ -137,7 +234,6 @@ class Pipeline:
         verified = report.verdict is Verdict.VALID
         store = self.config.library.store
         decryptable = verified and bool(report.securetar_versions)
-        archive = source.path / sighting.path
         if store != "decrypted" or not decryptable:
             original = self._present(sha, LIBRARY)
             if original is None:
@@ -158,7 +254,7 @@ class Pipeline:
                     sha256=sha,
                 )
             else:
-                log.info("%s: %s is already in the library", source.name, sighting.path)
+                log.info("%s: already in the library: %s", source.name, original.name)
             archive = original
         if store != "original" and decryptable and self._present(sha, LIBRARY_DECRYPTED) is None:
             where = folder if store == "decrypted" else folder / "decrypted"
@@ -173,8 +269,8 @@ class Pipeline:
 
         try:  # the arrival's full verification is of these very bytes: not done again
             drill_and_record(self.config, self.catalog, archive, self.keys(source), sha, report)
-        except DrillUnavailable as err:
-            log.warning("%s: drill not possible now: %s", source.name, err)
+        except (DrillUnavailable, OSError, NasReceiverError) as err:  # the archive is kept
+            log.warning("%s: drill not possible now: %s", source.name, one_line(err))
 
     def _present(self, sha: str, location: str) -> Path | None:
         for copy in self.catalog.copies(sha, location):
@@ -240,14 +336,12 @@ class Pipeline:
         log.info("%s: browsable copy of the configuration: %s/", source.name, final)
 
     def _to_quarantine(
-        self, source: SourceConfig, sighting: Sighting, report: VerifyReport
+        self, source: SourceConfig, sighting: Sighting, report: VerifyReport, archive: Path
     ) -> None:
         assert report.sha256 is not None
         folder = self.config.quarantine.path / source.name
         base = safe_component(Path(sighting.path).name.removesuffix(".tar"), room=SUFFIX_ROOM)
-        placed = self._place(
-            source.path / sighting.path, folder, base, report.sha256, QUARANTINE, verified=False
-        )
+        placed = self._place(archive, folder, base, report.sha256, QUARANTINE, verified=False)
         reason = {
             "file": sighting.path,
             "source": source.name,
@@ -309,12 +403,17 @@ def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:
     return check
 
 
-def _unchanged(path: Path, sighting: Sighting) -> bool:
-    try:
-        stat = path.stat()
-    except OSError:
-        return False
-    return stat.st_size == sighting.size and stat.st_mtime_ns == sighting.mtime_ns
+def _kept_in_library(verdict: Verdict) -> bool:
+    return verdict is Verdict.VALID or verdict in KEPT_UNVERIFIED
+
+
+def _is_seen_file(identity: Identity, sighting: Sighting) -> bool:
+    """Whether the opened file is the one the sighting recorded (not a replacement)."""
+    return (
+        identity.size == sighting.size
+        and identity.mtime_ns == sighting.mtime_ns
+        and (sighting.identity is None or identity.token == sighting.identity)
+    )
 
 
 def _given_up(sighting: Sighting, source: SourceConfig, now: float) -> bool:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shareio import Identity, lstat_regular
+
 SIDECAR_SUFFIXES = ("_meta.json", ".metadata.json")
 MAX_DEPTH = 3
 
@@ -18,6 +20,7 @@ class SeenFile:
     size: int
     mtime_ns: int
     sidecar: str | None  # relative path of <base>_meta.json or <base>.metadata.json
+    identity: str | None = None  # inode and change time (see shareio.Identity)
 
 
 def ignored_dir(name: str) -> bool:
@@ -61,19 +64,24 @@ def _scan_dir(folder: Path, prefix: str, depth: int, found: dict[str, SeenFile])
         sidecar = next((base + s for s in SIDECAR_SUFFIXES if base + s in names), None)
         relative = prefix + entry.name
         found[relative] = SeenFile(
-            relative, stat.st_size, stat.st_mtime_ns, prefix + sidecar if sidecar else None
+            relative,
+            stat.st_size,
+            stat.st_mtime_ns,
+            prefix + sidecar if sidecar else None,
+            Identity.of(stat).token,
         )
 
 
 def stat_one(root: Path, relative: str) -> SeenFile | None:
-    """Return the current state of one archive path, None if it is gone or not an archive."""
+    """Return the current state of one archive path; None if it is gone, not an archive, or
+    not a regular file reached without a symbolic link (a link is never followed)."""
     path = root / relative
     parts = Path(relative).parts
     if not is_archive_name(path.name) or any(ignored_dir(p) for p in parts[:-1]):
         return None
     try:
-        stat = path.stat()
-    except OSError:
+        stat = lstat_regular(root, relative)
+    except OSError:  # gone, unreadable, or not a regular file
         return None
     base = path.name[: -len(".tar")]
     sidecar = next(
@@ -84,4 +92,4 @@ def stat_one(root: Path, relative: str) -> SeenFile | None:
         ),
         None,
     )
-    return SeenFile(relative, stat.st_size, stat.st_mtime_ns, sidecar)
+    return SeenFile(relative, stat.st_size, stat.st_mtime_ns, sidecar, Identity.of(stat).token)

@@ -10,6 +10,7 @@ meanwhile (Linux: DSM and systemd hosts).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class NotRegularFile(NasReceiverError):
+class NotRegularFile(NasReceiverError, OSError):
     """A name in a share is not a plain regular file (a link, a FIFO, a device, a folder)."""
 
     code = "not_regular"
@@ -111,8 +112,6 @@ def _open(root: Path, relative: str) -> Iterator[int]:
 
 
 def _refusal(root: Path, relative: str, err: OSError) -> OSError:
-    import errno
-
     if err.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a link
         return NotRegularFile(f"{root}/{relative}: a symbolic link; never followed")
     return err

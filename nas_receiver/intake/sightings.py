@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 
-from ..catalog import Catalog, SightingState
+from ..catalog import Catalog, Sighting, SightingState
 from ..config import Config, SourceConfig
 from .scan import SIDECAR_SUFFIXES, SeenFile, scan_source, stat_one
 from .stability import is_due
@@ -37,6 +38,7 @@ class Intake:
                 and old.size == seen.size
                 and old.mtime_ns == seen.mtime_ns
                 and old.sidecar == seen.sidecar
+                and old.identity == seen.identity
                 and old.state != SightingState.GONE
             ):
                 continue  # the common case: nothing to write
@@ -61,7 +63,7 @@ class Intake:
 
     def _observe(self, source: SourceConfig, seen: SeenFile, now: float) -> None:
         change = self.catalog.observe(
-            source.name, seen.path, seen.size, seen.mtime_ns, now, seen.sidecar
+            source.name, seen.path, seen.size, seen.mtime_ns, now, seen.sidecar, seen.identity
         )
         if change == "new":
             log.info("%s: arrived: %s", source.name, seen.path)
@@ -74,12 +76,22 @@ class Intake:
         self.catalog.event("deleted", f"{path}: deleted from the share", source=source.name)
 
 
+def has_room(sighting: Sighting) -> bool:
+    """A job that waits for room is tried again only once the room is there."""
+    if sighting.wait_bytes is None or sighting.wait_path is None:
+        return True
+    try:
+        return shutil.disk_usage(sighting.wait_path).free >= sighting.wait_bytes
+    except OSError:
+        return True  # the folder is gone: let the job find out why
+
+
 def due_sightings(config: Config, catalog: Catalog, now: float) -> list[tuple[int, SourceConfig]]:
     """Return the sightings to verify now, oldest first."""
     due: list[tuple[int, SourceConfig]] = []
     for source in config.sources:
         sightings = catalog.sightings(
-            source.name, [SightingState.WAITING, SightingState.INCOMPLETE]
+            source.name, [SightingState.WAITING, SightingState.INCOMPLETE, SightingState.FAILED]
         )
         if not sightings:
             continue
@@ -91,6 +103,6 @@ def due_sightings(config: Config, catalog: Catalog, now: float) -> list[tuple[in
                 settle_seconds=source.settle_seconds,
                 give_up_seconds=source.give_up.total_seconds(),
                 awaiting_sidecar=sidecar_folder and sighting.sidecar is None,
-            ):
+            ) and has_room(sighting):
                 due.append((sighting.id, source))
     return due

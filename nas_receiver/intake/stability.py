@@ -18,7 +18,8 @@ def is_due(
     A waiting file is due once unchanged for ``settle_seconds`` (and, in a folder where HA's
     Synology agent writes ``_meta.json`` sidecars after each successful upload, once its
     sidecar is there, or it has been unchanged for ``give_up_seconds``).  A file verified
-    ``incomplete`` is due again only when given up: unchanged for ``give_up_seconds``.
+    ``incomplete`` is due again only when given up: unchanged for ``give_up_seconds``.  A
+    file whose keeping failed is due at its next try.
     """
     quiet = now - sighting.stable_since
     if sighting.state == SightingState.WAITING:
@@ -27,6 +28,8 @@ def is_due(
         return quiet >= settle_seconds
     if sighting.state == SightingState.INCOMPLETE:
         return quiet >= give_up_seconds
+    if sighting.state == SightingState.FAILED:  # a failed job waits for its next try
+        return now >= (sighting.next_try or 0)
     return False
 
 
