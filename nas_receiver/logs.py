@@ -10,17 +10,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .haformat.names import shown
+
 if TYPE_CHECKING:
     from .config import Config
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
-# Control characters (a newline in a backup's name, an ANSI escape) shown as escapes: a name
-# typed by a user must not forge a log line or repaint a terminal.
-_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
-    0x0A: "\\n",
-    0x0D: "\\r",
-    0x09: "\\t",
-}
 
 
 class LineFormatter(logging.Formatter):
@@ -28,7 +23,7 @@ class LineFormatter(logging.Formatter):
     added after the message, keeps its lines)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = record.message.translate(_ESCAPES)
+        record.message = shown(record.message)
         return super().formatMessage(record)
 
 

@@ -9,6 +9,7 @@ from ..errors import ExitCode, UsageError
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from ..haformat.convert import decrypt_backup, encrypt_backup
 from ..haformat.extract import DEFAULT_MAX_BYTES, extract_backup
+from ..haformat.names import shown
 from ..progress import Progress, human_bytes
 from .output import print_json
 
@@ -109,7 +110,7 @@ def format_verdict(report: VerifyReport) -> str:
         lines.append(f"  sha256 {report.sha256}")
     lines += [f"  problem: {problem}" for problem in report.problems]
     lines += [f"  note: {note}" for note in report.notes]
-    return "\n".join(lines)
+    return "\n".join(shown(line) for line in lines)
 
 
 def format_summary(report: VerifyReport) -> str:
@@ -137,7 +138,7 @@ def format_summary(report: VerifyReport) -> str:
     lines = [f"{key:<{width}}  {value}" for key, value in rows]
     lines += [f"problem: {problem}" for problem in report.problems]
     lines += [f"note: {note}" for note in report.notes]
-    return "\n".join(lines)
+    return "\n".join(shown(line) for line in lines)
 
 
 def _verify_one(path: Path, level: Level, keys: KeyRing) -> VerifyReport:

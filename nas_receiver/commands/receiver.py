@@ -18,7 +18,7 @@ from ..library import sha256_of
 from ..logs import setup_from_config, setup_logging
 from ..progress import Progress
 from ..report import list_archives, source_status
-from .output import print_json
+from .output import print_json, say
 
 
 def _config(args: argparse.Namespace) -> tuple[Config, str]:
@@ -58,7 +58,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no archives yet")
     for row in rows:
-        print(
+        say(
             f"{row['date'] or '-':25}  {row['verdict']:12} {row['source']:10} "
             f"{row['name']}  ({row['sha256'][:12]})"
         )
@@ -67,7 +67,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             where = copy["path"] or ""
             if copy.get("reason"):
                 where = f"{copy['reason']} (next try {copy['next_try']})"
-            print(f"    {copy['location']:12} {copy['state']:9} {mark:10} {where}")
+            say(f"    {copy['location']:12} {copy['state']:9} {mark:10} {where}")
     return ExitCode.OK
 
 
@@ -79,22 +79,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         for source in status["sources"]:
             state = "ok" if source["healthy"] else "NEEDS ATTENTION"
-            print(
+            say(
                 f"{source['name']}: {state} - {source['valid']} valid of {source['archives']}, "
                 f"last valid {source['last_valid'] or 'never'}, "
                 f"{len(source['pending'])} pending"
             )
             for problem in source["problems"]:
-                print(f"  problem: {problem}")
+                say(f"  problem: {problem}")
         for destination in status["destinations"]:
             state = "ok" if destination["healthy"] else "NEEDS ATTENTION"
-            print(
+            say(
                 f"{destination['name']} ({destination['type']}): {state} - "
                 f"{destination['verified']} verified, {destination['pending']} pending, "
                 f"{destination['failed']} failed, last copy {destination['last_copy'] or 'never'}"
             )
             for problem in destination["problems"]:
-                print(f"  problem: {problem}")
+                say(f"  problem: {problem}")
     return ExitCode.OK if status["healthy"] else ExitCode.NOT_VALID
 
 
@@ -107,7 +107,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             d = row.decision
-            print(
+            say(
                 f"{row.location:10} {d.action:6} {d.date:%Y-%m-%d %H:%M}  {d.name}  "
                 f"({d.sha256[:12]})  {'; '.join(d.reasons)}"
             )
@@ -179,7 +179,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         for outcome in outcomes:
             what = f" {outcome.name}" if outcome.name else ""
             detail = f": {outcome.detail}" if outcome.detail else ""
-            print(f"{outcome.destination}: {outcome.result}{what}{detail}")
+            say(f"{outcome.destination}: {outcome.result}{what}{detail}")
         if not outcomes:
             print("every destination holds every archive it should")
     failed = any(outcome.result in ("failed", "unreachable") for outcome in outcomes)

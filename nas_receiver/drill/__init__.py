@@ -16,18 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import NasReceiverError, one_line
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from ..haformat.extract import extract_backup
 from ..haformat.names import inner_base_name, safe_component
 from .compare import Thresholds, compare
-from .haconfig import (
-    Check,
-    check_addon,
-    check_recorder,
-    check_storage,
-    check_yaml,
-    config_folder,
-)
+from .haconfig import Check, check_addon, check_recorder, check_storage, config_folder
+from .hayaml import check_yaml
 
 RESTORABLE = "restorable"
 NOT_RESTORABLE = "not restorable"
@@ -90,7 +85,12 @@ def run_drill(
         work = work_dir or Path(tempfile.gettempdir())
         work.mkdir(parents=True, exist_ok=True)
         remove_stale_work(work)
-        _check_parts(archive, keys, report, work, drill)
+        try:
+            _check_parts(archive, keys, report, work, drill)
+        except (DrillUnavailable, NasReceiverError):
+            raise
+        except Exception as err:  # a file the checks did not foresee: no verdict, no crash
+            raise DrillUnavailable(f"the drill could not finish: {one_line(err)}") from err
     if all(check.ok for check in drill.checks):
         drill.verdict = RESTORABLE
     if previous is not None:
@@ -174,14 +174,27 @@ def _unpack_and_check(
     drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
     if result.problems:
         return [Check("unpack", False, result.problems[0])]
-    config = config_folder(folder / member)
+    part = folder / member
+    config = config_folder(part)
     checks = [check_storage(config, drill.counts)]
-    loaded = check_yaml(config)
+    loaded = check_yaml(config, _left_out(result.refused, part, config))
     checks += loaded.checks
     checks.append(
-        check_recorder(config, drill.counts, excluded=excluded, db_url=loaded.recorder_url)
+        check_recorder(config, drill.counts, excluded=excluded, db_url=loaded.recorder_url())
     )
     return checks
+
+
+def _left_out(refused: list[str], part: Path, config: Path) -> frozenset[str]:
+    """The members the unpacking refused (links, devices), relative to the configuration."""
+    names = set()
+    for line in refused:
+        name = line.split(": ", 1)[0].removeprefix("./")
+        relative = (part / name).relative_to(part)
+        inside = config.relative_to(part)
+        if inside == Path() or inside in relative.parents:
+            names.add(relative.relative_to(inside).as_posix())
+    return frozenset(names)
 
 
 class _workspace:

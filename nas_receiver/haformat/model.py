@@ -160,6 +160,10 @@ def parse_backup_json(data: bytes) -> BackupJson:
         raise MetadataError(f"backup.json is not JSON ({err})") from err
     if not isinstance(raw, dict):
         raise MetadataError("backup.json is not a JSON object")
+    try:  # "\udc80" escapes decode to text no file name, log or sidecar can hold (HA refuses it)
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise MetadataError("backup.json holds text that is not valid Unicode") from err
     try:
         return BackupJson.model_validate(raw)
     except ValidationError as err:

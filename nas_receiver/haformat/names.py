@@ -13,9 +13,10 @@ from __future__ import annotations
 import unicodedata
 from datetime import datetime
 
-# Room left for what we append to a base name: "_" + 8 hex of the SHA-256 and the longest
-# suffix we write (".tar.7z.json", "_meta.json", ".metadata.json").
-SUFFIX_ROOM = 32
+# Room left for what we append to a base name: "_" + 16 hex of the SHA-256, the longest
+# suffix we write (".tar.reason.json", 16 bytes) and a temporary name around it while it is
+# written (".<name>.partial-" + 8 random characters, 18 bytes): 51, rounded up.
+SUFFIX_ROOM = 64
 NAME_MAX = 255  # bytes in one path component, on ext4, btrfs and every common filesystem
 
 
@@ -64,3 +65,20 @@ def safe_base(name: str, date: datetime) -> str:
 
 def _unsafe(char: str) -> bool:
     return char in "/\\" or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown(text: str) -> str:
+    """``text`` for one line of a log or a terminal: control and format characters (C0, C1,
+    line and paragraph separators, bidi overrides) as escapes, so a name typed by a user
+    can neither forge a line nor repaint a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        if _unsafe(char) and char not in "/\\"
+        else char
+        for char in text
+    )

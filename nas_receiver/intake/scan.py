@@ -29,29 +29,46 @@ def ignored_dir(name: str) -> bool:
 
 
 def is_archive_name(name: str) -> bool:
-    return name.endswith(".tar") and not name.startswith(".")
+    return name.endswith(".tar") and not name.startswith(".") and is_text(name)
 
 
-def scan_source(root: Path) -> dict[str, SeenFile]:
+def is_text(name: str) -> bool:
+    """Whether a file name is valid UTF-8 (HA writes no other; the catalog keeps no other)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def scan_source(root: Path, unreadable: list[str] | None = None) -> dict[str, SeenFile]:
     """Return every archive under ``root`` (a few levels deep), keyed by relative path.
+    Names that are not valid UTF-8 are left out (and added to ``unreadable``).
 
     Raise OSError when ``root`` itself cannot be listed.
     """
     found: dict[str, SeenFile] = {}
-    _scan_dir(root, "", 0, found)
+    _scan_dir(root, "", 0, found, [] if unreadable is None else unreadable)
     return found
 
 
-def _scan_dir(folder: Path, prefix: str, depth: int, found: dict[str, SeenFile]) -> None:
+def _scan_dir(
+    folder: Path, prefix: str, depth: int, found: dict[str, SeenFile], unreadable: list[str]
+) -> None:
     with os.scandir(folder) as entries:
         listing = list(entries)
     names = {entry.name for entry in listing}
     for entry in listing:
+        if not is_text(entry.name):
+            unreadable.append(repr(prefix + entry.name))
+            continue
         try:
             if entry.is_dir(follow_symlinks=False):
                 if depth < MAX_DEPTH and not ignored_dir(entry.name):
                     try:
-                        _scan_dir(Path(entry.path), f"{prefix}{entry.name}/", depth + 1, found)
+                        _scan_dir(
+                            Path(entry.path), f"{prefix}{entry.name}/", depth + 1, found, unreadable
+                        )
                     except OSError:
                         continue  # a folder that vanished or is unreadable: next scan
                 continue

@@ -21,14 +21,20 @@ class Intake:
     def __init__(self, catalog: Catalog, clock: Callable[[], float] = time.time) -> None:
         self.catalog = catalog
         self.clock = clock
+        self._told: set[str] = set()  # names already warned about, once per process
 
     def reconcile(self, source: SourceConfig) -> int:
         """Rescan one source; record new, changed and vanished files.  Return files seen."""
+        unreadable: list[str] = []
         try:
-            found = scan_source(source.path)
+            found = scan_source(source.path, unreadable)
         except OSError as err:
             log.error("%s: cannot list %s: %s", source.name, source.path, err.strerror)
             return 0
+        for name in unreadable:
+            if name not in self._told:
+                self._told.add(name)
+                log.warning("%s: %s is not a UTF-8 file name; left alone", source.name, name)
         now = self.clock()
         known = {s.path: s for s in self.catalog.sightings(source.name)}
         for seen in found.values():

@@ -154,15 +154,25 @@ def _what_ha_accepts(config: Path) -> None:
     (config / "packages" / "sub").mkdir()
     (config / "packages" / "sub" / "secrets.yaml").write_text("sub_token: abc\n")
     (config / "packages" / "sub" / "sensor.yaml").write_text("token: !secret sub_token\n")
+    (config / "packages" / "database.yaml").write_text(
+        "recorder:\n  db_url: !secret recorder_url\n"
+    )
     (config / "configuration.yaml").write_text(
-        (config / "configuration.yaml").read_text()
-        + "homeassistant_packages: !include_dir_named packages\n"
+        (config / "configuration.yaml")
+        .read_text()
+        .replace("  name: Home\n", "  name: Home\n  packages: !include_dir_named packages\n")
         + "group: !include_dir_merge_named groups\n"  # a folder that does not exist: empty
-        + "recorder:\n  db_url: !secret recorder_url\n"
+        + "sensor: !include sensors/latest.yaml\n"  # through an absolute link, see below
+        + "http:\n  server_port: !env_var HA_PORT 8123\n"
     )
     (config / "secrets.yaml").write_text(
         "latitude: 52.37\nrecorder_url: mysql://ha:pw@core-mariadb/homeassistant\n"
+        "token: !env_var HA_TOKEN nothing\n"
     )
+    (config / "sensors").mkdir()
+    (config / "sensors" / "latest.yaml").symlink_to("/config/sensors/v2.yaml")
+    (config / "sensors" / "v2.yaml").write_text("- platform: template\n")
+    (config / ".storage" / "core.entity_registry.swp").write_bytes(b"\x00vim swap")
     (config / "home-assistant_v2.db").unlink()  # the history lives in MariaDB
     cookies = config / ".storage" / "icloud"
     cookies.mkdir()
@@ -188,7 +198,7 @@ def test_what_ha_loads_the_drill_accepts(tmp_path: Path) -> None:
 
 
 def _broken_core_store(config: Path) -> None:
-    (config / ".storage" / "core.restore_state").write_text("{not json")
+    (config / ".storage" / "core.config").write_text("{not json")
     (config / ".storage" / "lovelace").write_text("{not json either")
 
 
@@ -197,7 +207,7 @@ def test_a_broken_core_store_fails_and_an_integrations_is_noted(tmp_path: Path) 
     report = run_drill(backup, KeyRing([KEY]), work_dir=tmp_path / "drills").to_dict()
     assert _failing(report["checks"]) == ["storage"]
     storage = next(c for c in report["checks"] if c["name"] == "storage")
-    assert "core.restore_state" in storage["detail"] and "lovelace" not in storage["detail"]
+    assert "core.config" in storage["detail"] and "lovelace" not in storage["detail"]
 
 
 def test_sixty_percent_fewer_entities_is_suspicious(tmp_path: Path) -> None:
