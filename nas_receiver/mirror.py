@@ -45,6 +45,7 @@ from .library import place_candidates, sha256_of
 log = logging.getLogger(__name__)
 
 LIBRARY = "library"
+LIBRARY_DECRYPTED = "library-decrypted"
 RETRY_FIRST = 300.0  # seconds after a first transient failure; doubled each time
 RETRY_LONGEST = 6 * 3600.0
 RETRY_PERMANENT = 24 * 3600.0  # a refusal (credentials, bucket) is tried again daily
@@ -88,18 +89,18 @@ def open_destination(
 
 
 def object_keys(settings: DestinationConfig, archive: dict[str, Any], *, packed: bool) -> list[str]:
-    """The keys an archive's copy may take, in order: ``<prefix>/<HA base name>.tar``, the
-    name HA's own agents compute from the sidecar (``.tar.7z`` for a 7z copy), then with the
-    start of its SHA-256 for a different archive whose HA name and date coincide."""
+    """The keys an archive's copy may take, in order: the name of its library copy (so one
+    archive has one name everywhere), ``<prefix>/<HA base name>.tar``, the name HA's own
+    agents compute from the sidecar (``.tar.7z`` for a 7z copy), then with the start of its
+    SHA-256, for a different archive whose HA name and date coincide."""
     backup = parse_backup_json(archive["backup_json"].encode())
     base = safe_base(backup.name, datetime.fromisoformat(backup.display_date))
     prefix = settings.prefix.strip("/")
-    return [
-        f"{prefix}/{path.name}" if prefix else path.name
-        for path in place_candidates(
-            Path(), base, archive["sha256"], ".tar.7z" if packed else ".tar"
-        )
-    ]
+    suffix = ".tar.7z" if packed else ".tar"
+    stems = [Path(archive["library_name"]).stem] if archive.get("library_name") else []
+    stems += [p.stem for p in place_candidates(Path(), base, archive["sha256"], "")]
+    keys = [f"{prefix}/{stem}{suffix}" if prefix else f"{stem}{suffix}" for stem in stems]
+    return list(dict.fromkeys(keys))
 
 
 def mirror_once(
@@ -224,31 +225,42 @@ class _Mirror:
     def name(self) -> str:
         return self.settings.name
 
-    def _key(self, archive: dict[str, Any]) -> str:
+    def _key(self, archive: dict[str, Any], *, probe: bool = False) -> str:
         """The archive's key here: one it already holds, else the first no other archive
-        holds (every key belongs to one archive; the catalog refuses a second)."""
+        holds in the catalog (which refuses a second) and, with ``probe``, that nothing
+        occupies at the destination but this archive's own copy."""
         keys = object_keys(self.settings, archive, packed=self._cipher(archive) == "7z")
         holders = [self.catalog.holder(self.name, key) for key in keys]
         for key, holder in zip(keys, holders, strict=True):
             if holder == archive["sha256"]:
                 return key
         for key, holder in zip(keys, holders, strict=True):
-            if holder is None:
+            if holder is None and (
+                not probe or self.destination.occupant(key) in (None, archive["sha256"])
+            ):
                 return key
         raise DestinationError(f"{self.name}: {keys[0]} and its variants belong to other archives")
 
     def _cipher(self, archive: dict[str, Any]) -> str:
         """How this archive travels: as it is (HA encrypted it, or plain is allowed here),
         SecureTar-encrypted on the way, or packed into 7z."""
-        return "none" if archive["protected"] else self.settings.cipher
+        encrypted = archive["protected"] and not archive.get("library_plain", False)
+        return "none" if encrypted else self.settings.cipher
 
     def _copy(self, archive: dict[str, Any], source: Path) -> Outcome | None:
         sha = archive["sha256"]
-        key = self._key(archive)
         cipher = self._cipher(archive)
+        begun = set()
         for stale in self.catalog.copies(sha, self.name):
+            if stale.state in (CopyState.PLACING, CopyState.FAILED) and stale.path:
+                begun.add(stale.path)  # our own copy there may be cut short: ours to redo
             if stale.state == CopyState.PLACING:  # a run killed mid-copy; this one redoes it
                 self.catalog.drop_copy(stale.id)
+        try:
+            key = self._key(archive, probe=True)
+        except DestinationError as err:
+            copy_id = self.catalog.begin_copy(sha, self.name, time.time())
+            return self._failed(copy_id, archive, err)
         copy_id = self.catalog.begin_copy(sha, self.name, time.time(), key=key)
         on_bytes = stoppable(
             self.progress(f"{self.name}: {key.rsplit('/', 1)[-1]}", int(archive["size"]))
@@ -258,7 +270,7 @@ class _Mirror:
         )
         try:
             payload, sidecar = self._payload(archive, source, cipher, key)
-            stored = self.destination.put(payload, key, sidecar, on_bytes)
+            stored = self.destination.put(payload, key, sidecar, on_bytes, resume=key in begun)
         except Stopped:
             self.catalog.drop_copy(copy_id)
             return None
@@ -308,8 +320,10 @@ class _Mirror:
     ) -> tuple[Payload, dict[str, Any]]:
         backup = parse_backup_json(archive["backup_json"].encode())
         sidecar = {**backup.agent_backup(archive["size"]), MARKER: {"archive": archive["sha256"]}}
+        if archive.get("library_plain"):
+            sidecar["protected"] = False  # the decrypted copy, sent as it is or encrypted below
         if cipher == "none":
-            return Payload.file(source, archive["sha256"]), sidecar
+            return Payload.file(source, archive.get("library_sha256") or archive["sha256"]), sidecar
         sidecar = {**sidecar, "protected": True}
         if cipher == "7z":
             packed = self._pack(source, key)
@@ -380,19 +394,33 @@ class _Mirror:
 
 
 def library_archives(catalog: Catalog) -> list[tuple[dict[str, Any], Path]]:
-    """Valid archives with a present, verified library copy (the original), oldest first."""
+    """Valid archives with a present, verified library copy, oldest first.
+
+    The original is sent where the library keeps it; with ``store: decrypted`` the library
+    holds only the unencrypted copy, which is then the source (and, being plain, is always
+    encrypted on its way off the NAS).  Each archive says which in ``library_plain`` and
+    ``library_sha256``."""
     found = []
     for archive in catalog.archives():
         if archive["verdict"] != "valid" or not archive["backup_json"]:
             continue
-        copy = next(
-            (
-                c
-                for c in catalog.copies(archive["sha256"], LIBRARY)
-                if c.state == CopyState.PRESENT and c.verified and c.path
-            ),
-            None,
-        )
-        if copy is not None and copy.path and Path(copy.path).exists():
-            found.append((archive, Path(copy.path)))
+        for location in (LIBRARY, LIBRARY_DECRYPTED):
+            copy = next(
+                (
+                    c
+                    for c in catalog.copies(archive["sha256"], location)
+                    if c.state == CopyState.PRESENT and c.verified and c.path
+                ),
+                None,
+            )
+            if copy is not None and copy.path and Path(copy.path).exists():
+                plain = location == LIBRARY_DECRYPTED
+                source = {
+                    **archive,
+                    "library_plain": plain,
+                    "library_sha256": copy.copy_sha256 if plain else archive["sha256"],
+                    "library_name": Path(copy.path).name,
+                }
+                found.append((source, Path(copy.path)))
+                break
     return found

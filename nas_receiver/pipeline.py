@@ -256,9 +256,14 @@ class Pipeline:
             else:
                 log.info("%s: already in the library: %s", source.name, original.name)
             archive = original
-        if store != "original" and decryptable and self._present(sha, LIBRARY_DECRYPTED) is None:
-            where = folder if store == "decrypted" else folder / "decrypted"
-            self._store_decrypted(source, archive, where, base, sha)
+            base = original.stem  # one archive, one name: its copies follow the library's
+        if store != "original" and decryptable:
+            decrypted = self._present(sha, LIBRARY_DECRYPTED)
+            if decrypted is None:
+                where = folder if store == "decrypted" else folder / "decrypted"
+                decrypted = self._store_decrypted(source, archive, where, base, sha)
+            if store == "decrypted":
+                base = decrypted.stem
         if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
             self._browse(source, archive, folder, base, sha)
         if verified and self.config.drill.after_arrival:
@@ -282,21 +287,24 @@ class Pipeline:
         self, sha: str, location: str, candidates: list[Path], *, reusable: bool = False
     ) -> Path:
         """The place for this archive's copy at ``location``: the first candidate that the
-        catalog gives to no other archive and that holds nothing we did not write (with
-        ``reusable``, an identical file counts as ours).  Raise PlacementError if none."""
+        catalog gives to no other archive and where neither it nor its companions (sidecar,
+        reason) hold anything we did not write (with ``reusable``, an identical file counts
+        as ours, and so do its companions).  Raise PlacementError if none is free."""
         for path in candidates:  # a place this archive already claimed comes first
             if self.catalog.holder(location, str(path)) == sha:
                 return path
         for path in candidates:
-            if self.catalog.holder(location, str(path)) is None and (
-                not occupied(path) or (reusable and holds(path, sha))
-            ):
+            if self.catalog.holder(location, str(path)) is not None:
+                continue
+            if reusable and holds(path, sha):
+                return path
+            if not any(occupied(p) for p in (path, *_companions(path))):
                 return path
         raise PlacementError(f"{candidates[0]}: taken by other archives, and so are its variants")
 
     def _store_decrypted(
         self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
-    ) -> None:
+    ) -> Path:
         """Keep an unencrypted HA backup (restorable in HA, openable without it)."""
         folder.mkdir(parents=True, exist_ok=True)
         final = self._claim(sha, LIBRARY_DECRYPTED, place_candidates(folder, base, sha, ".tar"))
@@ -311,6 +319,7 @@ class Pipeline:
             copy_id, str(final), result.sha256, verified=True, now=self.clock(), detail="decrypted"
         )
         log.info("%s: decrypted copy in library: %s", source.name, final)
+        return final
 
     def _browse(
         self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
@@ -385,6 +394,13 @@ class Pipeline:
     def _gone(self, sighting: Sighting) -> None:
         log.info("%s: %s was deleted before it was verified", sighting.source, sighting.path)
         self.catalog.mark_gone(sighting.id)
+
+
+def _companions(path: Path) -> tuple[Path, ...]:
+    """The files we write beside a ``.tar`` copy: HA's sidecar and a quarantine reason."""
+    if not path.name.endswith(".tar"):
+        return ()
+    return (_sidecar_of(path), path.with_name(path.name + ".reason.json"))
 
 
 def _sidecar_of(archive: Path) -> Path:

@@ -94,11 +94,22 @@ class Destination(ABC):
         key: str,
         sidecar: dict[str, Any],
         on_bytes: OnBytes = None,
+        *,
+        resume: bool = False,
     ) -> StoredObject:
         """Store ``payload`` under ``key``, check that what arrived is what was sent, then
         write the sidecar (its ``size`` and our marker describe the stored object).
 
+        A place holding another archive's copy, or anything without our marker, is never
+        written, except with ``resume``: the caller knows from its catalog that an unmarked
+        object there is its own copy of this archive, cut short before its sidecar.
+
         Raise DestinationError (``permanent`` for auth, permission or missing bucket)."""
+
+    @abstractmethod
+    def occupant(self, key: str) -> str | None:
+        """Who holds ``key``: None (free), the SHA-256 of the archive whose copy it is (from
+        our marker), or FOREIGN (an object or sidecar nas-receiver did not mark)."""
 
     @abstractmethod
     def verify(self, key: str, sha256: str) -> bool:
@@ -138,6 +149,31 @@ def with_marker(sidecar: dict[str, Any], sha256: str, size: int) -> dict[str, An
     """The sidecar HA reads, describing the stored object, plus our marker (HA ignores
     unknown keys)."""
     return {**sidecar, "size": size, MARKER: {**sidecar.get(MARKER, {}), "sha256": sha256}}
+
+
+FOREIGN = ""  # the occupant of a place nas-receiver did not write (or cannot tell it did)
+UNNAMED = "?"  # ours, written without naming its archive (a direct put, older versions)
+
+
+def marker_archive(sidecar: dict[str, Any] | None) -> str:
+    """The archive whose copy a sidecar describes, from our marker (FOREIGN without one)."""
+    mark = (sidecar or {}).get(MARKER)
+    if not isinstance(mark, dict):
+        return FOREIGN
+    value = mark.get("archive")
+    return value if isinstance(value, str) and value else UNNAMED
+
+
+def refuse_occupied(
+    name: str, key: str, occupant: str | None, sidecar: dict[str, Any], *, resume: bool
+) -> None:
+    """Raise DestinationError unless ``key`` may take the copy ``sidecar`` describes."""
+    if occupant is None or (occupant != FOREIGN and occupant == marker_archive(sidecar)):
+        return
+    if occupant == FOREIGN and resume:
+        return
+    what = "an object nas-receiver did not write" if occupant == FOREIGN else "another archive"
+    raise DestinationError(f"{name}: {key} holds {what}; not replaced", permanent=True)
 
 
 def marker_sha(sidecar: dict[str, Any] | None) -> str | None:

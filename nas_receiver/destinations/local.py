@@ -16,7 +16,9 @@ from .base import (
     OnBytes,
     Payload,
     StoredObject,
+    marker_archive,
     marker_sha,
+    refuse_occupied,
     sidecar_key,
     with_marker,
 )
@@ -37,15 +39,13 @@ class LocalDestination(Destination):
         key: str,
         sidecar: dict[str, Any],
         on_bytes: OnBytes = None,
+        *,
+        resume: bool = False,
     ) -> StoredObject:
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists() and marker_sha(self._sidecar(key)) is None:
-                raise DestinationError(
-                    f"{self.name}: {key} holds an object nas-receiver did not write; not replaced",
-                    permanent=True,
-                )
+            refuse_occupied(self.name, key, self.occupant(key), sidecar, resume=resume)
             if payload.sha256 and target.exists() and sha256_of(target) == payload.sha256:
                 sha = payload.sha256  # already there: a repeated or resumed run
             else:
@@ -62,6 +62,10 @@ class LocalDestination(Destination):
                 permanent=isinstance(err, PermissionError),
             ) from err
         return StoredObject(key, target.stat().st_size, sha, marked)
+
+    def occupant(self, key: str) -> str | None:
+        there = [p for p in (self._path(key), self._path(sidecar_key(key))) if _exists(p)]
+        return marker_archive(self._sidecar(key)) if there else None
 
     def verify(self, key: str, sha256: str) -> bool:
         path = self._path(key)
@@ -88,6 +92,8 @@ class LocalDestination(Destination):
                     on_bytes(len(chunk))
 
     def delete(self, key: str) -> None:
+        if self.occupant(key) is None:
+            return  # nothing there (a deletion a stop cut short, finished by someone)
         if marker_sha(self._sidecar(key)) is None:
             raise DestinationError(
                 f"{self.name}: {key} was not written by nas-receiver; not deleted", permanent=True
@@ -118,3 +124,7 @@ class LocalDestination(Destination):
                 if on_bytes is not None:
                     on_bytes(len(chunk))
         return digest.hexdigest()
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()

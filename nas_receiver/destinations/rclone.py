@@ -23,12 +23,15 @@ from typing import IO, Any
 from ..config import DestinationConfig
 from ..haformat.output import atomic_output
 from .base import (
+    FOREIGN,
     Destination,
     DestinationError,
     OnBytes,
     Payload,
     StoredObject,
+    marker_archive,
     marker_sha,
+    refuse_occupied,
     sidecar_key,
     with_marker,
 )
@@ -52,14 +55,15 @@ class RcloneDestination(Destination):
         self.remote = settings.remote
 
     def put(
-        self, payload: Payload, key: str, sidecar: dict[str, Any], on_bytes: OnBytes = None
+        self,
+        payload: Payload,
+        key: str,
+        sidecar: dict[str, Any],
+        on_bytes: OnBytes = None,
+        *,
+        resume: bool = False,
     ) -> StoredObject:
-        existing = self._sidecar(key)
-        if self._exists(key) and marker_sha(existing) is None:
-            raise DestinationError(
-                f"{self.name}: {key} holds an object nas-receiver did not write; not replaced",
-                permanent=True,
-            )
+        refuse_occupied(self.name, key, self.occupant(key), sidecar, resume=resume)
         if payload.path is not None:
             assert payload.sha256 is not None
             self._run(["copyto", str(payload.path), self._where(key)], f"upload {key}")
@@ -114,6 +118,12 @@ class RcloneDestination(Destination):
                 raise self._error(process.returncode, stderr, f"download {key}")
             if expected and digest.hexdigest() != expected:
                 raise DestinationError(f"{self.name}: {key} came back damaged (SHA-256 differs)")
+
+    def occupant(self, key: str) -> str | None:
+        sidecar = self._sidecar(key)
+        if sidecar is not None:
+            return marker_archive(sidecar)
+        return FOREIGN if self._exists(key) else None
 
     def delete(self, key: str) -> None:
         if self._exists(key) and marker_sha(self._sidecar(key)) is None:

@@ -38,13 +38,16 @@ from ..config import DestinationConfig
 from ..haformat.keys import read_secret
 from ..haformat.output import atomic_output
 from .base import (
+    FOREIGN,
     Destination,
     DestinationError,
     OnBytes,
     Payload,
     Stopped,
     StoredObject,
+    marker_archive,
     marker_sha,
+    refuse_occupied,
     sidecar_key,
     with_marker,
 )
@@ -134,15 +137,17 @@ class S3Destination(Destination):
     # -- the interface ------------------------------------------------------------------------
 
     def put(
-        self, payload: Payload, key: str, sidecar: dict[str, Any], on_bytes: OnBytes = None
+        self,
+        payload: Payload,
+        key: str,
+        sidecar: dict[str, Any],
+        on_bytes: OnBytes = None,
+        *,
+        resume: bool = False,
     ) -> StoredObject:
+        refuse_occupied(self.name, key, self.occupant(key), sidecar, resume=resume)
         existing = self._head(key)
         if existing is not None:
-            if not self._ours(key, existing):
-                raise DestinationError(
-                    f"{self.name}: {key} holds an object nas-receiver did not write; not replaced",
-                    permanent=True,
-                )
             stored_sha = existing.get("Metadata", {}).get(META_SHA)
             if payload.sha256 and stored_sha == payload.sha256:
                 size = int(existing["ContentLength"])
@@ -154,6 +159,12 @@ class S3Destination(Destination):
         else:
             sha, size = self._upload_stream(payload, key, on_bytes)
         return self._finish(key, sidecar, sha, size)
+
+    def occupant(self, key: str) -> str | None:
+        sidecar = self._sidecar(key)
+        if sidecar is not None:
+            return marker_archive(sidecar)
+        return None if self._head(key) is None else FOREIGN
 
     def verify(self, key: str, sha256: str) -> bool:
         head = self._head(key)
