@@ -106,6 +106,9 @@ def test_two_archives_with_one_ha_name_get_places_of_their_own(
         ]
         assert len(set(places)) == 2, (location, places)
         assert PLAIN in places[0] and f"_{rows['bbbbbbbb']['sha256'][:8]}" in places[1]
+    for slug in ("aaaaaaaa", "bbbbbbbb"):  # one archive, one name in every location
+        stems = {Path(c["path"]).name.removesuffix(".tar") for c in rows[slug]["copies"]}
+        assert len(stems) == 1, stems
     library = site / "library" / "home"
     assert sha256(library / f"{PLAIN}.tar") == sha256(first)
     (other,) = (p for p in library.glob("*.tar") if p.name != f"{PLAIN}.tar")
@@ -157,3 +160,75 @@ def test_the_catalog_refuses_two_archives_at_one_place(tmp_path: Path) -> None:
     with pytest.raises(PlaceTaken):
         catalog.finish_copy(other, "/lib/x.tar", "b" * 64, verified=True, now=1)
     catalog.begin_copy("a" * 64, "usb", 2, key="/lib/x.tar")  # another location: its own
+
+
+def test_long_colliding_names_fit_with_their_temporary_names(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: two archives whose 300-character names differ only at the end are both
+    kept, with sidecars, in every location (255 bytes hold a name, its suffix and the
+    temporary name it is written under)."""
+    config_path = _site(tmp_path)
+    site = tmp_path / "site"
+    for letter in "AB":
+        backup = make_backup(password=KEY, name="L" * 300 + letter, slug=f"{letter * 8}")
+        shutil.copyfile(backup, site / "share" / f"{letter}.tar")
+    result = cli(config_path, "scan")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
+    assert len(rows) == 2
+    for row in rows:
+        assert {c["location"] for c in row["copies"]} == {
+            "library",
+            "library-decrypted",
+            "library-browse",
+            "usb",
+        }
+    for tar in (site / "library").rglob("*.tar"):
+        assert tar.with_name(tar.stem + "_meta.json").is_file()
+    assert len(list((site / "usb").rglob("*.metadata.json"))) == 2
+
+
+def test_store_decrypted_mirrors_the_decrypted_copy_encrypted(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: with ``store: decrypted`` the library keeps no original, and the destination
+    still gets every archive, encrypted again on its way (SecureTar, HA's key)."""
+    from nas_receiver.haformat import KeyRing, Verdict, verify_archive
+
+    key = write_key(tmp_path / "key.txt", KEY)
+    config_path = write_config(tmp_path / "site", settle=0, keys=(key,))
+    library = tmp_path / "site" / "library"
+    usb = tmp_path / "site" / "usb"
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"library: {{path: {library}}}", f"library: {{path: {library}, store: decrypted}}"
+        )
+        + f"destinations: [{{name: usb, type: local, path: {usb}, encryption: securetar}}]\n"
+    )
+    shutil.copyfile(make_backup(password=KEY), tmp_path / "site" / "share" / "a.tar")
+    assert cli(config_path, "scan").returncode == 0
+    (copy,) = usb.rglob("*.tar")
+    report = verify_archive(copy, keys=KeyRing([KEY]))
+    assert report.verdict is Verdict.VALID and report.securetar_versions
+    meta = json.loads(copy.with_name(copy.stem + ".metadata.json").read_text())
+    assert meta["protected"] is True
+
+
+def test_a_second_catalog_never_replaces_another_archives_copy(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a reinstalled receiver (a new catalog) sending a different archive under the
+    same HA name to the same destination leaves the first one's copy as it was."""
+    usb = tmp_path / "usb"
+    destination = f"destinations: [{{name: usb, type: local, path: {usb}, encryption: none}}]\n"
+    digests = []
+    for index, slug in enumerate(("aaaaaaaa", "bbbbbbbb")):
+        config_path = write_config(tmp_path / f"site{index}", settle=0)
+        config_path.write_text(config_path.read_text() + destination)
+        backup = make_backup(slug=slug, entities=5 + index)  # same name and date
+        shutil.copyfile(backup, tmp_path / f"site{index}" / "share" / "a.tar")
+        assert cli(config_path, "scan").returncode == 0
+        digests.append(sha256(backup))
+    stored = {sha256(p) for p in usb.rglob("*.tar")}
+    assert stored == set(digests)  # both there, side by side
