@@ -1,0 +1,132 @@
+"""Hostile inputs on the share: each test says what it asserts.
+
+The share is written by other machines: links, FIFOs, names that are not text, files
+replaced under the same name, backup.json text no file system can hold.  Nothing outside
+the site is read or written, nothing hangs, nothing stops the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.builders import KEY, BackupSpec, write_backup, write_key
+from tests.daemon_helpers import cli, cli_command, sha256, wait_for, write_config
+
+MakeBackup = Callable[..., Path]
+
+
+def _site(tmp_path: Path, **kwargs: object) -> Path:
+    key = write_key(tmp_path / "key.txt", KEY)
+    return write_config(tmp_path / "site", settle=0, keys=(key,), **kwargs)  # type: ignore[arg-type]
+
+
+def _rows(config_path: Path) -> list[dict[str, object]]:
+    result = cli(config_path, "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, object]] = json.loads(result.stdout)
+    return rows
+
+
+def test_a_link_in_the_share_is_never_followed(make_backup: MakeBackup, tmp_path: Path) -> None:
+    """Asserts: a symlink named like a backup (to a secret file, to a real backup elsewhere)
+    and a symlinked folder are not read by the scan nor by the file-event path; nothing of
+    theirs reaches the library or the quarantine."""
+    config_path = _site(tmp_path, reconcile="1s")
+    share = tmp_path / "site" / "share"
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copyfile(make_backup(password=KEY), elsewhere / "real.tar")
+    daemon = subprocess.Popen(
+        cli_command(config_path, "run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for((tmp_path / "site" / "data" / "catalog.sqlite3").exists, 30, "start")
+        time.sleep(1)
+        (share / "x.tar").symlink_to(secret)  # seen first as a file event
+        (share / "y.tar").symlink_to(elsewhere / "real.tar")
+        (share / "folder").symlink_to(elsewhere, target_is_directory=True)
+        time.sleep(4)  # events, settling and a rescan or three
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    assert _rows(config_path) == []
+    kept = [p for p in (tmp_path / "site").rglob("*") if p.is_file() and "share" not in p.parts]
+    assert not any(p.suffix == ".tar" for p in kept)
+
+
+def test_a_fifo_in_the_share_does_not_hang_the_scan(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a FIFO named like a backup is left alone and the real backup beside it is
+    verified; the scan ends."""
+    config_path = _site(tmp_path)
+    share = tmp_path / "site" / "share"
+    os.mkfifo(share / "pipe.tar")
+    shutil.copyfile(make_backup(password=KEY), share / "real.tar")
+    result = subprocess.run(
+        cli_command(config_path, "scan", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [r["verdict"] for r in _rows(config_path)] == ["valid"]
+
+
+def test_a_name_that_is_not_text_does_not_stop_the_others(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a file whose name is not valid UTF-8 is reported and left alone; the backup
+    beside it is kept."""
+    config_path = _site(tmp_path)
+    share = tmp_path / "site" / "share"
+    shutil.copyfile(make_backup(password=KEY), os.fsencode(share) + b"/bad\xff\xfe.tar")
+    shutil.copyfile(make_backup(password=KEY, slug="00000002"), share / "good.tar")
+    result = cli(config_path, "scan")
+    assert result.returncode == 0, result.stderr
+    assert "not a UTF-8 file name" in result.stderr
+    assert [r["slug"] for r in _rows(config_path)] == ["00000002"]
+
+
+def test_backup_json_text_no_file_can_hold_is_quarantined(tmp_path: Path) -> None:
+    """Asserts: a lone surrogate in backup.json's name (``"\\udc80"``, which HA's own JSON
+    reader refuses) makes the archive corrupt and quarantined, not a job retried forever."""
+    config_path = _site(tmp_path)
+    spec = BackupSpec(name="x\udc80y", password=KEY)
+    write_backup(tmp_path / "site" / "share" / "odd.tar", spec, tmp_path / "work")
+    result = cli(config_path, "scan")
+    assert result.returncode == 3, result.stderr  # an archive is not valid
+    (row,) = _rows(config_path)
+    assert row["verdict"] == "corrupt"
+    assert [c["location"] for c in row["copies"]] == ["quarantine"]  # type: ignore[index]
+
+
+def test_a_file_replaced_after_verification_is_a_new_arrival(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a backup replaced under the same name with the same size and modification
+    time (``cp -p``, or a coarse network clock) is verified and kept as the new archive."""
+    config_path = _site(tmp_path)
+    share = tmp_path / "site" / "share"
+    first = make_backup(password=KEY, slug="00000001")
+    second = make_backup(password=KEY, slug="00000002")
+    assert first.stat().st_size == second.stat().st_size
+    shutil.copyfile(first, share / "a.tar")
+    stamp = share.joinpath("a.tar").stat().st_mtime_ns
+    assert cli(config_path, "scan").returncode == 0
+    (share / "a.tar").unlink()
+    shutil.copyfile(second, share / "a.tar")
+    os.utime(share / "a.tar", ns=(stamp, stamp))
+    assert cli(config_path, "scan").returncode == 0
+    assert sorted(r["slug"] for r in _rows(config_path)) == ["00000001", "00000002"]
+    assert {sha256(first), sha256(second)} == {r["sha256"] for r in _rows(config_path)}
