@@ -106,6 +106,7 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE sightings ADD COLUMN wait_path TEXT
     """,
 }
+VANISHED = "vanished"  # the detail of a copy found missing rather than deleted
 HOLDING_STATES = ("placing", "present", "marked", "failed")
 
 
@@ -561,13 +562,24 @@ class Catalog:
                 (CopyState.MARKED, now, copy_id),
             )
 
-    def copy_deleted(self, copy_id: int, now: float) -> None:
-        """Second step: the file or object is gone."""
+    def copy_deleted(self, copy_id: int, now: float, *, vanished: bool = False) -> None:
+        """Second step: the file or object is gone.  ``vanished``: not deleted by us but
+        found missing (it is sent again; what retention deleted is not)."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE copies SET state = ?, updated_at = ? WHERE id = ?",
-                (CopyState.DELETED, now, copy_id),
+                "UPDATE copies SET state = ?, updated_at = ?,"
+                " detail = CASE WHEN ? THEN ? ELSE detail END WHERE id = ?",
+                (CopyState.DELETED, now, vanished, VANISHED, copy_id),
             )
+
+    def pruned_at(self, location: str) -> set[str]:
+        """The archives retention deleted from ``location`` (not those found missing)."""
+        rows = self._query(
+            "SELECT DISTINCT sha256 FROM copies WHERE location = ? AND state = ?"
+            " AND COALESCE(detail, '') != ?",
+            (location, CopyState.DELETED, VANISHED),
+        )
+        return {row[0] for row in rows}
 
     # -- uploads under way ---------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from . import prune
 from .catalog import Catalog, SightingState
 from .config import Config
 from .drills import drill_pending
-from .errors import ConfigError, NasReceiverError
+from .errors import ConfigError, NasReceiverError, one_line
 from .health import daily_checks
 from .intake.sightings import Intake, due_sightings
 from .intake.watch import Hint, Watcher
@@ -44,11 +44,12 @@ DAILY = 86400.0
 def prune_all(config: Config, catalog: Catalog) -> int:
     """Apply retention everywhere; return how many archives were deleted.
 
-    A failing prune is logged and never stops the receiver."""
+    A failing prune is logged and never stops the receiver: it is tried again on the next
+    pass."""
     try:
         return len(prune.run(config, catalog)[1])
-    except OSError as err:
-        log.error("prune failed: %s", err)
+    except Exception as err:
+        log.error("prune failed, tried again later: %s", one_line(err))
         return 0
 
 

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import prune
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
 from .destinations.base import (
@@ -40,7 +41,7 @@ from .errors import NasReceiverError
 from .haformat.keys import KeyRing, read_key_file, read_secret
 from .haformat.model import parse_backup_json
 from .haformat.names import safe_base
-from .library import place_candidates, sha256_of
+from .library import clean_partials, place_candidates, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,19 @@ def selected(settings: DestinationConfig, archives: list[dict[str, Any]]) -> lis
     return chosen
 
 
+def to_send(
+    config: Config,
+    catalog: Catalog,
+    settings: DestinationConfig,
+    library: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The library archives this destination should hold: its send filter, then its
+    retention (see ``prune.wanted_at``), oldest first."""
+    offered = selected(settings, library)
+    wanted = prune.wanted_at(config, catalog, settings, offered)
+    return [archive for archive in offered if archive["sha256"] in wanted]
+
+
 def _day(archive: dict[str, Any]) -> str:
     return datetime.fromisoformat(archive["date"]).astimezone().date().isoformat()
 
@@ -181,8 +195,9 @@ class _Mirror:
         self.destination = open_destination(settings, catalog, cancel)
 
     def run(self, now: float, *, waits: bool) -> list[Outcome]:
+        self._clean_partials()
         library = library_archives(self.catalog)
-        archives = selected(self.settings, [archive for archive, _path in library])
+        archives = to_send(self.config, self.catalog, self.settings, [a for a, _p in library])
         paths = {archive["sha256"]: path for archive, path in library}
         owed, todo = [], []
         for archive in archives:
@@ -224,6 +239,13 @@ class _Mirror:
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def _clean_partials(self) -> None:
+        """Remove what a stop left half-written in a local destination (one run at a time
+        works here: nothing else is writing)."""
+        if self.settings.type == "local" and self.settings.path is not None:
+            for partial in clean_partials(self.settings.path):
+                log.info("mirror: %s: removed %s, left by a stop", self.name, partial)
 
     def _key(self, archive: dict[str, Any], *, probe: bool = False) -> str:
         """The archive's key here: one it already holds, else the first no other archive

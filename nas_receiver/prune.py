@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .catalog import Catalog, CopyState
-from .config import Config
+from .config import Config, DestinationConfig
+from .destinations.base import DestinationError
 from .library import remove_path
 from .retention import Candidate, Decision, Holding, Policy, World, apply_floors, select
 
@@ -68,6 +69,8 @@ def run(
     now = datetime.now().astimezone()
     planned: list[Row] = []
     deleted: list[Row] = []
+    if not dry_run:
+        forget_vanished(config, catalog, now.timestamp())
     for location in [only] if only else locations(config):
         rows = plan(config, catalog, location, now=now)
         if not dry_run:
@@ -120,7 +123,11 @@ def delete_copies(
     for decision in permitted:
         if decision.action != "delete":
             continue
-        _delete_archive_at(config, catalog, location, decision.sha256, now)
+        try:
+            _delete_archive_at(config, catalog, location, decision.sha256, now)
+        except DestinationError as err:  # marked: finished by a later run
+            log.warning("prune: %s: %s stays for now: %s", location, decision.name, err)
+            continue
         log.info("pruned from the %s: %s (%s)", location, decision.name, decision.sha256[:12])
         catalog.event(
             "pruned",
@@ -133,11 +140,38 @@ def delete_copies(
 
 
 def finish_marked(config: Config, catalog: Catalog, now: float) -> None:
-    """Complete deletions a killed run had marked but not finished."""
+    """Complete deletions a killed run had marked but not finished.  One that cannot be
+    finished now (a destination away) stays marked for the next run."""
     for copy in catalog.copies():
         if copy.state == CopyState.MARKED:
-            _remove(config, copy.location, copy.path, catalog)
+            try:
+                _remove(config, copy.location, copy.path, catalog)
+            except DestinationError as err:
+                log.warning("prune: %s: finishing a deletion later: %s", copy.location, err)
+                continue
             catalog.copy_deleted(copy.id, now)
+
+
+def forget_vanished(config: Config, catalog: Catalog, now: float) -> list[str]:
+    """Record as gone the copies of our own folders (library, quarantine, local
+    destinations) whose files are no longer there, so that no floor and no deletion relies
+    on them.  Return their paths."""
+    roots = {d.name: d.path for d in config.destinations if d.type == "local" and d.path}
+    gone = []
+    for copy in catalog.copies():
+        if copy.state != CopyState.PRESENT or not copy.path:
+            continue
+        if copy.location in roots:
+            path = roots[copy.location] / copy.path
+        elif copy.location in (*LIBRARY_PARTS, QUARANTINE):
+            path = Path(copy.path)
+        else:
+            continue  # a cloud copy: checked by ``reconcile``
+        if not (path.exists() or path.is_symlink()):
+            log.warning("%s: %s is gone; no longer counted as a copy", copy.location, path)
+            catalog.copy_deleted(copy.id, now, vanished=True)
+            gone.append(str(path))
+    return gone
 
 
 def _parts(location: str) -> tuple[str, ...]:
@@ -209,17 +243,50 @@ def _date(iso: str | None, first_seen: float) -> datetime:
 
 def _world(config: Config, catalog: Catalog, location: str) -> World:
     """Copies elsewhere (the floors look at other locations only), and for the library:
-    every valid archive is expected at every destination before its library copy may go."""
+    each archive a destination wants (see ``wanted_at``) is expected there before its
+    library copy may go."""
     holdings: dict[str, list[Holding]] = {}
     for sha, where, verified in catalog.present_copies(other_than=_parts(location)):
         holdings.setdefault(sha, []).append(Holding(where, verified))
     expected: dict[str, list[str]] = {}
     if location == LIBRARY and config.destinations:
-        names = [d.name for d in config.destinations]
-        expected = {
-            row[0]: names for row in catalog.held_at(_parts(location)) if row[7] == "valid"
-        }  # only valid archives are mirrored
+        from .mirror import library_archives, selected  # mirror builds on prune's layer
+
+        library = [archive for archive, _path in library_archives(catalog)]
+        for destination in config.destinations:
+            offered = selected(destination, library)
+            for sha in wanted_at(config, catalog, destination, offered):
+                expected.setdefault(sha, []).append(destination.name)
     return World(holdings=holdings, expected=expected)
+
+
+def wanted_at(
+    config: Config, catalog: Catalog, destination: DestinationConfig, offered: list[dict[str, Any]]
+) -> set[str]:
+    """The archives ``destination`` should hold: one plan for the mirror and for pruning.
+
+    Of what it holds and what the library offers it (``offered``, through its send filter),
+    what its retention keeps (floors included), less what its retention deleted before:
+    nothing is sent only to be deleted, nor sent again after it was."""
+    pinned = catalog.pinned()
+    pruned = catalog.pruned_at(destination.name)
+    candidates = {c.sha256: c for c in _candidates(catalog, destination.name)}
+    for archive in offered:
+        if archive["sha256"] not in candidates and archive["sha256"] not in pruned:
+            candidates[archive["sha256"]] = Candidate(
+                archive["sha256"],
+                archive["name"] or "",
+                _date(archive["date"], archive["first_seen"]),
+                archive["instance_id"] or archive["source"],
+                archive["kind"] or "manual",
+                archive["verdict"] == "valid",
+                archive["sha256"] in pinned,
+            )
+    everyone = list(candidates.values())
+    policy = destination.retention.policy()
+    world = _world(config, catalog, destination.name)
+    decisions = apply_floors(select(everyone, policy), everyone, destination.name, policy, world)
+    return {d.sha256 for d in decisions if d.action == "keep"}
 
 
 def _quarantine_decisions(

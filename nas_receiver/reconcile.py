@@ -45,7 +45,7 @@ def reconcile(config: Config, settings: DestinationConfig, catalog: Catalog) -> 
             continue
         stored = objects.get(copy.path)
         if stored is None:
-            catalog.copy_deleted(copy.id, now)  # the mirror sends it again
+            catalog.copy_deleted(copy.id, now, vanished=True)  # the mirror sends it again
             report["missing"].append(
                 {
                     "key": copy.path,

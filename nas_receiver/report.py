@@ -22,15 +22,21 @@ _REMOTE_STATES = {
 
 
 def _add_pending(
+    config: Config | None,
     catalog: Catalog,
     destinations: Sequence[DestinationConfig],
     copies: dict[str, list[dict[str, Any]]],
 ) -> None:
-    from .mirror import library_archives, selected
+    from .mirror import library_archives, selected, to_send
 
     library = [archive for archive, _path in library_archives(catalog)]
     for destination in destinations:
-        for archive in selected(destination, library):
+        owed = (
+            to_send(config, catalog, destination, library)
+            if config is not None
+            else selected(destination, library)
+        )
+        for archive in owed:
             held = copies.setdefault(archive["sha256"], [])
             if not any(c["location"] == destination.name for c in held):
                 held.append(
@@ -49,7 +55,9 @@ def _when(epoch: float | None) -> str | None:
 
 
 def list_archives(
-    catalog: Catalog, destinations: Sequence[DestinationConfig] = ()
+    catalog: Catalog,
+    destinations: Sequence[DestinationConfig] = (),
+    config: Config | None = None,
 ) -> list[dict[str, Any]]:
     """Every archive with its verdict and every copy (location, state, path).
 
@@ -79,7 +87,7 @@ def list_archives(
                     attempts=copy.attempts,
                 )
         copies.setdefault(copy.sha256, []).append(entry)
-    _add_pending(catalog, destinations, copies)
+    _add_pending(config, catalog, destinations, copies)
     drills = catalog.latest_drills()
     rows = []
     for archive in catalog.archives():
@@ -181,7 +189,7 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
 def destination_status(config: Config, catalog: Catalog) -> list[dict[str, Any]]:
     """Per destination: copies verified, pending, failing; unhealthy on a refusal or on a
     copy that keeps failing (the user was alerted; the daily status says it again)."""
-    from .mirror import ALERT_AFTER, library_archives, selected
+    from .mirror import ALERT_AFTER, library_archives, to_send
 
     library = [archive for archive, _path in library_archives(catalog)]
     rows = []
@@ -189,7 +197,7 @@ def destination_status(config: Config, catalog: Catalog) -> list[dict[str, Any]]
         copies = catalog.copies(location=destination.name)
         verified = {c.sha256 for c in copies if c.state == CopyState.PRESENT}
         failed = [c for c in copies if c.state == CopyState.FAILED]
-        wanted = {a["sha256"] for a in selected(destination, library)}
+        wanted = {a["sha256"] for a in to_send(config, catalog, destination, library)}
         problems = [
             f"copy failing ({c.attempts} attempts): {c.detail}"
             for c in failed
