@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -47,7 +48,25 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("a duration cannot be negative")
+    return value
+
+
+def _key_file(value: Any) -> Any:
+    """A key file's path, never the key itself (it would be printed in messages)."""
+    if isinstance(value, str) and _INLINE_KEY.match(value.strip()):
+        raise ValueError(
+            "this is an encryption key, not a key file: put the key in a file readable "
+            "only by nas-receiver (chmod 600) and give that file's path"
+        )
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
+KeyFile = Annotated[Path, BeforeValidator(_key_file)]
+_INLINE_KEY = re.compile(r"^[A-Z0-9]{4}(?:-[A-Z0-9]{4}){6}$")
 
 
 class _Section(BaseModel):
@@ -62,7 +81,7 @@ class SourceConfig(_Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
     )
     path: Path = Field(description="the folder (NFS/SMB export) HA writes its backups to")
-    keys: list[Path] = Field(
+    keys: list[KeyFile] = Field(
         default_factory=list, description="key files (bare key or emergency kit), tried in order"
     )
     watch: Literal["inotify", "poll"] = Field(
@@ -83,7 +102,7 @@ class SourceConfig(_Section):
 def _forever_or_duration(value: Any) -> timedelta | None:
     if value is None or (isinstance(value, str) and value.strip().lower() == "forever"):
         return None
-    return parse_duration(value)
+    return _not_negative(parse_duration(value))
 
 
 KeepFor = Annotated[timedelta | None, BeforeValidator(_forever_or_duration)]
@@ -219,7 +238,7 @@ class DestinationConfig(_Section):
         "7z (<name>.tar.7z, AES-256) or none (local only); default: securetar for s3 and "
         "rclone, none for local",
     )
-    key_file: Path | None = Field(
+    key_file: KeyFile | None = Field(
         None, description="securetar key (default: the first key of the archive's source)"
     )
     securetar_version: Literal[2, 3] = Field(3, description="SecureTar version written")

@@ -206,12 +206,7 @@ class Daemon:
             return []
 
     def _prepare_folders(self) -> None:
-        for folder in (self.config.data_dir, self.config.library.path, self.config.quarantine.path):
-            folder.mkdir(parents=True, exist_ok=True)
-        for source in self.config.sources:
-            if not source.path.exists():
-                source.path.mkdir(parents=True, exist_ok=True)
-                log.info("%s: created %s", source.name, source.path)
+        prepare_folders(self.config, self.catalog)
 
     def _start_watcher(self) -> Watcher:
         watcher = Watcher()
@@ -318,23 +313,39 @@ class Daemon:
         return f"{waiting} waiting, {len(self._in_flight)} verifying; {self._last_event}"
 
 
+def prepare_folders(config: Config, catalog: Catalog) -> None:
+    """Make our own folders.  A source folder is never made (that would hide a share that
+    is not mounted, and fill the NAS's own disk): its absence is an alarm, told once.  Only
+    a source inside our data folder (the embedded default's ``incoming/``) is ours to make."""
+    for folder in (config.data_dir, config.library.path, config.quarantine.path):
+        folder.mkdir(parents=True, exist_ok=True)
+    for source in config.sources:
+        if source.path.exists():
+            continue
+        if config.data_dir.resolve() in source.path.resolve().parents:
+            source.path.mkdir(parents=True, exist_ok=True)
+            log.info("%s: created %s", source.name, source.path)
+            continue
+        message = f"{source.path} does not exist: is the share mounted?"
+        log.error("%s: %s", source.name, message)
+        if catalog.last_event_at("share", source.name) is None:
+            catalog.event("share", message, level="error", source=source.name)
+
+
 def scan_once(config: Config, *, clock: Callable[[], float] = time.time) -> list[str]:
     """``nas-receiver scan``: take in every source, process everything due, return verdicts.
 
     Files still changing (not yet settled) are left for a later run.
     """
     with DaemonLock(config.lock_path):
-        for folder in (config.data_dir, config.library.path, config.quarantine.path):
-            folder.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(config.catalog_path)
+        prepare_folders(config, catalog)
         pipeline = Pipeline(config, catalog, clock)
         pipeline.recover()
         intake = Intake(catalog, clock)
         for source in config.sources:
             if source.path.exists():
                 intake.reconcile(source)
-            else:
-                log.error("%s: %s does not exist", source.name, source.path)
         verdicts = []
         for sighting_id, _source in due_sightings(config, catalog, clock()):
             sighting = catalog.sighting(sighting_id)

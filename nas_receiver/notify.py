@@ -31,6 +31,9 @@ NOTIFY_KINDS = (
     "keys",
     "mirror",
     "rot",
+    "space",
+    "job",
+    "share",
 )
 DSM_APP = "SYNO.SDS.nas_receiver"
 TITLES = {
@@ -42,6 +45,9 @@ TITLES = {
     "keys": "A backup key needs attention",
     "mirror": "An off-site copy failed",
     "rot": "A library copy is damaged",
+    "space": "nas-receiver is waiting for disk space",
+    "job": "A backup could not be kept",
+    "share": "A shared folder is missing",
 }
 
 

@@ -153,7 +153,7 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                     f"(expected every {source.expect_every})"
                 )
         if not source.path.exists():
-            problems.append(f"{source.path} does not exist")
+            problems.append(f"{source.path} does not exist: is the share mounted?")
         restorable = [
             drills[a["sha256"]]["at"]
             for a in mine

@@ -38,11 +38,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from ..daemon import scan_once
+    from ..daemon import AlreadyRunning, scan_once
 
     config, _where = _config(args)
     setup_from_config(config)
-    verdicts = scan_once(config)
+    try:
+        verdicts = scan_once(config)
+    except AlreadyRunning:  # the daemon takes the share in by itself: nothing is wrong
+        message = "the daemon is running and takes in the share itself; nothing to do"
+        print(message, file=sys.stderr if args.json else sys.stdout)
+        if args.json:
+            print_json([])
+        return ExitCode.OK
     if args.json:
         print_json(verdicts)
     valid = all(v == "valid" for v in verdicts)

@@ -6,8 +6,10 @@ HA's emergency kit, in which the key is the one ``XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,11 +45,29 @@ def read_key_file(path: str | os.PathLike[str]) -> str:
     """
     path = _credential_path(str(path)) if str(path).startswith(CREDENTIAL_PREFIX) else path
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_small_text(Path(path))
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise KeyFileError(f"{path}: cannot read key file ({reason})") from err
+        raise KeyFileError(f"{path}: cannot read key file ({reason or err})") from err
     return parse_key_text(text, str(path))
+
+
+MAX_SECRET_FILE = 64 << 10  # an emergency kit is about 1 KiB
+
+
+def read_small_text(path: Path) -> str:
+    """The text of a small regular file (a key file, a password file): a FIFO, a device
+    (``/dev/zero``) or anything over 64 KiB is refused before it is read; a UTF-8 byte
+    order mark (Windows editors write one) is dropped.  Raise OSError or UnicodeDecodeError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > MAX_SECRET_FILE:
+            raise OSError(errno.EFBIG, f"larger than {MAX_SECRET_FILE} bytes", str(path))
+        data = file.read(MAX_SECRET_FILE + 1)
+    return data.decode("utf-8-sig")
 
 
 def read_secret(path: str | os.PathLike[str]) -> str:
@@ -59,7 +79,10 @@ def read_secret(path: str | os.PathLike[str]) -> str:
         where = _credential_path(spec) if spec.startswith(CREDENTIAL_PREFIX) else Path(spec)
     except KeyFileError as err:
         raise OSError(str(err)) from err
-    value = where.read_text(encoding="utf-8").strip()
+    try:
+        value = read_small_text(where).strip()
+    except UnicodeDecodeError as err:
+        raise OSError(f"{where}: not UTF-8 text") from err
     if not value:
         raise OSError(f"{where}: empty")
     return value

@@ -113,7 +113,7 @@ def test_random_kills_lose_nothing_and_leave_nothing(
     feeder = Feeder(site / "share", backups)
     outside = _tree(tmp_path, site)
     kills = 0
-    log = (tmp_path / "daemon.log").open("a")
+    log = (site / "daemon.log").open("a")  # inside the site: everything outside is watched
     while kills < KILLS or not feeder.finished:
         feeder.step(rng)
         process = subprocess.Popen(cli_command(config_path, "run"), stdout=log, stderr=log)
