@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 FICLONE = 0x40049409  # from linux/fs.h
 CHUNK = 1 << 20
 PARTIAL_MARK = ".partial-"
+ROOM_MARGIN = 64 << 20
 
 Method = Literal["reflink", "copy"]
 
@@ -73,11 +74,12 @@ def make_writable_tree(folder: Path) -> None:
 
 
 def make_read_only(folder: Path) -> None:
-    """Take write permission from everything under ``folder`` (a browse copy is a record)."""
+    """Make everything under ``folder`` readable by its owner only, and by nobody writable
+    (a browse copy is a record, and holds secrets.yaml): folders 0500, files 0400."""
     for path in sorted(folder.rglob("*"), reverse=True):
         if not path.is_symlink():
-            path.chmod(path.stat().st_mode & ~0o222)
-    folder.chmod(folder.stat().st_mode & ~0o222)
+            path.chmod(0o500 if path.is_dir() else 0o400)
+    folder.chmod(0o500)
 
 
 def sha256_of(path: Path) -> str:
@@ -118,8 +120,11 @@ def clone_into(source: Path, temp: Path) -> Method:
     return "copy"
 
 
-def place(source: Path, final: Path, sha256: str, *, temp: Path | None = None) -> Placed:
-    """Put a checked copy of ``source`` at ``final``, which must be free or hold these bytes.
+def place(
+    source: Path, final: Path, sha256: str, *, temp: Path | None = None, mode: int | None = None
+) -> Placed:
+    """Put a checked copy of ``source`` at ``final``, which must be free or hold these bytes;
+    with ``mode``, the copy gets that mode before it is published.
 
     Raise PlacementError when the copy does not have ``sha256`` (the source changed, or the
     disk lied); nothing is left behind then.
@@ -129,7 +134,10 @@ def place(source: Path, final: Path, sha256: str, *, temp: Path | None = None) -
         return Placed(final, sha256, "copy")
     temp = temp or temp_name(final)
     try:
+        ensure_room(final.parent, source.stat().st_size)
         method = clone_into(source, temp)
+        if mode is not None:
+            temp.chmod(mode)
         copied = sha256_of(temp)  # the source may have been replaced since it was verified
         if copied != sha256:
             raise PlacementError(f"{temp}: copy has SHA-256 {copied}, expected {sha256}")
@@ -139,11 +147,29 @@ def place(source: Path, final: Path, sha256: str, *, temp: Path | None = None) -
     return Placed(final, sha256, method)
 
 
-def write_json(path: Path, value: dict[str, Any]) -> None:
+class NoRoom(OSError):
+    """Not enough room in ``folder``: ``need`` bytes must be free first."""
+
+    def __init__(self, folder: Path, need: int, free: int) -> None:
+        super().__init__(errno.ENOSPC, f"{free} bytes free, {need} needed", str(folder))
+        self.folder = folder
+        self.need = need
+
+
+def ensure_room(folder: Path, size: int) -> None:
+    """Raise NoRoom unless ``size`` bytes and a margin are free in ``folder``: a copy never
+    fills a disk to its last byte (the NAS itself needs some)."""
+    free = shutil.disk_usage(folder).free
+    if free < size + ROOM_MARGIN:
+        raise NoRoom(folder, size + ROOM_MARGIN, free)
+
+
+def write_json(path: Path, value: dict[str, Any], *, mode: int = 0o644) -> None:
     """Write ``path`` atomically (temporary name, fsync, rename over any older version)."""
     temp = temp_name(path)
     try:
-        with temp.open("w", encoding="utf-8") as file:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with open(fd, "w", encoding="utf-8") as file:
             json.dump(value, file, indent=2, ensure_ascii=False)
             file.write("\n")
             file.flush()

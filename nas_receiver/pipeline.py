@@ -18,16 +18,19 @@ from pathlib import Path
 from .catalog import Catalog, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
 from .drill import DrillUnavailable
-from .errors import NasReceiverError, one_line
+from .errors import NasReceiverError, UnsafeArchiveError, one_line
 from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import extract_backup
-from .haformat.names import SUFFIX_ROOM, safe_base, safe_component
+from .haformat.names import SUFFIX_ROOM, inner_base_name, safe_base, safe_component
 from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular
 from .library import (
+    ROOM_MARGIN,
+    NoRoom,
     Placed,
     PlacementError,
     clean_partials,
+    ensure_room,
     holds,
     make_read_only,
     occupied,
@@ -45,8 +48,7 @@ LIBRARY = "library"
 LIBRARY_DECRYPTED = "library-decrypted"
 LIBRARY_BROWSE = "library-browse"
 QUARANTINE = "quarantine"
-ROOM_MARGIN = 64 << 20  # never fill a disk to the last byte
-SPACE_RETRY = 60.0  # a job waiting for room looks again each minute (a cheap check)
+SPACE_RETRY = 60.0  # a disk that filled mid-copy: the job looks again after a minute
 RETRY_FIRST = 60.0  # a failed job: 1 min, doubling to 1 h
 RETRY_LONGEST = 3600.0
 ALERT_AFTER = 3  # failures in a row before the user is told
@@ -152,11 +154,14 @@ class Pipeline:
         now = self.clock()
         attempts = sighting.attempts + 1  # take() counted this attempt
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            folder = self._target_folder(source, report)
-            need = sighting.size + ROOM_MARGIN
+            if isinstance(err, NoRoom):  # seen before writing: due as soon as there is room
+                folder, need, retry = err.folder, err.need, now
+            else:  # the disk filled while writing: look again in a while
+                folder = self._target_folder(source, report)
+                need, retry = 2 * sighting.size + ROOM_MARGIN, now + SPACE_RETRY
             reason = f"waiting for {human_bytes(need)} free in {folder}"
             self.catalog.fail_sighting(
-                sighting.id, reason, now + SPACE_RETRY, wait_bytes=need, wait_path=str(folder)
+                sighting.id, reason, retry, wait_bytes=need, wait_path=str(folder)
             )
             log.error("%s: %s: %s", source.name, sighting.path, reason)
             if sighting.wait_bytes is None:  # entering the state: alert once
@@ -265,7 +270,7 @@ class Pipeline:
             if store == "decrypted":
                 base = decrypted.stem
         if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
-            self._browse(source, archive, folder, base, sha)
+            self._browse(source, archive, folder, base, report)
         if verified and self.config.drill.after_arrival:
             self._drill(source, archive, sha, report)
 
@@ -312,6 +317,7 @@ class Pipeline:
             sha, LIBRARY_DECRYPTED, self.clock(), temp_path=str(final), key=str(final)
         )
         remove_path(final)  # only ever a leftover of this archive's own earlier attempt
+        ensure_room(folder, archive.stat().st_size)
         result = decrypt_backup(archive, final, self.keys(source))
         assert result.sha256 is not None and result.backup is not None
         write_json(_sidecar_of(final), result.backup.agent_backup(result.size, protected=False))
@@ -322,16 +328,32 @@ class Pipeline:
         return final
 
     def _browse(
-        self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
+        self, source: SourceConfig, archive: Path, folder: Path, base: str, report: VerifyReport
     ) -> None:
-        """Unpack the HA configuration read-only, for single files from File Station."""
+        """Unpack the HA part read-only, for single files from File Station.  It is bounded
+        by what the full verification measured inside it, and needs that much room."""
+        assert report.sha256 is not None
+        sha = report.sha256
+        content = sum(
+            inner.content_bytes or 0
+            for inner in report.inner
+            if inner_base_name(inner.name) == "homeassistant"
+        )
         final = self._claim(sha, LIBRARY_BROWSE, place_candidates(folder, base, sha, ""))
+        ensure_room(folder, content)
         temp = temp_name(final)
         copy_id = self.catalog.begin_copy(
             sha, LIBRARY_BROWSE, self.clock(), temp_path=str(temp), key=str(final)
         )
         remove_path(final)  # only ever a leftover of this archive's own earlier attempt
-        result = extract_backup(archive, temp, self.keys(source), members=["homeassistant"])
+        keys, bound = self.keys(source), content + (1 << 20)
+        try:
+            result = extract_backup(archive, temp, keys, members=["homeassistant"], max_bytes=bound)
+        except UnsafeArchiveError as err:  # the archive is kept; only its browse copy is not
+            remove_path(temp)
+            self.catalog.drop_copy(copy_id)
+            log.warning("%s: no browsable copy of %s: %s", source.name, final.name, err)
+            return
         make_read_only(temp)
         temp.rename(final)
         self.catalog.finish_copy(
@@ -359,7 +381,7 @@ class Pipeline:
             "time": self.clock(),
             "sha256": report.sha256,
         }
-        write_json(placed.path.with_name(placed.path.name + ".reason.json"), reason)
+        write_json(placed.path.with_name(placed.path.name + ".reason.json"), reason, mode=0o600)
         why = report.problems[0] if report.problems else str(report.verdict)
         log.warning("%s: quarantined %s: %s: %s", source.name, sighting.path, report.verdict, why)
         self.catalog.event(
@@ -380,7 +402,8 @@ class Pipeline:
         copy_id = self.catalog.begin_copy(
             sha, location, self.clock(), temp_path=str(temp), key=str(final)
         )
-        placed = place(path, final, sha, temp=temp)
+        mode = 0o600 if location == QUARANTINE else None  # damaged, maybe not a backup at all
+        placed = place(path, final, sha, temp=temp, mode=mode)
         self.catalog.finish_copy(
             copy_id,
             str(placed.path),

@@ -8,10 +8,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .catalog import Catalog, CopyState, SightingState
+from .catalog import Catalog, CopyState, Sighting, SightingState
 from .config import Config, DestinationConfig
 
-PENDING = [SightingState.WAITING, SightingState.INCOMPLETE, SightingState.VERIFYING]
+PENDING = [
+    SightingState.WAITING,
+    SightingState.INCOMPLETE,
+    SightingState.VERIFYING,
+    SightingState.FAILED,
+]
 
 
 _REMOTE_STATES = {
@@ -154,6 +159,7 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                 )
         if not source.path.exists():
             problems.append(f"{source.path} does not exist: is the share mounted?")
+        problems += _job_problems(pending)
         restorable = [
             drills[a["sha256"]]["at"]
             for a in mine
@@ -176,7 +182,7 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                 "last_arrival": _when(last_arrival),
                 "last_valid": _when(last_valid),
                 "last_restorable": _when(max(restorable, default=None)),
-                "pending": [{"path": s.path, "state": s.state, "size": s.size} for s in pending],
+                "pending": [_pending(s) for s in pending],
                 "problems": problems,
                 "healthy": not problems,
             }
@@ -184,6 +190,28 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
     destinations = destination_status(config, catalog)
     healthy = all(s["healthy"] for s in sources) and all(d["healthy"] for d in destinations)
     return {"healthy": healthy, "sources": sources, "destinations": destinations}
+
+
+def _pending(sighting: Sighting) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": sighting.path, "state": sighting.state, "size": sighting.size}
+    if sighting.state == SightingState.FAILED:
+        row.update(
+            error=sighting.error, attempts=sighting.attempts, next_try=_when(sighting.next_try)
+        )
+    return row
+
+
+def _job_problems(pending: Sequence[Sighting]) -> list[str]:
+    """Jobs that need the user: waiting for room, or failing again and again."""
+    from .pipeline import ALERT_AFTER
+
+    return [
+        f"{s.path}: {s.error}"
+        + ("" if s.wait_bytes is not None else f" (failed {s.attempts} times)")
+        for s in pending
+        if s.state == SightingState.FAILED
+        and (s.wait_bytes is not None or s.attempts >= ALERT_AFTER)
+    ]
 
 
 def destination_status(config: Config, catalog: Catalog) -> list[dict[str, Any]]:

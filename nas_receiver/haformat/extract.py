@@ -39,6 +39,11 @@ from .verify import METADATA_NAMES
 
 DEFAULT_MAX_BYTES = 256 << 30
 FREE_SPACE_MARGIN = 256 << 20
+# Real HA parts inflate to at most ~20 times their stored size (media and databases do not
+# compress much); deflate can reach 1032.  An inner archive unpacking to more than this many
+# times its stored size (plus a little) is taken for a decompression bomb.
+MAX_RATIO = 256
+RATIO_SLACK = 64 << 20
 
 
 @dataclass
@@ -127,6 +132,8 @@ class _Extraction:
         self.force = force
         self.max_bytes = max_bytes
         self.result = ExtractResult()
+        self._member_limit = max_bytes  # the current inner archive's bound (see MAX_RATIO)
+        self._member_bytes = 0
 
     def entry(self, walker: TarWalker, entry: TarEntry) -> None:
         base = inner_base_name(entry.name)
@@ -149,6 +156,8 @@ class _Extraction:
 
     def _inner(self, walker: TarWalker, entry: TarEntry, base: str) -> None:
         where = f"{entry.name} (at byte {entry.header_offset})"
+        self._member_limit = entry.size * MAX_RATIO + RATIO_SLACK
+        self._member_bytes = 0
         prefix = walker.member_stream().read(min(entry.size, PREFIX_SIZE))
         try:
             fmt = sniff(prefix, entry.size)
@@ -211,6 +220,12 @@ class _Extraction:
             raise UnsafeArchiveError(
                 f"extracting more than the cap of {self.max_bytes} bytes; stopped "
                 "(a decompression bomb, or raise --max-bytes)"
+            )
+        self._member_bytes += size
+        if self._member_bytes > self._member_limit:
+            raise UnsafeArchiveError(
+                f"an inner archive unpacks to more than {MAX_RATIO} times its size; stopped "
+                "(a decompression bomb)"
             )
         free = shutil.disk_usage(target).free
         if size + FREE_SPACE_MARGIN > free:

@@ -117,7 +117,7 @@ def test_random_kills_lose_nothing_and_leave_nothing(
     while kills < KILLS or not feeder.finished:
         feeder.step(rng)
         process = subprocess.Popen(cli_command(config_path, "run"), stdout=log, stderr=log)
-        time.sleep(rng.uniform(0.3, 2.5))
+        time.sleep(rng.uniform(0.2, 1.6))
         if rng.random() < 0.5:
             feeder.step(rng)
             time.sleep(rng.uniform(0.0, 1.0))

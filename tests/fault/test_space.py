@@ -1,0 +1,134 @@
+"""A small disk filling up and growing again, and a job that keeps failing: the daemon waits,
+says why, and goes on by itself.  Each test says what it asserts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from nas_receiver.library import ROOM_MARGIN
+from tests.builders import KEY, write_key
+from tests.conftest import missing
+from tests.daemon_helpers import cli, cli_command, wait_for, write_config
+
+MakeBackup = Callable[..., Path]
+TMPFS_MIB = 96
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of TMPFS_MIB MiB (mounting needs root: CI runs as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        missing("a tmpfs needs root and mount(8)")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        missing(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _site(tmp_path: Path, library: Path) -> Path:
+    key = write_key(tmp_path / "key.txt", KEY)
+    config_path = write_config(tmp_path / "site", settle=0, reconcile="1s", keys=(key,))
+    text = config_path.read_text().replace(
+        f"library: {{path: {tmp_path / 'site' / 'library'}}}", f"library: {{path: {library}}}"
+    )
+    config_path.write_text(text)
+    return config_path
+
+
+def _status(config_path: Path) -> dict[str, object]:
+    result = cli(config_path, "status", "--json")
+    status: dict[str, object] = json.loads(result.stdout)
+    status["exit"] = result.returncode
+    return status
+
+
+def test_a_full_disk_is_waited_for_and_the_work_resumes_by_itself(
+    make_backup: MakeBackup, tmp_path: Path, small_disk: Path
+) -> None:
+    """Asserts: with the library's disk nearly full, the arrival waits ("waiting for N
+    bytes free in PATH"), status is unhealthy and says so, one alert is recorded, the disk
+    is never filled, nothing partial is left; once room appears the archive is kept without
+    a restart."""
+    library = small_disk / "library"
+    config_path = _site(tmp_path, library)
+    filler = small_disk / "filler"
+    with filler.open("wb") as file:  # leave less than the margin a copy needs
+        file.truncate(0)
+        file.write(b"\0" * ((TMPFS_MIB << 20) - ROOM_MARGIN))
+    daemon = subprocess.Popen(
+        cli_command(config_path, "run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        shutil.copyfile(make_backup(password=KEY), tmp_path / "site" / "share" / "a.tar")
+
+        def waiting() -> bool:
+            problems = json.dumps(_status(config_path))
+            return "waiting for" in problems and str(library) in problems
+
+        wait_for(waiting, 60, "the job to wait for room")
+        status = _status(config_path)
+        assert status["exit"] == 3 and status["healthy"] is False
+        assert shutil.disk_usage(small_disk).free > 0
+        assert not [p for p in small_disk.rglob("*") if ".partial-" in p.name]
+        filler.unlink()  # room appears
+        wait_for(lambda: list(library.rglob("*.tar")), 60, "the archive to be kept")
+        wait_for(lambda: _status(config_path)["healthy"] is True, 30, "status to be healthy")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    with sqlite3.connect(tmp_path / "site" / "data" / "catalog.sqlite3") as db:
+        alerts = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'space'").fetchone()[0]
+    assert alerts == 1
+
+
+def test_a_job_that_keeps_failing_is_retried_and_shown_never_stops_the_daemon(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: when the library cannot be written (a file stands where its folder goes),
+    the daemon keeps running, verifies other sources' work, status names the failing file
+    and its reason; once the obstacle is gone the archive is kept on a later try."""
+    config_path = write_config(tmp_path / "site", settle=0, reconcile="1s")
+    library = tmp_path / "site" / "library"
+    library.mkdir(parents=True)
+    (library / "home").write_text("not a folder")  # where the source's library folder goes
+    daemon = subprocess.Popen(
+        cli_command(config_path, "run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        shutil.copyfile(make_backup(), tmp_path / "site" / "share" / "a.tar")
+
+        def failing() -> bool:
+            pending = _status(config_path)["sources"][0]["pending"]  # type: ignore[index]
+            return any(p["state"] == "failed" and p.get("error") for p in pending)
+
+        wait_for(failing, 60, "the job to be recorded as failed")
+        assert daemon.poll() is None  # still running
+        (library / "home").unlink()
+        with sqlite3.connect(tmp_path / "site" / "data" / "catalog.sqlite3") as db:
+            (next_try,) = db.execute("SELECT next_try FROM sightings").fetchone()
+            assert next_try > time.time() + 30  # backoff: the first retry is a minute later
+            db.execute("UPDATE sightings SET next_try = 0")  # as if that minute had passed
+        wait_for(lambda: list(library.rglob("*.tar")), 60, "a retry to keep the archive")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
