@@ -284,11 +284,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
-        print(f"{args.archive}: {report.verdict}")
+        say(f"{args.archive}: {report.verdict}")
         for check in report.checks:
-            print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+            mark = "skip" if check.skipped else "ok  " if check.ok else "FAIL"
+            say(f"  {mark} {check.name}: {check.detail}")
         for change in report.suspicious:
-            print(f"  suspicious: {change}")
+            say(f"  suspicious: {change}")
     return ExitCode.OK if report.verdict == RESTORABLE else ExitCode.NOT_VALID
 
 
