@@ -36,6 +36,9 @@ NOTIFY_KINDS = (
     "share",
 )
 DSM_APP = "SYNO.SDS.nas_receiver"
+# DSM 7: i18n keys of a package start with its name, and are listed in ui/config's
+# preloadTexts (spk/target/ui/config; a test checks they agree).
+I18N_PREFIX = "nas-receiver:notify:"
 TITLES = {
     "quarantine": "A backup was quarantined",
     "drill": "A backup is not restorable",
@@ -73,8 +76,8 @@ class DsmDesktop:
                 "-c",
                 DSM_APP,
                 self.target,
-                f"nas_receiver:notify:title_{kind}",
-                f"nas_receiver:notify:body_{kind}",
+                f"{I18N_PREFIX}title_{kind}",
+                f"{I18N_PREFIX}body_{kind}",
             ],
             check=True,
             timeout=30,

@@ -79,7 +79,7 @@ for arch in "${ARCHES[@]}"; do
     cat > "$outer/INFO" <<INFO
 package="nas-receiver"
 version="$VERSION-$BUILD"
-os_min_ver="7.0-40000"
+os_min_ver="7.0-41201"
 displayname="nas-receiver"
 description="Watches the shared folder Home Assistant writes its backups to, verifies every backup in full (decrypted and checksummed), keeps a library of verified backups, quarantines damaged ones, applies retention and mirrors encrypted copies off-site."
 arch="$(dsm_arch "$arch")"

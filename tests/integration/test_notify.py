@@ -80,8 +80,8 @@ def test_quarantine_alert_reaches_dsm_and_apprise(
     assert "bad.tar: corrupt" in body
     calls = record.read_text().splitlines()
     assert (
-        f"-c {DSM_APP} @administrators nas_receiver:notify:title_quarantine "
-        "nas_receiver:notify:body_quarantine" in calls
+        f"-c {DSM_APP} @administrators nas-receiver:notify:title_quarantine "
+        "nas-receiver:notify:body_quarantine" in calls
     )
     before = len(received)
     deliver(Catalog(config.catalog_path), channels_from(config.notify))

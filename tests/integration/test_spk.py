@@ -96,7 +96,7 @@ def test_package_layout_follows_dsm(spk_files: dict[str, Path], arch: str) -> No
         assert not set(":/><|=") & set(info["package"])
         assert re.fullmatch(r"\d+(?:[._-]\d+)*-\d{4}", info["version"])
         assert info["version"].startswith(f"{VERSION[1] if VERSION else ''}-")
-        assert info["os_min_ver"] >= "7.0-40000"
+        assert info["os_min_ver"] >= "7.0-41201"  # the shares/ links exist from there
         assert info["arch"] == {"x86_64": "x86_64", "aarch64": "armv8"}[arch]
         payload = _read(spk, "package.tgz")
         assert info["checksum"] == hashlib.md5(payload, usedforsecurity=False).hexdigest()
@@ -130,10 +130,12 @@ def test_package_layout_follows_dsm(spk_files: dict[str, Path], arch: str) -> No
         ui_config = json.loads(inner.extractfile("./ui/config").read())  # type: ignore[union-attr]
         assert info["dsmappname"] in ui_config[".url"]
         strings = inner.extractfile("./ui/texts/enu/strings").read().decode()  # type: ignore[union-attr]
-        from nas_receiver.notify import NOTIFY_KINDS
+        from nas_receiver.notify import I18N_PREFIX, NOTIFY_KINDS
 
-        for kind in NOTIFY_KINDS:  # every key synodsmnotify is given exists
+        preload = set(ui_config[".url"][info["dsmappname"]]["preloadTexts"])
+        for kind in NOTIFY_KINDS:  # every key synodsmnotify is given exists, and is preloaded
             assert f"title_{kind}=" in strings and f"body_{kind}=" in strings
+            assert {f"{I18N_PREFIX}title_{kind}", f"{I18N_PREFIX}body_{kind}"} <= preload
         wheels = [Path(n).name for n in inner_names if n.endswith(".whl")]
     _check_wheelhouse(wheels, arch)
 
@@ -204,6 +206,7 @@ class FakeDsm:
             # this machine's interpreter stands in for SynoCommunity's python311 package
             "NAS_RECEIVER_PYTHON": sys.executable,
             "NAS_RECEIVER_STOP_GRACE": "20",
+            "NAS_RECEIVER_PACKAGES": str(self.root / "var/packages"),
         }
         return {**env, **(wizard or {})}
 
