@@ -378,11 +378,13 @@ class Catalog:
     def finish_sighting(
         self, sighting_id: int, state: str, sha256: str | None, verdict: str | None
     ) -> None:
+        """Record the verdict of a verification.  A file seen changed meanwhile (``observe``
+        set it waiting again) keeps waiting: what was verified is not what is there now."""
         with self.transaction() as db:
             db.execute(
                 "UPDATE sightings SET state = ?, sha256 = ?, verdict = ?, error = NULL,"
-                " next_try = NULL, wait_bytes = NULL, wait_path = NULL WHERE id = ?",
-                (state, sha256, verdict, sighting_id),
+                " next_try = NULL, wait_bytes = NULL, wait_path = NULL WHERE id = ? AND state = ?",
+                (state, sha256, verdict, sighting_id, SightingState.VERIFYING),
             )
 
     def release(self, sighting_id: int) -> None:

@@ -41,11 +41,17 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise ValueError(f"{value!r} is not a usable duration") from None
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 2h, 8d)")
-    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    try:
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long a duration") from None
 
 
 def _not_negative(value: timedelta) -> timedelta:
@@ -56,7 +62,7 @@ def _not_negative(value: timedelta) -> timedelta:
 
 def _key_file(value: Any) -> Any:
     """A key file's path, never the key itself (it would be printed in messages)."""
-    if isinstance(value, str) and _INLINE_KEY.match(value.strip()):
+    if isinstance(value, str) and _INLINE_KEY.search(value.upper()):
         raise ValueError(
             "this is an encryption key, not a key file: put the key in a file readable "
             "only by nas-receiver (chmod 600) and give that file's path"
@@ -66,7 +72,7 @@ def _key_file(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
 KeyFile = Annotated[Path, BeforeValidator(_key_file)]
-_INLINE_KEY = re.compile(r"^[A-Z0-9]{4}(?:-[A-Z0-9]{4}){6}$")
+_INLINE_KEY = re.compile(r"[A-Z0-9]{4}(?:\s*-\s*[A-Z0-9]{4}){6}")  # HA's key, however typed
 
 
 class _Section(BaseModel):
@@ -88,7 +94,10 @@ class SourceConfig(_Section):
         "inotify", description="inotify on the NAS itself; poll for network mounts"
     )
     settle_seconds: float = Field(
-        30, ge=0, description="a file unchanged this long is a candidate for verification"
+        30,
+        ge=0,
+        allow_inf_nan=False,
+        description="a file unchanged this long is a candidate for verification",
     )
     give_up: Duration = Field(
         timedelta(hours=6),

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0
 DAILY = 86400.0
+PASS_RETRY = 10.0  # after a pass failed as a whole
 
 
 def prune_all(config: Config, catalog: Catalog) -> int:
@@ -159,7 +160,11 @@ class Daemon:
                     if self._reload_requested:
                         pipeline, intake, watcher = self._do_reload(pipeline, intake, watcher)
                         channels = self._channels()
-                    self._pass(pool, pipeline, intake, watcher)
+                    try:
+                        self._pass(pool, pipeline, intake, watcher)
+                    except Exception as err:
+                        log.error("this pass failed, trying again shortly: %s", one_line(err))
+                        self._pause(PASS_RETRY)
                     if self._sending is None or self._sending.done():  # alerts: own thread
                         self._sending = alerts.submit(deliver, self.catalog, channels)
                     self.notifier.heartbeat(self._status())
@@ -271,6 +276,12 @@ class Daemon:
             self._last_event = f"last verdict: {verdict}"
         return verdict is not None and verdict != "incomplete"
 
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop_requests:
+            self.notifier.heartbeat(f"waiting after a failed pass; {self._last_event}")
+            time.sleep(0.5)
+
     def _wait_for_work(self, watcher: Watcher) -> None:
         deadline = time.monotonic() + TICK
         while time.monotonic() < deadline and not self._stop_requests:
@@ -370,5 +381,12 @@ def mirror_when_free(
         mirror_once(config, catalog, cancel=cancel)
     except MirrorBusy as busy:
         log.info("mirror: %s; later", busy)
+        return
     except Exception:
         log.exception("mirror: the run failed; it is tried again on the next pass")
+        return
+    for destination in config.destinations:  # what the copies made old goes now, not later
+        try:
+            prune.run(config, catalog, only=destination.name)
+        except Exception as err:
+            log.error("prune of %s failed: %s", destination.name, one_line(err))

@@ -47,14 +47,17 @@ def temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
 
 
-def clean_partials(folder: Path) -> list[Path]:
-    """Remove temporary files a killed process left in ``folder`` (and below).  Return them."""
+def clean_partials(folder: Path, *, depth: int) -> list[Path]:
+    """Remove temporary files a killed process left in ``folder``, at most ``depth`` levels
+    down (deeper lies what came out of backups, such as a browse copy's files, which may
+    be named anything).  Return them."""
     removed: list[Path] = []
-    if not folder.exists():
-        return removed
-    for path in sorted(folder.rglob(f".*{PARTIAL_MARK}*"), reverse=True):
-        remove_path(path)
-        removed.append(path)
+    for level in range(1, depth + 1):
+        pattern = "/".join(["*"] * (level - 1) + [f".*{PARTIAL_MARK}*"])
+        for path in sorted(folder.glob(pattern), reverse=True):
+            if path.exists() or path.is_symlink():
+                remove_path(path)
+                removed.append(path)
     return removed
 
 

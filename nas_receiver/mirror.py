@@ -98,8 +98,9 @@ def object_keys(settings: DestinationConfig, archive: dict[str, Any], *, packed:
     base = safe_base(backup.name, datetime.fromisoformat(backup.display_date))
     prefix = settings.prefix.strip("/")
     suffix = ".tar.7z" if packed else ".tar"
-    stems = [Path(archive["library_name"]).stem] if archive.get("library_name") else []
-    stems += [p.stem for p in place_candidates(Path(), base, archive["sha256"], "")]
+    named = archive.get("library_name")
+    stems = [str(named).removesuffix(".tar")] if named else []
+    stems += [p.name for p in place_candidates(Path(), base, archive["sha256"], "")]
     keys = [f"{prefix}/{stem}{suffix}" if prefix else f"{stem}{suffix}" for stem in stems]
     return list(dict.fromkeys(keys))
 
@@ -244,7 +245,8 @@ class _Mirror:
         """Remove what a stop left half-written in a local destination (one run at a time
         works here: nothing else is writing)."""
         if self.settings.type == "local" and self.settings.path is not None:
-            for partial in clean_partials(self.settings.path):
+            depth = len(Path(self.settings.prefix.strip("/")).parts) + 1
+            for partial in clean_partials(self.settings.path, depth=depth):
                 log.info("mirror: %s: removed %s, left by a stop", self.name, partial)
 
     def _key(self, archive: dict[str, Any], *, probe: bool = False) -> str:
@@ -392,8 +394,9 @@ class _Mirror:
         try:
             password = read_secret(self.settings.password_file)
         except OSError as err:
-            raise DestinationError(
-                f"{self.name}: cannot read password_file: {err}", permanent=True
+            raise DestinationError(  # the configured value is never shown: it may be a secret
+                f"{self.name}: cannot read password_file ({err.strerror or 'unreadable'})",
+                permanent=True,
             ) from err
         target.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(target.parent).free

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from .catalog import Catalog, CopyState, Sighting, SightingState
+from .catalog import Catalog, Copy, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
 from .drill import DrillUnavailable
 from .errors import NasReceiverError, UnsafeArchiveError, one_line
@@ -52,6 +52,7 @@ SPACE_RETRY = 60.0  # a disk that filled mid-copy: the job looks again after a m
 RETRY_FIRST = 60.0  # a failed job: 1 min, doubling to 1 h
 RETRY_LONGEST = 3600.0
 ALERT_AFTER = 3  # failures in a row before the user is told
+LIBRARY_DEPTH = 3  # <library>/<source>/decrypted/<file>: where our partial files can be
 LOCAL_LOCATIONS = (LIBRARY, LIBRARY_DECRYPTED, LIBRARY_BROWSE, QUARANTINE)
 KEPT_UNVERIFIED = {Verdict.KEY_REQUIRED, Verdict.WRONG_KEY}
 
@@ -81,15 +82,23 @@ class Pipeline:
         for sighting in self.catalog.sightings(states=[SightingState.VERIFYING]):
             self.catalog.release(sighting.id)
         for copy in self.catalog.copies():
-            if copy.state == CopyState.PLACING:
-                if copy.temp_path:
-                    remove_path(Path(copy.temp_path))
-                if copy.path and copy.location in LOCAL_LOCATIONS:
-                    remove_path(Path(copy.path))  # published, but never recorded as present
-                self.catalog.drop_copy(copy.id)
+            # A destination's copy under way is the mirror's to finish (it knows the object
+            # cut short before its sidecar is its own from this row).
+            if copy.state == CopyState.PLACING and copy.location in LOCAL_LOCATIONS:
+                self._undo(copy)
         for folder in (self.config.library.path, self.config.quarantine.path):
-            for path in clean_partials(folder):
+            for path in clean_partials(folder, depth=LIBRARY_DEPTH):
                 log.info("removed a temporary file left by a stop: %s", path)
+
+    def _undo(self, copy: Copy) -> None:
+        """Remove a copy of ours that was begun and never recorded as finished, with the
+        files written beside it (the place was claimed for it: they are ours too)."""
+        if copy.temp_path:
+            remove_path(Path(copy.temp_path))
+        if copy.path:
+            for path in (Path(copy.path), *_companions(Path(copy.path))):
+                remove_path(path)
+        self.catalog.drop_copy(copy.id)
 
     def process(self, sighting: Sighting, cancel: threading.Event | None = None) -> str | None:
         """Verify and keep one sighting.  Return its verdict, or None if it was not taken.
@@ -128,6 +137,7 @@ class Pipeline:
             return None
         keys = self.keys(source)
         report = verify_archive(opened.path, keys=keys, on_bytes=_canceller(cancel))
+        report.path = str(source.path / sighting.path)  # the name, not the descriptor read
         if opened.current() != opened.identity:
             log.info("%s: %s changed while verified; looked at again", source.name, sighting.path)
             self.catalog.release(sighting.id)
@@ -199,10 +209,7 @@ class Pipeline:
         """Remove the files of this archive's copies that were begun and never finished."""
         for copy in self.catalog.copies(sha):
             if copy.state == CopyState.PLACING and copy.location in LOCAL_LOCATIONS:
-                for path in (copy.temp_path, copy.path):
-                    if path:
-                        remove_path(Path(path))
-                self.catalog.drop_copy(copy.id)
+                self._undo(copy)
 
     def _keep(
         self, source: SourceConfig, sighting: Sighting, report: VerifyReport, archive: Path
@@ -260,6 +267,8 @@ class Pipeline:
                 )
             else:
                 log.info("%s: already in the library: %s", source.name, original.name)
+                if not _sidecar_of(original).exists():  # a stop came between the two
+                    write_json(_sidecar_of(original), report.backup.agent_backup(report.size))
             archive = original
             base = original.stem  # one archive, one name: its copies follow the library's
         if store != "original" and decryptable:
@@ -346,6 +355,7 @@ class Pipeline:
             sha, LIBRARY_BROWSE, self.clock(), temp_path=str(temp), key=str(final)
         )
         remove_path(final)  # only ever a leftover of this archive's own earlier attempt
+        temp.mkdir(mode=0o700)  # decrypted contents: private while they are written, too
         keys, bound = self.keys(source), content + (1 << 20)
         try:
             result = extract_backup(archive, temp, keys, members=["homeassistant"], max_bytes=bound)

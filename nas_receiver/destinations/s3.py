@@ -604,8 +604,10 @@ class S3Destination(Destination):
                     "aws_secret_access_key": read_secret(settings.secret_access_key_file),
                 }
             except OSError as err:
-                raise DestinationError(
-                    f"{self.name}: cannot read a credentials file: {err}", permanent=True
+                raise DestinationError(  # the configured paths are never shown: maybe secrets
+                    f"{self.name}: cannot read access_key_id_file or secret_access_key_file"
+                    f" ({err.strerror or 'unreadable'})",
+                    permanent=True,
                 ) from err
         compat = settings.checksums == "compat"
         config = BotoConfig(

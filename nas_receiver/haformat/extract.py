@@ -38,7 +38,7 @@ from .tarstream import ByteSource, FileLike, MemberCut, TarEntry, TarFormatError
 from .verify import METADATA_NAMES
 
 DEFAULT_MAX_BYTES = 256 << 30
-FREE_SPACE_MARGIN = 256 << 20
+FREE_SPACE_MARGIN = 64 << 20  # as library.ROOM_MARGIN: never the disk's last bytes
 # Real HA parts inflate to at most ~20 times their stored size (media and databases do not
 # compress much); deflate can reach 1032.  An inner archive unpacking to more than this many
 # times its stored size (plus a little) is taken for a decompression bomb.

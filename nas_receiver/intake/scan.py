@@ -94,7 +94,12 @@ def stat_one(root: Path, relative: str) -> SeenFile | None:
     not a regular file reached without a symbolic link (a link is never followed)."""
     path = root / relative
     parts = Path(relative).parts
-    if not is_archive_name(path.name) or any(ignored_dir(p) for p in parts[:-1]):
+    if (
+        not is_text(relative)
+        or not is_archive_name(path.name)
+        or len(parts) > MAX_DEPTH + 1  # as deep as the rescan looks, no deeper
+        or any(ignored_dir(p) for p in parts[:-1])
+    ):
         return None
     try:
         stat = lstat_regular(root, relative)

@@ -20,7 +20,8 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import NasReceiverError
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -86,7 +87,7 @@ def _open(root: Path, relative: str) -> Iterator[int]:
     parts = PurePosixPath(relative).parts
     if not parts or any(part in ("", ".", "..") or "/" in part for part in parts):
         raise NotRegularFile(f"{root}/{relative}: not a plain path inside the share")
-    folder = os.open(root, _DIR_FLAGS)
+    folder = os.open(root, _ROOT_FLAGS)  # the configured folder itself may be a link
     try:
         for part in parts[:-1]:
             try:

@@ -130,3 +130,88 @@ def test_a_file_replaced_after_verification_is_a_new_arrival(
     assert cli(config_path, "scan").returncode == 0
     assert sorted(r["slug"] for r in _rows(config_path)) == ["00000001", "00000002"]
     assert {sha256(first), sha256(second)} == {r["sha256"] for r in _rows(config_path)}
+
+
+def test_a_replacement_during_keeping_is_not_marked_done(tmp_path: Path) -> None:
+    """Asserts: a file seen changed while its verification was being kept stays waiting
+    (the verdict was of the old bytes), so the new bytes are verified too."""
+    from nas_receiver.catalog import Catalog, SightingState
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    catalog.observe("home", "a.tar", 10, 1, 0.0, identity="1:1")
+    (sighting,) = catalog.sightings("home")
+    assert catalog.take(sighting.id, 10, 1)
+    assert catalog.observe("home", "a.tar", 10, 1, 5.0, identity="2:2") == "changed"
+    catalog.finish_sighting(sighting.id, SightingState.DONE, "f" * 64, "valid")
+    (after,) = catalog.sightings("home")
+    assert after.state == SightingState.WAITING
+
+
+def test_event_paths_are_held_to_the_rescans_rules(tmp_path: Path) -> None:
+    """Asserts: a file event for a folder whose name is not UTF-8, or deeper than the rescan
+    looks, is not taken in (the catalog keeps only text; the rescan would call it gone)."""
+    from nas_receiver.intake.scan import MAX_DEPTH, stat_one
+
+    odd = os.fsencode(tmp_path) + b"/bad\xff"
+    os.mkdir(odd)
+    with open(odd + b"/x.tar", "wb") as file:
+        file.write(b"x")
+    assert stat_one(tmp_path, os.fsdecode(b"bad\xff/x.tar")) is None
+    deep = tmp_path.joinpath(*[f"d{i}" for i in range(MAX_DEPTH + 1)])
+    deep.mkdir(parents=True)
+    (deep / "x.tar").write_bytes(b"x")
+    assert stat_one(tmp_path, str((deep / "x.tar").relative_to(tmp_path))) is None
+
+
+def test_a_source_folder_that_is_a_link_works(make_backup: MakeBackup, tmp_path: Path) -> None:
+    """Asserts: the configured folder itself may be a link (/volume1/ha -> /volume2/ha): the
+    admin's own choice; links below it are still never followed."""
+    config_path = _site(tmp_path)
+    share = tmp_path / "site" / "share"
+    real = tmp_path / "volume2"
+    share.rename(real)
+    share.symlink_to(real, target_is_directory=True)
+    shutil.copyfile(make_backup(password=KEY), real / "a.tar")
+    assert cli(config_path, "scan").returncode == 0
+    assert [r["verdict"] for r in _rows(config_path)] == ["valid"]
+
+
+def test_recovery_never_touches_what_came_out_of_a_backup(tmp_path: Path) -> None:
+    """Asserts: a backup holding a file named like our temporary files keeps it in its browse
+    copy across restarts (recovery looks only where our own partial files can be)."""
+    from tests.builders import make_addon_data, make_ha_config, write_backup_from
+
+    config_path = _site(tmp_path)
+    library = tmp_path / "site" / "library"
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"library: {{path: {library}}}", f"library: {{path: {library}, browse: true}}"
+        )
+    )
+    ha = make_ha_config(tmp_path / "work" / "ha", entities=4)
+    (ha / ".storage" / ".x.partial-1").write_text("{}")
+    parts = [("homeassistant", ha), ("core_mosquitto", make_addon_data(tmp_path / "a", "x"))]
+    spec = BackupSpec(password=KEY, folders=(), addons=("core_mosquitto",))
+    write_backup_from(tmp_path / "site" / "share" / "a.tar", spec, parts)
+    assert cli(config_path, "scan").returncode == 0
+    assert cli(config_path, "scan").returncode == 0  # recovery runs at every start
+    (kept,) = library.rglob(".x.partial-1")
+    assert "data/.storage" in str(kept)
+
+
+def test_a_stop_between_the_copy_and_its_sidecar_is_finished(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a library copy whose ``_meta.json`` a stop prevented gets it when the file is
+    looked at again, so HA lists it."""
+    import sqlite3
+
+    config_path = _site(tmp_path)
+    shutil.copyfile(make_backup(password=KEY), tmp_path / "site" / "share" / "a.tar")
+    assert cli(config_path, "scan").returncode == 0
+    (meta,) = (tmp_path / "site" / "library").rglob("*_meta.json")
+    meta.unlink()
+    with sqlite3.connect(tmp_path / "site" / "data" / "catalog.sqlite3") as db:
+        db.execute("UPDATE sightings SET state = 'verifying'")  # as a kill leaves it
+    assert cli(config_path, "scan").returncode == 0
+    assert meta.is_file()

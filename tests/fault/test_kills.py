@@ -143,7 +143,13 @@ def _run_until_done(config_path: Path, site: Path, feeder: Feeder, log: object) 
             status = cli(config_path, "list", "--json")
             rows = json.loads(status.stdout) if status.returncode == 0 else []
             verdicts = {r["verdict"] for r in rows}
-            settled = len(rows) == len(feeder.written) and "incomplete" not in verdicts
+            valid = sum(r["verdict"] == "valid" for r in rows)
+            at_usb = sum(c["location"] == "usb" for r in rows for c in r["copies"])
+            settled = (
+                len(rows) == len(feeder.written)
+                and "incomplete" not in verdicts
+                and at_usb == min(3, valid)  # the destination's plan carried out
+            )
             if settled and not _waiting(site):
                 break
         process.send_signal(signal.SIGTERM)

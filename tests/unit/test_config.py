@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -168,3 +169,29 @@ def test_securetar_destination_needs_a_key() -> None:
     text = keyless + "destinations: [{name: c2, type: s3, bucket: b}]\n"
     with pytest.raises(ConfigError, match="has no key_file and source"):
         parse_config(text, "c.yaml")
+
+
+@pytest.mark.parametrize(
+    "inline",
+    [
+        "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ12",
+        "Encryption key: ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ12",
+        "abcd - efgh - ijkl - mnop - qrst - uvwx - yz12",
+    ],
+)
+def test_a_key_written_into_the_config_is_refused_unprinted(tmp_path: Path, inline: str) -> None:
+    text = GOOD.replace("keys: [keys/home.txt]", f"keys: [{json.dumps(inline)}]")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "encryption key, not a key file" in str(err.value)
+    assert "EFGH" not in str(err.value).upper()
+
+
+@pytest.mark.parametrize("value", ["-3600", "-1d", "99999999999d"])
+def test_absurd_durations_are_config_errors(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD.replace("expect_every: 8d", f"expect_every: {value}"))
+    with pytest.raises(ConfigError, match="expect_every"):
+        load_config(path)

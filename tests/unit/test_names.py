@@ -80,3 +80,29 @@ def test_ha_names_that_are_safe_stay_exactly_as_ha_makes_them() -> None:
 )
 def test_inner_base_names_are_plain(member: str, base: str | None) -> None:
     assert inner_base_name(member) == base
+
+
+def test_destination_keys_keep_has_time_and_fall_back_to_sha_suffixes() -> None:
+    """HA's times hold dots (04.45): the variants add to the whole name, never cut it."""
+    import json
+
+    from nas_receiver.config import DestinationConfig
+    from nas_receiver.mirror import object_keys
+
+    settings = DestinationConfig.model_validate(
+        {"name": "usb", "type": "local", "path": "/x", "encryption": "none"}
+    )
+    archive = {
+        "sha256": "0123456789abcdef" * 4,
+        "backup_json": json.dumps(
+            {"slug": "a", "name": "Automatic backup", "date": DATE.isoformat(), "type": "full"}
+        ),
+    }
+    base = "homeassistant/Automatic_backup_2026-11-20_04.45_00000000"
+    assert object_keys(settings, archive, packed=False) == [
+        f"{base}.tar",
+        f"{base}_01234567.tar",
+        f"{base}_0123456789abcdef.tar",
+    ]
+    named = {**archive, "library_name": "Automatic_backup_2026-11-20_04.45_00000000_aa.tar"}
+    assert object_keys(settings, named, packed=True)[0] == f"{base}_aa.tar.7z"
