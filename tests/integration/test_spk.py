@@ -324,6 +324,13 @@ def test_bad_wizard_answer_is_reported_in_package_center(dsm: FakeDsm) -> None:
     assert "may not be empty or contain '/'" in dsm.install_log.read_text()
 
 
+def test_one_share_for_ha_and_library_is_refused(dsm: FakeDsm) -> None:
+    wizard = {"wizard_ha_share": "homeassistant", "wizard_library_share": "homeassistant"}
+    result = dsm.script("preinst", wizard=wizard)
+    assert result.returncode == 1
+    assert "a shared folder of its own" in dsm.install_log.read_text()
+
+
 def test_start_reports_a_daemon_that_cannot_start(dsm: FakeDsm) -> None:
     wizard = {"wizard_ha_share": "ha", "wizard_library_share": "lib"}
     _ok(dsm.script("postinst", wizard=wizard))
