@@ -282,19 +282,15 @@ CORE_EXCLUDES = ("**/__pycache__/*", "*.db-shm", "*.log", "*.log.*", "OZW_Log.tx
 
 def _add_supervisor_settings(tar: tarfile.TarFile) -> None:
     """Supervisor's ``backup.add(temp, arcname=".")`` of a folder holding its settings."""
-    folder = tarfile.TarInfo(".")
-    folder.type = tarfile.DIRTYPE
-    folder.mode = 0o700
-    folder.mtime = int(time.time())
-    tar.addfile(folder)
+    _add_dot(tar, mode=0o700)
     settings = {"version": "2026.11.1", "boot": True, "image": "homeassistant", "port": 8123}
     _add_bytes(tar, "./homeassistant.json", json.dumps(settings).encode())
 
 
-def _add_dot(tar: tarfile.TarFile) -> None:
+def _add_dot(tar: tarfile.TarFile, *, mode: int = 0o755) -> None:
     folder = tarfile.TarInfo(".")
     folder.type = tarfile.DIRTYPE
-    folder.mode = 0o755
+    folder.mode = mode
     folder.mtime = int(time.time())
     tar.addfile(folder)
 
