@@ -241,7 +241,7 @@ class Catalog:
                     db.execute(statement)
             if row is None:
                 db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            else:
+            elif version != SCHEMA_VERSION:  # no write when there is nothing to change
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
