@@ -434,6 +434,20 @@ class Catalog:
         rows = self._query("SELECT * FROM archives ORDER BY date, sha256")
         return [dict(row) for row in rows]
 
+    def archives_with_copies(self, locations: Sequence[str]) -> list[dict[str, Any]]:
+        """Valid archives with a present, verified copy at any of ``locations``, oldest first,
+        in one query: each archive's columns plus ``copy_location``, ``copy_path`` and
+        ``copy_sha`` (one row per such copy, in the order of ``locations`` per archive)."""
+        marks = ",".join("?" * len(locations))  # only "?" marks are formatted into the SQL
+        rows = self._query(
+            "SELECT a.*, c.location AS copy_location, c.path AS copy_path,"  # noqa: S608
+            " c.copy_sha256 AS copy_sha FROM archives a JOIN copies c ON c.sha256 = a.sha256"
+            f" WHERE a.verdict = 'valid' AND c.location IN ({marks}) AND c.state = ?"
+            " AND c.verified = 1 AND c.path IS NOT NULL ORDER BY a.date, a.sha256, c.id",
+            (*locations, CopyState.PRESENT),
+        )
+        return [dict(row) for row in rows]
+
     def archive(self, sha256: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM archives WHERE sha256 = ?", (sha256,))
         return dict(rows[0]) if rows else None

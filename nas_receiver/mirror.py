@@ -424,28 +424,21 @@ def library_archives(catalog: Catalog) -> list[tuple[dict[str, Any], Path]]:
     The original is sent where the library keeps it; with ``store: decrypted`` the library
     holds only the unencrypted copy, which is then the source (and, being plain, is always
     encrypted on its way off the NAS).  Each archive says which in ``library_plain`` and
-    ``library_sha256``."""
-    found = []
-    for archive in catalog.archives():
-        if archive["verdict"] != "valid" or not archive["backup_json"]:
+    ``library_sha256``, and names its library file in ``library_name``."""
+    chosen: dict[str, tuple[dict[str, Any], Path]] = {}
+    for row in catalog.archives_with_copies((LIBRARY, LIBRARY_DECRYPTED)):
+        sha = row["sha256"]
+        plain = row["copy_location"] == LIBRARY_DECRYPTED
+        if not row["backup_json"] or (sha in chosen and plain):
+            continue  # the original comes first where both are kept
+        path = Path(row["copy_path"])
+        if not path.exists():
             continue
-        for location in (LIBRARY, LIBRARY_DECRYPTED):
-            copy = next(
-                (
-                    c
-                    for c in catalog.copies(archive["sha256"], location)
-                    if c.state == CopyState.PRESENT and c.verified and c.path
-                ),
-                None,
-            )
-            if copy is not None and copy.path and Path(copy.path).exists():
-                plain = location == LIBRARY_DECRYPTED
-                source = {
-                    **archive,
-                    "library_plain": plain,
-                    "library_sha256": copy.copy_sha256 if plain else archive["sha256"],
-                    "library_name": Path(copy.path).name,
-                }
-                found.append((source, Path(copy.path)))
-                break
-    return found
+        archive = {k: v for k, v in row.items() if not k.startswith("copy_")}
+        archive.update(
+            library_plain=plain,
+            library_sha256=row["copy_sha"] if plain else sha,
+            library_name=path.name,
+        )
+        chosen[sha] = (archive, path)
+    return list(chosen.values())
