@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -179,7 +180,7 @@ class Pipeline:
                     "space", f"{sighting.path}: {reason}", level="error", source=source.name
                 )
             return
-        reason = one_line(err)
+        reason = unreadable(sighting.path) if isinstance(err, PermissionError) else one_line(err)
         wait = min(RETRY_LONGEST, RETRY_FIRST * 2 ** (attempts - 1))
         self.catalog.fail_sighting(sighting.id, reason, now + wait)
         log.error(
@@ -450,6 +451,29 @@ def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:
             raise Cancelled
 
     return check
+
+
+UNREADABLE = "cannot be read by"
+
+
+def unreadable(what: str) -> str:
+    """Why a file of the share cannot be read, and the fix (NFS squash, share permissions,
+    ACLs: the share is written by HA's user, read by ours)."""
+    user = _user_name()
+    return (
+        f"{what} {UNREADABLE} user {user}: give {user} read access to the share"
+        " (DSM: Control Panel > Shared Folder > Edit > Permissions; for an NFS share also"
+        " a squash such as 'Map all users to admin', so that those permissions apply)"
+    )
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def _kept_in_library(verdict: Verdict) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -159,6 +160,10 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                 )
         if not source.path.exists():
             problems.append(f"{source.path} does not exist: is the share mounted?")
+        elif not os.access(source.path, os.R_OK | os.X_OK):
+            from .pipeline import unreadable
+
+            problems.append(unreadable(str(source.path)))
         problems += _job_problems(pending)
         restorable = [
             drills[a["sha256"]]["at"]
@@ -203,14 +208,18 @@ def _pending(sighting: Sighting) -> dict[str, Any]:
 
 def _job_problems(pending: Sequence[Sighting]) -> list[str]:
     """Jobs that need the user: waiting for room, or failing again and again."""
-    from .pipeline import ALERT_AFTER
+    from .pipeline import ALERT_AFTER, UNREADABLE
 
     return [
         f"{s.path}: {s.error}"
         + ("" if s.wait_bytes is not None else f" (failed {s.attempts} times)")
         for s in pending
         if s.state == SightingState.FAILED
-        and (s.wait_bytes is not None or s.attempts >= ALERT_AFTER)
+        and (
+            s.wait_bytes is not None
+            or s.attempts >= ALERT_AFTER
+            or UNREADABLE in (s.error or "")  # no retry mends that: the user must
+        )
     ]
 
 

@@ -215,3 +215,44 @@ def test_a_stop_between_the_copy_and_its_sidecar_is_finished(
         db.execute("UPDATE sightings SET state = 'verifying'")  # as a kill leaves it
     assert cli(config_path, "scan").returncode == 0
     assert meta.is_file()
+
+
+def test_a_share_file_our_user_cannot_read_is_named_with_the_fix(make_backup: MakeBackup) -> None:
+    """Asserts: run as another user than HA's (as the DSM package user is), a backup that
+    user cannot read (root's 0600 file, as NFS without squash leaves it) makes status
+    unhealthy at once, naming the file, the user, and what to change; the scan exits 0."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        from tests.conftest import missing
+
+        missing("running as another user needs root and setpriv(1)")
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="nas-receiver-as-nobody-"))  # pytest's is root-only
+    site = home / "site"
+    config_path = write_config(site, settle=0)
+    locked = site / "share" / "a.tar"
+    shutil.copyfile(make_backup(), locked)
+    locked.chmod(0o600)  # root's, as HA wrote it
+    for path in [home, *home.rglob("*")]:
+        if path != locked:
+            os.chown(path, 65534, 65534)  # the site is the package user's
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+        drop = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+        return subprocess.run(
+            [*drop, *cli_command(config_path, *args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+
+    try:
+        assert as_nobody("scan").returncode == 0
+        status = as_nobody("status", "--json")
+    finally:
+        shutil.rmtree(home)
+    assert status.returncode == 3, status.stderr
+    problems = json.loads(status.stdout)["sources"][0]["problems"]
+    assert any("a.tar cannot be read by user nobody" in p and "read access" in p for p in problems)
