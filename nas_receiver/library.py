@@ -93,6 +93,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sidecar_of(archive: Path) -> Path:
+    """HA's Synology DSM agent keeps ``<base>_meta.json`` beside ``<base>.tar``."""
+    return archive.with_name(archive.name.removesuffix(".tar") + "_meta.json")
+
+
+def companions(path: Path) -> tuple[Path, ...]:
+    """The files we write beside a ``.tar`` copy: HA's sidecar and a quarantine reason."""
+    if not path.name.endswith(".tar"):
+        return ()
+    return (sidecar_of(path), path.with_name(path.name + ".reason.json"))
+
+
 def place_candidates(folder: Path, base: str, sha256: str, suffix: str) -> list[Path]:
     """The places an archive's copy may take, in order: HA's name, then with the start of
     the archive's SHA-256 (for a different archive whose HA name and date coincide)."""

@@ -31,6 +31,7 @@ from .library import (
     Placed,
     PlacementError,
     clean_partials,
+    companions,
     ensure_room,
     holds,
     make_read_only,
@@ -38,6 +39,7 @@ from .library import (
     place,
     place_candidates,
     remove_path,
+    sidecar_of,
     temp_name,
     write_json,
 )
@@ -97,7 +99,7 @@ class Pipeline:
         if copy.temp_path:
             remove_path(Path(copy.temp_path))
         if copy.path:
-            for path in (Path(copy.path), *_companions(Path(copy.path))):
+            for path in (Path(copy.path), *companions(Path(copy.path))):
                 remove_path(path)
         self.catalog.drop_copy(copy.id)
 
@@ -200,10 +202,8 @@ class Pipeline:
             )
 
     def _target_folder(self, source: SourceConfig, report: VerifyReport | None) -> Path:
-        kept = report is not None and (
-            report.verdict is Verdict.VALID or report.verdict in KEPT_UNVERIFIED
-        )
-        root = self.config.library.path if kept or report is None else self.config.quarantine.path
+        quarantined = report is not None and not _kept_in_library(report.verdict)
+        root = self.config.quarantine.path if quarantined else self.config.library.path
         return root / source.name
 
     def _undo_partial_copies(self, sha: str) -> None:
@@ -251,7 +251,7 @@ class Pipeline:
             original = self._present(sha, LIBRARY)
             if original is None:
                 placed = self._place(archive, folder, base, sha, LIBRARY, verified=verified)
-                write_json(_sidecar_of(placed.path), report.backup.agent_backup(report.size))
+                write_json(sidecar_of(placed.path), report.backup.agent_backup(report.size))
                 original = placed.path
                 log.info(
                     "%s: placed in library: %s (%s%s)",
@@ -268,8 +268,8 @@ class Pipeline:
                 )
             else:
                 log.info("%s: already in the library: %s", source.name, original.name)
-                if not _sidecar_of(original).exists():  # a stop came between the two
-                    write_json(_sidecar_of(original), report.backup.agent_backup(report.size))
+                if not sidecar_of(original).exists():  # a stop came between the two
+                    write_json(sidecar_of(original), report.backup.agent_backup(report.size))
             archive = original
             base = original.stem  # one archive, one name: its copies follow the library's
         if store != "original" and decryptable:
@@ -313,7 +313,7 @@ class Pipeline:
                 continue
             if reusable and holds(path, sha):
                 return path
-            if not any(occupied(p) for p in (path, *_companions(path))):
+            if not any(occupied(p) for p in (path, *companions(path))):
                 return path
         raise PlacementError(f"{candidates[0]}: taken by other archives, and so are its variants")
 
@@ -330,7 +330,7 @@ class Pipeline:
         ensure_room(folder, archive.stat().st_size)
         result = decrypt_backup(archive, final, self.keys(source))
         assert result.sha256 is not None and result.backup is not None
-        write_json(_sidecar_of(final), result.backup.agent_backup(result.size, protected=False))
+        write_json(sidecar_of(final), result.backup.agent_backup(result.size, protected=False))
         self.catalog.finish_copy(
             copy_id, str(final), result.sha256, verified=True, now=self.clock(), detail="decrypted"
         )
@@ -428,18 +428,6 @@ class Pipeline:
     def _gone(self, sighting: Sighting) -> None:
         log.info("%s: %s was deleted before it was verified", sighting.source, sighting.path)
         self.catalog.mark_gone(sighting.id)
-
-
-def _companions(path: Path) -> tuple[Path, ...]:
-    """The files we write beside a ``.tar`` copy: HA's sidecar and a quarantine reason."""
-    if not path.name.endswith(".tar"):
-        return ()
-    return (_sidecar_of(path), path.with_name(path.name + ".reason.json"))
-
-
-def _sidecar_of(archive: Path) -> Path:
-    """HA's Synology DSM agent keeps ``<base>_meta.json`` beside ``<base>.tar``."""
-    return archive.with_name(archive.name[: -len(".tar")] + "_meta.json")
 
 
 def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
 from .destinations.base import DestinationError
-from .library import remove_path
+from .library import companions, remove_path
 from .retention import Candidate, Decision, Holding, Policy, World, apply_floors, select
 
 log = logging.getLogger(__name__)
@@ -210,10 +210,8 @@ def _remove_files(path_text: str | None) -> None:
     if not path_text:
         return
     path = Path(path_text)
-    if path.name.endswith(".tar"):
-        stem = path.name[: -len(".tar")]
-        path.with_name(stem + "_meta.json").unlink(missing_ok=True)
-        path.with_name(path.name + ".reason.json").unlink(missing_ok=True)
+    for companion in companions(path):
+        companion.unlink(missing_ok=True)
     remove_path(path)
 
 
@@ -250,13 +248,12 @@ def _world(config: Config, catalog: Catalog, location: str) -> World:
         holdings.setdefault(sha, []).append(Holding(where, verified))
     expected: dict[str, list[str]] = {}
     if location == LIBRARY and config.destinations:
-        from .mirror import library_archives, selected  # mirror builds on prune's layer
+        from .mirror import library_archives, to_send  # mirror builds on prune's layer
 
         library = [archive for archive, _path in library_archives(catalog)]
         for destination in config.destinations:
-            offered = selected(destination, library)
-            for sha in wanted_at(config, catalog, destination, offered):
-                expected.setdefault(sha, []).append(destination.name)
+            for archive in to_send(config, catalog, destination, library):
+                expected.setdefault(archive["sha256"], []).append(destination.name)
     return World(holdings=holdings, expected=expected)
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .catalog import Catalog, CopyState, Sighting, SightingState
-from .config import Config, DestinationConfig
+from .config import Config
 
 PENDING = [
     SightingState.WAITING,
@@ -27,22 +27,12 @@ _REMOTE_STATES = {
 }
 
 
-def _add_pending(
-    config: Config | None,
-    catalog: Catalog,
-    destinations: Sequence[DestinationConfig],
-    copies: dict[str, list[dict[str, Any]]],
-) -> None:
-    from .mirror import library_archives, selected, to_send
+def _add_pending(config: Config, catalog: Catalog, copies: dict[str, list[dict[str, Any]]]) -> None:
+    from .mirror import library_archives, to_send
 
     library = [archive for archive, _path in library_archives(catalog)]
-    for destination in destinations:
-        owed = (
-            to_send(config, catalog, destination, library)
-            if config is not None
-            else selected(destination, library)
-        )
-        for archive in owed:
+    for destination in config.destinations:
+        for archive in to_send(config, catalog, destination, library):
             held = copies.setdefault(archive["sha256"], [])
             if not any(c["location"] == destination.name for c in held):
                 held.append(
@@ -60,16 +50,12 @@ def _when(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else None
 
 
-def list_archives(
-    catalog: Catalog,
-    destinations: Sequence[DestinationConfig] = (),
-    config: Config | None = None,
-) -> list[dict[str, Any]]:
+def list_archives(catalog: Catalog, config: Config | None = None) -> list[dict[str, Any]]:
     """Every archive with its verdict and every copy (location, state, path).
 
     At a destination a copy is ``pending`` (selected, not tried yet), ``uploading``,
     ``verified`` or ``failed`` with its reason and the time of the next try."""
-    remote = {d.name for d in destinations}
+    remote = {d.name for d in config.destinations} if config is not None else set()
     copies: dict[str, list[dict[str, Any]]] = {}
     for copy in catalog.copies():
         if copy.state == CopyState.DELETED:
@@ -93,7 +79,8 @@ def list_archives(
                     attempts=copy.attempts,
                 )
         copies.setdefault(copy.sha256, []).append(entry)
-    _add_pending(config, catalog, destinations, copies)
+    if config is not None:
+        _add_pending(config, catalog, copies)
     drills = catalog.latest_drills()
     rows = []
     for archive in catalog.archives():

@@ -58,7 +58,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     config, _where = _config(args)
-    rows = list_archives(_read_catalog(config), config.destinations, config)
+    rows = list_archives(_read_catalog(config), config)
     if args.json:
         print_json(rows)
         return ExitCode.OK

@@ -97,10 +97,6 @@ def _shown(path: Path, walk: _Walk) -> str:
         return str(path)
 
 
-def _inside(base: Path, name: str, walk: _Walk) -> Path | None:
-    return inside_config(walk.root, base, name)
-
-
 def _loader_for(path: Path, walk: _Walk) -> type[yaml.SafeLoader]:
     class Loader(yaml.SafeLoader):
         pass
@@ -109,7 +105,7 @@ def _loader_for(path: Path, walk: _Walk) -> type[yaml.SafeLoader]:
 
     def include(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
         name = str(loader.construct_scalar(node))  # type: ignore[arg-type]
-        target = _inside(path.parent, name, walk)
+        target = inside_config(walk.root, path.parent, name)
         if target is None:
             walk.problems.append(f"{where}: !include of {name}, outside the configuration")
         elif regular(target):
@@ -122,7 +118,7 @@ def _loader_for(path: Path, walk: _Walk) -> type[yaml.SafeLoader]:
 
     def include_dir(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
         name = str(loader.construct_scalar(node))  # type: ignore[arg-type]
-        folder = _inside(path.parent, name, walk)
+        folder = inside_config(walk.root, path.parent, name)
         if folder is None:
             walk.problems.append(f"{where}: {node.tag} {name}, outside the configuration")
             return None
