@@ -160,6 +160,17 @@ def _add_daemon_commands(commands: Any) -> None:
     listing = commands.add_parser("list", help="every archive, its verdict and its copies")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler="receiver:cmd_list")
+    serve = commands.add_parser(
+        "serve", help="serve the live page (status, backups, jobs, log) to a browser"
+    )
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8765; port 0: any free port); "
+        "another address only when you want the page reachable from elsewhere",
+    )
+    serve.set_defaults(handler="receiver:cmd_serve")
     status = commands.add_parser("status", help="health per source (exit 3 when unhealthy)")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler="receiver:cmd_status")

@@ -78,6 +78,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..web.serve import parse_listen, serve
+
+    config, _where = _config(args)
+    try:
+        parse_listen(args.listen)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    setup_logging(quiet=True)
+
+    def announce(url: str) -> None:
+        print(url, flush=True)  # the first line: the URL to open, token included
+        print("(the token is kept in the data folder; Ctrl+C stops)", file=sys.stderr)
+
+    try:
+        serve(config, lambda: _config(args)[0], args.listen, announce)
+    except OSError as err:
+        raise UsageError(f"--listen {args.listen}: {err.strerror or err}") from None
+    except KeyboardInterrupt:
+        pass
+    return ExitCode.OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     config, _where = _config(args)
     status = source_status(config, _read_catalog(config))

@@ -179,6 +179,7 @@ def _unpack_and_check(
     checks = [check_storage(config, drill.counts)]
     loaded = check_yaml(config, _left_out(result.refused, part, config))
     checks += loaded.checks
+    drill.counts["automations"] = loaded.automations()
     checks.append(
         check_recorder(config, drill.counts, excluded=excluded, db_url=loaded.recorder_url())
     )

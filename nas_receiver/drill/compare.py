@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-COUNTED = ("entities", "devices", "config_entries")
+COUNTED = ("entities", "devices", "config_entries", "automations")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,25 @@ class YamlResult:
                 return url
         return None
 
+    def automations(self) -> int:
+        """How many automations the configuration holds (``automation:`` and
+        ``automation <label>:`` blocks, at the top and in packages)."""
+        documents = [self.document] if isinstance(self.document, dict) else []
+        core = documents[0].get("homeassistant") if documents else None
+        packages = core.get("packages") if isinstance(core, dict) else None
+        if isinstance(packages, dict):
+            documents += [p for p in packages.values() if isinstance(p, dict)]
+        total = 0
+        for document in documents:
+            for key, value in document.items():
+                if isinstance(key, str) and key.split(" ")[0] == "automation":
+                    total += (
+                        sum(isinstance(v, dict) for v in value)
+                        if isinstance(value, list)
+                        else int(isinstance(value, dict))
+                    )
+        return total
+
 
 @dataclass
 class _Walk:

@@ -1,0 +1,49 @@
+"""``nas-receiver serve``: the page on a port of this machine, behind a random token."""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+from collections.abc import Callable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from ..config import Config
+from .app import App, Sources, guarded
+from .auth import check_token, token
+
+log = logging.getLogger(__name__)
+DEFAULT_LISTEN = "127.0.0.1:8765"
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow browser never holds the stop
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6).  Raise ValueError when it is not one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def serve(
+    config: Config,
+    load: Callable[[], Config],
+    listen: str = DEFAULT_LISTEN,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve until interrupted; ``announce`` gets the URL to open (token included) first."""
+    host, port = parse_listen(listen)
+    secret = token(config.data_dir)
+    app = App(Sources(guarded(load)), lambda environ: check_token(environ, secret))
+    with make_server(host, port, app, server_class=_Server, handler_class=_Quiet) as server:
+        shown = f"[{host}]" if ":" in host else host
+        announce(f"http://{shown}:{server.server_port}/?token={secret}")
+        server.serve_forever()
