@@ -434,6 +434,15 @@ class Catalog:
         rows = self._query("SELECT * FROM archives ORDER BY date, sha256")
         return [dict(row) for row in rows]
 
+    def newest_archives(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` newest archives by HA's date (then by arrival), newest first."""
+        rows = self._query(
+            "SELECT sha256, name, date, source, verdict, size, first_seen FROM archives"
+            " ORDER BY COALESCE(date, '') DESC, first_seen DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(row) for row in rows]
+
     def archives_with_copies(self, locations: Sequence[str]) -> list[dict[str, Any]]:
         """Valid archives with a present, verified copy at any of ``locations``, oldest first,
         in one query: each archive's columns plus ``copy_location``, ``copy_path`` and

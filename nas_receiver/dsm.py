@@ -40,7 +40,9 @@ def write_package_config(var: Path, shares: Path, answers: Mapping[str, str]) ->
     if config_path.exists():
         return config_path, False
     settings, secrets = package_settings(var, shares, answers)
-    text = _HEADER + yaml.safe_dump(settings, sort_keys=False, default_flow_style=False)
+    text = _HEADER + yaml.safe_dump(
+        settings, sort_keys=False, default_flow_style=False, width=1 << 16
+    )
     parse_config(text, str(config_path))  # never leave a configuration the daemon refuses
     for path, content in secrets.items():
         _write_secret(path, content)

@@ -72,6 +72,7 @@ for arch in "${ARCHES[@]}"; do
     cp -R "$SPK/scripts" "$SPK/conf" "$SPK/WIZARD_UIFILES" "$outer/"
     chmod 0755 "$outer"/scripts/*
     chmod 0644 "$outer/scripts/common"
+    chmod 0755 "$outer"/WIZARD_UIFILES/*.sh
     cp "$ROOT/LICENSE" "$outer/LICENSE"
     "$PY" "$SPK/icon.py" 64 "$outer/PACKAGE_ICON.PNG"
     "$PY" "$SPK/icon.py" 256 "$outer/PACKAGE_ICON_256.PNG"

@@ -13,6 +13,7 @@ from ..report import PENDING, list_archives, source_status
 
 DELIVERY_SHOWN = 7 * 86400.0  # notification failures of the last week are on the overview
 LOCAL = ("library", "library-decrypted")
+LATEST_SHOWN = 5  # the newest backups on the overview
 ADVICE = (
     # (words in a problem, what the user can do): the first match is shown
     (
@@ -96,6 +97,11 @@ def overview(config: Config, catalog: Catalog, now: float | None = None) -> dict
         {"at": when(e["at"]), "message": e["message"]}
         for e in catalog.events(limit=200)
         if e["kind"] == "delivery" and now - e["at"] <= DELIVERY_SHOWN
+    ]
+    drills = catalog.latest_drills()
+    status["latest"] = [
+        {**row, "drill": drills.get(row["sha256"], {}).get("verdict")}
+        for row in catalog.newest_archives(LATEST_SHOWN)
     ]
     status["now"] = when(now)
     return status

@@ -16,6 +16,8 @@ import struct
 import subprocess
 import sys
 import tarfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import yaml
 
 from tests.conftest import CORPUS_KEYS, corpus_file
 from tests.daemon_helpers import wait_for
+from tests.dsm_web import ADMIN, NON_ADMIN, cgi_server, make_dsm_root
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = re.search(r'__version__ = "(.+)"', (ROOT / "nas_receiver/__init__.py").read_text())
@@ -222,6 +225,34 @@ class FakeDsm:
             check=False,
         )
 
+    def upgrade_wizard(self) -> dict[str, str]:
+        """Run the new package's upgrade_uifile.sh as DSM does; return the answers its
+        hidden fields give (what DSM passes the upgrade's scripts and conf/resource)."""
+        wizard = self.root / "staging/WIZARD_UIFILES/upgrade_uifile.sh"
+        output = self.root / "wizard.json"
+        env = {**self.env("UPGRADE"), "SYNOPKG_TEMP_LOGFILE": str(output)}
+        subprocess.run(["sh", str(wizard)], env=env, check=True, timeout=30)
+        steps = json.loads(output.read_text())
+        return {
+            sub["key"]: sub["defaultValue"]
+            for step in steps
+            for item in step["items"]
+            for sub in item["subitems"]
+            if sub.get("hidden")
+        }
+
+    def page(self, cookie: str, query: str = "") -> tuple[int, str]:
+        """Open the package's page through DSM's web server and its CGI (a stand-in DSM
+        login: see tests/dsm_web.py)."""
+        dsm_root = make_dsm_root(self.root / "dsm-root")
+        with cgi_server(self.target / "ui/index.cgi", dsm_root) as url:
+            request = urllib.request.Request(url + query, headers={"Cookie": cookie})  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The command DSM Task Scheduler runs, with Task Scheduler's minimal environment."""
         return subprocess.run(
@@ -291,18 +322,31 @@ def test_install_run_upgrade_uninstall(dsm: FakeDsm) -> None:
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO .*verified valid", log_text, re.M)
     assert (dsm.shares / "ha-library/nas-receiver/nas-receiver.log").exists()  # File Station
 
+    # the page in DSM: DSM's web server runs the package's CGI; administrators only
+    status, page = dsm.page(ADMIN)
+    assert status == 200, page
+    assert "1 valid of 1" in page and "backup_example_sec_v3" in page
+    status, page = dsm.page(ADMIN, "?view=log")
+    assert status == 200 and "verified valid" in page
+    status, page = dsm.page(NON_ADMIN)
+    assert status == 403 and "backup_example_sec_v3" not in page
+    assert dsm.page("")[0] == 401
+
     _ok(dsm.script("start-stop-status", "stop"))
     assert dsm.script("start-stop-status", "status").returncode == 3
 
-    # upgrade: new preupgrade, old preuninst/postuninst, new payload, new preinst/postinst/
-    # postupgrade; no wizard answers this time, and the user's config stays as it is
-    _ok(dsm.script("preupgrade", status="UPGRADE"))
+    # upgrade: the upgrade wizard gives back the share names (hidden fields), then new
+    # preupgrade, old preuninst/postuninst, new payload, new preinst/postinst/postupgrade;
+    # the user's config stays as it is
+    answers = dsm.upgrade_wizard()
+    assert answers == {"wizard_ha_share": "ha-backups", "wizard_library_share": "ha-library"}
+    _ok(dsm.script("preupgrade", status="UPGRADE", wizard=answers))
     _ok(dsm.script("preuninst", status="UPGRADE"))
     _ok(dsm.script("postuninst", status="UPGRADE"))
     dsm.unpack(dsm.spk)
-    _ok(dsm.script("preinst", status="UPGRADE"))
-    _ok(dsm.script("postinst", status="UPGRADE"))
-    _ok(dsm.script("postupgrade", status="UPGRADE"))
+    _ok(dsm.script("preinst", status="UPGRADE", wizard=answers))
+    _ok(dsm.script("postinst", status="UPGRADE", wizard=answers))
+    _ok(dsm.script("postupgrade", status="UPGRADE", wizard=answers))
     assert config_path.read_text() == edited
     _ok(dsm.script("start-stop-status", "start"))
     assert dsm.script("start-stop-status", "status").returncode == 0
@@ -315,6 +359,15 @@ def test_install_run_upgrade_uninstall(dsm: FakeDsm) -> None:
     shutil.rmtree(dsm.target)  # DSM removes the payload; shared folders are never removed
     assert any(library.rglob("*.tar"))
     assert (dsm.shares / "ha-backups" / name).exists()
+
+
+def test_upgrade_wizard_of_an_install_older_than_its_saved_names(dsm: FakeDsm) -> None:
+    """An install made before postinst saved the share names: the wizard reads them from
+    config.yaml."""
+    wizard = {"wizard_ha_share": "HA backups", "wizard_library_share": "library-2"}
+    _ok(dsm.script("postinst", wizard=wizard))
+    (dsm.var / "wizard-shares").unlink()
+    assert dsm.upgrade_wizard() == wizard
 
 
 def test_bad_wizard_answer_is_reported_in_package_center(dsm: FakeDsm) -> None:

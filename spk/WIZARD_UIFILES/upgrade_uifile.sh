@@ -1,0 +1,50 @@
+#!/bin/sh
+# The upgrade wizard, written by DSM's call of this script into $SYNOPKG_TEMP_LOGFILE: no
+# question, only the installed version's shared folder names as hidden fields.  DSM fills
+# conf/resource ({{wizard_ha_share}}, {{wizard_library_share}}) from the wizard's answers on
+# an upgrade too; without them the package would lose its shares' grants.
+PKG="${SYNOPKG_PKGNAME:-nas-receiver}"
+VAR="${SYNOPKG_PKGVAR:-/var/packages/$PKG/var}"
+SAVED="$VAR/wizard-shares"
+CONFIG="$VAR/config.yaml"
+PYTHON="${SYNOPKG_PKGDEST:-/var/packages/$PKG/target}/env/bin/python"
+
+# the names postinst saved; for an install older than that file, read them from config.yaml
+saved() {
+    sed -n "s/^$1=//p" "$SAVED" 2>/dev/null | head -n 1
+}
+from_config() {  # with the installed version's Python (its YAML reader)
+    "$PYTHON" - "$CONFIG" "$1" 2>/dev/null <<'PY'
+import sys, yaml
+settings = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
+section = settings[sys.argv[2]]
+path = (section[0] if isinstance(section, list) else section)["path"]
+print(path.split("/shares/", 1)[1].split("/")[0])
+PY
+}
+json_text() {  # share names allow no quote or backslash (the wizard's rule); be sure anyway
+    printf '%s' "$1" | sed 's/[\\"]/\\&/g'
+}
+ha=$(saved ha_share)
+[ -n "$ha" ] || ha=$(from_config sources)
+library=$(saved library_share)
+[ -n "$library" ] || library=$(from_config library)
+
+cat > "${SYNOPKG_TEMP_LOGFILE:-/dev/stdout}" <<JSON
+[
+    {
+        "step_title": "Upgrade nas-receiver",
+        "items": [
+            {
+                "type": "textfield",
+                "desc": "nas-receiver keeps its configuration, its catalog and its shared folders: Home Assistant's ($(json_text "$ha")) and the library ($(json_text "$library")).",
+                "subitems": [
+                    {"key": "wizard_ha_share", "desc": "Home Assistant's shared folder", "defaultValue": "$(json_text "$ha")", "hidden": true},
+                    {"key": "wizard_library_share", "desc": "Library shared folder", "defaultValue": "$(json_text "$library")", "hidden": true}
+                ]
+            }
+        ]
+    }
+]
+JSON
+exit 0
