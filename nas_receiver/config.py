@@ -422,10 +422,12 @@ def _overlaps(a: Path, b: Path) -> bool:
 
 def default_config(base: Path | None = None) -> Config:
     """Return the embedded default: everything under ``./nas-receiver-data/``: incoming/,
-    library/, quarantine/, a local "off-site" folder offsite/, and the catalog."""
+    library/, quarantine/, a local "off-site" folder offsite/, the catalog and the log
+    (which ``serve`` shows)."""
     data = (base or Path.cwd()) / DEFAULT_DATA_DIR
     return Config(
         data_dir=data,
+        log_file=data / "nas-receiver.log",
         sources=[
             SourceConfig(name="incoming", path=data / "incoming", settle_seconds=5, watch="inotify")
         ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,26 @@ def deliver(catalog: Catalog, channels: Sequence[Channel]) -> int:
                 delivered = True
             except Exception as err:  # a notifier never fails a job
                 log.warning("notify: %s failed: %s", channel.name, type(err).__name__)
+                _record_failure(catalog, channel.name, title, err)
         if delivered:
             catalog.mark_sent(event["id"])
             sent += 1
     return sent
+
+
+DELIVERY = "delivery"  # an alert a channel could not deliver: shown on the page
+DELIVERY_EVERY = 3600.0  # recorded once an hour per channel at most
+
+
+def _record_failure(catalog: Catalog, channel: str, title: str, err: Exception) -> None:
+    """Remember that ``channel`` failed, for the page (never the URL: it holds secrets)."""
+    last = catalog.last_event_at(DELIVERY, channel)
+    if last is not None and time.time() - last < DELIVERY_EVERY:
+        return
+    catalog.event(
+        DELIVERY,
+        f"{channel}: could not deliver {title!r} ({type(err).__name__}); "
+        "it is tried again with the next alert",
+        level="warning",
+        source=channel,
+    )

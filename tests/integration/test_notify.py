@@ -101,6 +101,16 @@ def test_failing_notifier_never_fails_the_job_and_retries_later(
     assert scan_once(config) == ["corrupt"]  # the job finished; the alert did not go
     catalog = Catalog(config.catalog_path)
     assert catalog.unsent_events(["quarantine"])
+    # the failure is remembered for the page (once an hour), without the URL
+    deliver(catalog, channels_from(config.notify))
+    failures = [e for e in catalog.events() if e["kind"] == "delivery"]
+    assert len(failures) == 1
+    assert "apprise: could not deliver 'A backup was quarantined'" in failures[0]["message"]
+    assert "127.0.0.1" not in failures[0]["message"]
+    from nas_receiver.web.views import overview
+
+    shown = overview(config, catalog)["deliveries"]
+    assert [d["message"] for d in shown] == [failures[0]["message"]]
     config_path.write_text(config_path.read_text().replace(dead, url))
     assert deliver(catalog, channels_from(load_config(config_path).notify)) >= 1
     assert any(m["title"] == "A backup was quarantined" for m in received)
