@@ -114,6 +114,9 @@ class PlaceTaken(Exception):
     """A copy was to be recorded at a place another archive holds."""
 
 
+ALERT_AFTER = 3  # a job's failures in a row before the user is told (pipeline, status)
+
+
 class SightingState:
     """Where a file seen in a source folder is in its way through the program."""
 
@@ -432,6 +435,14 @@ class Catalog:
 
     def archives(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT * FROM archives ORDER BY date, sha256")
+        return [dict(row) for row in rows]
+
+    def archive_summaries(self) -> list[dict[str, Any]]:
+        """Every archive's SHA-256, name, source, verdict and first sighting (for status:
+        without the stored backup.json, which it does not need)."""
+        rows = self._query(
+            "SELECT sha256, name, source, verdict, first_seen FROM archives ORDER BY date, sha256"
+        )
         return [dict(row) for row in rows]
 
     def newest_archives(self, limit: int) -> list[dict[str, Any]]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from .catalog import Catalog, Copy, CopyState, Sighting, SightingState
+from .catalog import ALERT_AFTER, Catalog, Copy, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
 from .drill import DrillUnavailable
 from .errors import NasReceiverError, UnsafeArchiveError, one_line
@@ -24,7 +23,7 @@ from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import extract_backup
 from .haformat.names import SUFFIX_ROOM, inner_base_name, safe_base, safe_component
-from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular
+from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular, unreadable
 from .library import (
     ROOM_MARGIN,
     NoRoom,
@@ -54,7 +53,6 @@ QUARANTINE = "quarantine"
 SPACE_RETRY = 60.0  # a disk that filled mid-copy: the job looks again after a minute
 RETRY_FIRST = 60.0  # a failed job: 1 min, doubling to 1 h
 RETRY_LONGEST = 3600.0
-ALERT_AFTER = 3  # failures in a row before the user is told
 LIBRARY_DEPTH = 3  # <library>/<source>/decrypted/<file>: where our partial files can be
 LOCAL_LOCATIONS = (LIBRARY, LIBRARY_DECRYPTED, LIBRARY_BROWSE, QUARANTINE)
 KEPT_UNVERIFIED = {Verdict.KEY_REQUIRED, Verdict.WRONG_KEY}
@@ -439,29 +437,6 @@ def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:
             raise Cancelled
 
     return check
-
-
-UNREADABLE = "cannot be read by"
-
-
-def unreadable(what: str) -> str:
-    """Why a file of the share cannot be read, and the fix (NFS squash, share permissions,
-    ACLs: the share is written by HA's user, read by ours)."""
-    user = _user_name()
-    return (
-        f"{what} {UNREADABLE} user {user}: give {user} read access to the share"
-        " (DSM: Control Panel > Shared Folder > Edit > Permissions; for an NFS share also"
-        " a squash such as 'Map all users to admin', so that those permissions apply)"
-    )
-
-
-def _user_name() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
 
 
 def _kept_in_library(verdict: Verdict) -> bool:

@@ -122,7 +122,7 @@ def _drill_summary(drill: dict[str, Any] | None) -> dict[str, Any] | None:
 def source_status(config: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:
     """Health per source; ``healthy`` is False when any source needs the user."""
     now = now or time.time()
-    archives = catalog.archives()
+    archives = catalog.archive_summaries()
     drills = catalog.latest_drills()
     sources = []
     for source in config.sources:
@@ -148,7 +148,7 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
         if not source.path.exists():
             problems.append(f"{source.path} does not exist: is the share mounted?")
         elif not os.access(source.path, os.R_OK | os.X_OK):
-            from .pipeline import unreadable
+            from .intake.shareio import unreadable
 
             problems.append(unreadable(str(source.path)))
         problems += _job_problems(pending)
@@ -195,7 +195,8 @@ def _pending(sighting: Sighting) -> dict[str, Any]:
 
 def _job_problems(pending: Sequence[Sighting]) -> list[str]:
     """Jobs that need the user: waiting for room, or failing again and again."""
-    from .pipeline import ALERT_AFTER, UNREADABLE
+    from .catalog import ALERT_AFTER
+    from .intake.shareio import UNREADABLE
 
     return [
         f"{s.path}: {s.error}"

@@ -116,3 +116,26 @@ def _refusal(root: Path, relative: str, err: OSError) -> OSError:
     if err.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a link
         return NotRegularFile(f"{root}/{relative}: a symbolic link; never followed")
     return err
+
+
+UNREADABLE = "cannot be read by"
+
+
+def unreadable(what: str) -> str:
+    """Why a file of the share cannot be read, and the fix (NFS squash, share permissions,
+    ACLs: the share is written by HA's user, read by ours)."""
+    user = _user_name()
+    return (
+        f"{what} {UNREADABLE} user {user}: give {user} read access to the share"
+        " (DSM: Control Panel > Shared Folder > Edit > Permissions; for an NFS share also"
+        " a squash such as 'Map all users to admin', so that those permissions apply)"
+    )
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
