@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,6 +27,7 @@ from .auth import Verdict
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
+Body = bytes | Iterator[bytes]
 BACKUPS_SHOWN = 300  # rows of the backups table unless "all" is asked for
 ASSETS = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
 HEADERS = [
@@ -99,11 +101,11 @@ class App:
                 *self._html("unavailable.html", {"view": "", "reason": str(err)}),
             )
         start_response(status, headers + HEADERS + extra)
-        return [body]
+        return [body] if isinstance(body, bytes) else body
 
     # -- routing -------------------------------------------------------------------------------
 
-    def _route(self, query: dict[str, str]) -> tuple[str, list[tuple[str, str]], bytes]:
+    def _route(self, query: dict[str, str]) -> tuple[str, list[tuple[str, str]], Body]:
         asset = query.get("asset")
         if asset is not None:
             return self._asset(asset)
@@ -115,7 +117,7 @@ class App:
             )
         return page(query)
 
-    def _pages(self) -> dict[str, Callable[[dict[str, str]], tuple[str, list[Any], bytes]]]:
+    def _pages(self) -> dict[str, Callable[[dict[str, str]], tuple[str, list[Any], Body]]]:
         return {
             "overview": self._overview,
             "backups": self._backups,
@@ -188,13 +190,9 @@ class App:
         ).encode()
         return "200 OK", [("Content-Type", "application/json")], body
 
-    def _log_file(self, _query: dict[str, str]) -> tuple[str, list[Any], bytes]:
+    def _log_file(self, _query: dict[str, str]) -> tuple[str, list[Any], Body]:
         config = self.sources.load()
-        path = config.log_file
-        try:
-            body = path.read_bytes() if path is not None else b""
-        except FileNotFoundError:
-            body = b""
+        body = _chunks(config.log_file)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return (
             "200 OK",
@@ -224,6 +222,19 @@ class App:
             status, text = "401 Unauthorized", "Log in to DSM (or open the URL with its token)."
         start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *HEADERS])
         yield text.encode()
+
+
+def _chunks(path: Path | None, size: int = 1 << 16) -> Iterator[bytes]:
+    """The file in pieces (a log may be large: never all of it in memory)."""
+    if path is None:
+        return
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        while piece := handle.read(size):
+            yield piece
 
 
 def human_size(value: int | None) -> str:
