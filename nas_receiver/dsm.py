@@ -16,7 +16,6 @@ from typing import Any
 
 import yaml
 
-from .config import parse_config
 from .errors import ConfigError
 
 # DSM shared folder names: no slashes or the characters DSM refuses.
@@ -43,6 +42,8 @@ def write_package_config(var: Path, shares: Path, answers: Mapping[str, str]) ->
     text = _HEADER + yaml.safe_dump(
         settings, sort_keys=False, default_flow_style=False, width=1 << 16
     )
+    from .config import parse_config  # pydantic: loaded only by the commands that need it
+
     parse_config(text, str(config_path))  # never leave a configuration the daemon refuses
     for path, content in secrets.items():
         _write_secret(path, content)
