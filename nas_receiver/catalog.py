@@ -446,10 +446,11 @@ class Catalog:
         return [dict(row) for row in rows]
 
     def newest_archives(self, limit: int) -> list[dict[str, Any]]:
-        """The ``limit`` newest archives by HA's date (then by arrival), newest first."""
+        """The ``limit`` archives that arrived last, newest first (by arrival, as ``status``
+        counts them: a date written in a backup.json may be anything)."""
         rows = self._query(
             "SELECT sha256, name, date, source, verdict, size, first_seen FROM archives"
-            " ORDER BY COALESCE(date, '') DESC, first_seen DESC LIMIT ?",
+            " ORDER BY first_seen DESC, sha256 LIMIT ?",
             (limit,),
         )
         return [dict(row) for row in rows]

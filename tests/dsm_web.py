@@ -12,6 +12,7 @@ nobody."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -66,8 +67,16 @@ def _handler(program: Path, dsm_root: Path) -> type[BaseHTTPRequestHandler]:
     class Cgi(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
-            if url.path != CGI_PATH:
-                self.send_error(404)
+            static = program.parent / url.path.rsplit("/", 1)[-1]
+            if url.path != CGI_PATH:  # DSM serves the other files of ui/ as they are
+                if url.path.startswith(CGI_PATH.rsplit("/", 1)[0] + "/") and static.is_file():
+                    body = static.read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                else:
+                    self.send_error(404)
                 return
             env = {
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -127,13 +136,16 @@ def cgi_server(program: Path, dsm_root: Path) -> Iterator[str]:
 
 
 def cgi_wrapper(path: Path, config: Path, python: str) -> Path:
-    """A ``ui/index.cgi`` like the one the package's postinst writes, for this checkout."""
+    """A ``ui/index.cgi`` like the one the package's postinst writes, for this checkout,
+    with the page's stylesheet and script beside it (as postinst puts them)."""
     root = Path(__file__).resolve().parents[1]
     path.write_text(
         "#!/bin/sh\n"
         f"NAS_RECEIVER_CONFIG='{config}'\nexport NAS_RECEIVER_CONFIG\n"
         f"PYTHONPATH='{root}'\nexport PYTHONPATH\n"
-        f"exec '{python}' -m nas_receiver.web.cgi\n"
+        f"exec '{python}' -P -m nas_receiver.web.cgi\n"
     )
     path.chmod(0o755)
+    for asset in (root / "nas_receiver/web/static").iterdir():
+        shutil.copy(asset, path.parent / asset.name)
     return path

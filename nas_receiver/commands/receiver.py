@@ -88,10 +88,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     setup_logging(quiet=True)
 
+    host, _port = parse_listen(args.listen)
+
     def announce(url: str) -> None:
         print(url, flush=True)  # the first line: the URL to open, token included
         print("(the token is kept in the data folder; Ctrl+C stops)", file=sys.stderr)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"listening on {host}: the token travels in plain HTTP; use this on a "
+                "network you trust (or a reverse proxy with HTTPS)",
+                file=sys.stderr,
+            )
 
+    from ..web.auth import token
+
+    token(config.data_dir)  # a data folder we cannot write is said as such, not as --listen
     try:
         serve(config, lambda: _config(args)[0], args.listen, announce)
     except OSError as err:

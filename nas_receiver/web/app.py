@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs
 
 import jinja2
@@ -94,20 +95,22 @@ class App:
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         extra = [("Set-Cookie", verdict.set_cookie)] if verdict.set_cookie else []
         try:
-            status, headers, body = self._route(query)
-        except Unavailable as err:
+            status, headers, body = self._route(query, environ.get("PATH_INFO", ""))
+        except (Unavailable, sqlite3.Error) as err:
+            reason = str(err) if isinstance(err, Unavailable) else f"the catalog: {err}"
             status, headers, body = (
                 "503 Service Unavailable",
-                *self._html("unavailable.html", {"view": "", "reason": str(err)}),
+                *self._html("unavailable.html", {"view": "", "reason": reason}),
             )
         start_response(status, headers + HEADERS + extra)
         return [body] if isinstance(body, bytes) else body
 
     # -- routing -------------------------------------------------------------------------------
 
-    def _route(self, query: dict[str, str]) -> tuple[str, list[tuple[str, str]], Body]:
-        asset = query.get("asset")
-        if asset is not None:
+    def _route(self, query: dict[str, str], path: str) -> tuple[str, list[tuple[str, str]], Body]:
+        # the stylesheet and the script beside the page (in DSM, static files of ui/)
+        asset = path.rsplit("/", 1)[-1]
+        if asset in ASSETS:
             return self._asset(asset)
         view = query.get("view", "overview")
         page = self._pages().get(view)
@@ -163,9 +166,7 @@ class App:
 
     def _log(self, query: dict[str, str]) -> tuple[str, list[Any], bytes]:
         config = self.sources.load()
-        page = logview.read_log(
-            config.log_file, level=query.get("level", ""), text=query.get("q", "")
-        )
+        page = _read_log(config.log_file, level=query.get("level", ""), text=query.get("q", ""))
         context = {
             "view": "log",
             "page": page,
@@ -179,7 +180,7 @@ class App:
     def _log_json(self, query: dict[str, str]) -> tuple[str, list[Any], bytes]:
         config = self.sources.load()
         after = query.get("after", "")
-        page = logview.read_log(
+        page = _read_log(
             config.log_file,
             after=int(after) if after.isdigit() else None,
             level=query.get("level", ""),
@@ -192,7 +193,7 @@ class App:
 
     def _log_file(self, _query: dict[str, str]) -> tuple[str, list[Any], Body]:
         config = self.sources.load()
-        body = _chunks(config.log_file)
+        body = _chunks(_opened(config.log_file))  # unreadable: said now, not mid-download
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return (
             "200 OK",
@@ -224,13 +225,34 @@ class App:
         yield text.encode()
 
 
-def _chunks(path: Path | None, size: int = 1 << 16) -> Iterator[bytes]:
-    """The file in pieces (a log may be large: never all of it in memory)."""
-    if path is None:
-        return
+def _read_log(path: Path | None, **options: Any) -> logview.LogPage:
     try:
-        handle = path.open("rb")
+        return logview.read_log(path, **options)
+    except OSError as err:
+        raise Unavailable(
+            f"{path}: cannot be read by user {_me()} ({err.strerror or err}): the page needs "
+            "read access to the log"
+        ) from err
+
+
+def _opened(path: Path | None) -> BinaryIO | None:
+    """The log opened for reading; None when there is none yet."""
+    if path is None:
+        return None
+    try:
+        return path.open("rb")
     except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise Unavailable(
+            f"{path}: cannot be read by user {_me()} ({err.strerror or err}): the page needs "
+            "read access to the log"
+        ) from err
+
+
+def _chunks(handle: BinaryIO | None, size: int = 1 << 16) -> Iterator[bytes]:
+    """The file in pieces (a log may be large: never all of it in memory)."""
+    if handle is None:
         return
     with handle:
         while piece := handle.read(size):

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 
 TOKEN_FILE = "web-token"  # noqa: S105 - a file name, not a secret
 TOKEN_COOKIE = "nas_receiver_token"  # noqa: S105 - a cookie name
+MIN_TOKEN = 16  # a shorter token file is not ours (emptied, cut short): a new one is made
 ADMIN_GROUP = "administrators"
 AUTHENTICATE = "usr/syno/synoman/webman/modules/authenticate.cgi"
 LOGIN = "usr/syno/synoman/webman/login.cgi"
@@ -37,32 +38,48 @@ def token(data_dir: Path) -> str:
     """The token of ``data_dir``, made (readable by its owner only) on first use."""
     path = data_dir / TOKEN_FILE
     try:
-        return path.read_text(encoding="ascii").strip()
+        value = path.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
-        pass
+        value = ""
+    if len(value) >= MIN_TOKEN:
+        return value
+    # none yet, or emptied (by the user for a new one, or a write cut short): a new one
     data_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    partial = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(value + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
     return value
 
 
 def check_token(environ: dict[str, str], expected: str) -> Verdict:
     """200 when the query's ``token`` or the cookie matches ``expected``; else 401."""
+    if len(expected) < MIN_TOKEN:
+        return Verdict(401)
+    name = cookie_name(environ)
     offered = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
     if offered and hmac.compare_digest(offered.encode(), expected.encode()):
-        cookie = f"{TOKEN_COOKIE}={expected}; HttpOnly; SameSite=Strict; Path=/"
+        cookie = f"{name}={expected}; HttpOnly; SameSite=Strict; Path=/"
         return Verdict(200, set_cookie=cookie)
     jar = SimpleCookie()
     try:
         jar.load(environ.get("HTTP_COOKIE", ""))
     except Exception:  # a malformed cookie header is no token
         return Verdict(401)
-    morsel = jar.get(TOKEN_COOKIE)
+    morsel = jar.get(name)
     if morsel is not None and hmac.compare_digest(morsel.value.encode(), expected.encode()):
         return Verdict(200)
     return Verdict(401)
+
+
+def cookie_name(environ: dict[str, str]) -> str:
+    """The token's cookie, one per port: browsers share cookies across the ports of a host,
+    and two ``serve`` on one machine have two tokens."""
+    return f"{TOKEN_COOKIE}_{environ.get('SERVER_PORT', '')}".rstrip("_")
 
 
 def check_dsm(environ: dict[str, str], root: Path = Path("/")) -> Verdict:
@@ -81,15 +98,14 @@ def _dsm_user(environ: dict[str, str], root: Path) -> str:
     """The user DSM's authenticate.cgi names for this request; with CSRF protection on it
     wants the SynoToken, which login.cgi gives for the session's cookie."""
     user = _run(root / AUTHENTICATE, environ)
-    if user or not (root / LOGIN).exists() or "SynoToken" in environ.get("QUERY_STRING", ""):
+    if user or not (root / LOGIN).exists() or "SynoToken" in _for_dsm(environ)["QUERY_STRING"]:
         return user
     answer = _run(root / LOGIN, environ)
     try:
         syno_token = json.loads(answer[answer.find("{") :])["SynoToken"]
     except (ValueError, KeyError, TypeError):
         return ""
-    query = environ.get("QUERY_STRING", "")
-    with_token = {**environ, "QUERY_STRING": f"SynoToken={syno_token}&{query}".rstrip("&")}
+    with_token = {**environ, "QUERY_STRING": f"SynoToken={syno_token}"}
     return _run(root / AUTHENTICATE, with_token)
 
 
@@ -97,7 +113,8 @@ def _run(program: Path, environ: dict[str, str]) -> str:
     try:
         result = subprocess.run(
             [str(program)],
-            env={key: value for key, value in environ.items() if isinstance(value, str)},
+            env=_for_dsm(environ),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=10,
             check=False,
@@ -107,6 +124,23 @@ def _run(program: Path, environ: dict[str, str]) -> str:
     if result.returncode != 0:
         return ""
     return result.stdout.decode("utf-8", "replace").strip()
+
+
+def _for_dsm(environ: dict[str, str]) -> dict[str, str]:
+    """What DSM's programs need to know the session: the request's headers and addresses;
+    of the query only the SynoToken (nothing else a visitor typed reaches them)."""
+    keep = {
+        key: value
+        for key, value in environ.items()
+        if isinstance(value, str)
+        and (
+            key.startswith(("HTTP_", "SERVER_", "REMOTE_")) or key in ("PATH", "GATEWAY_INTERFACE")
+        )
+    }
+    token = parse_qs(environ.get("QUERY_STRING", "")).get("SynoToken", [""])[0]
+    keep["QUERY_STRING"] = f"SynoToken={token}" if token else ""
+    keep["REQUEST_METHOD"] = "GET"
+    return keep
 
 
 def administrators(group_file: Path) -> set[str]:

@@ -43,10 +43,14 @@ def mark_class(row: dict[str, Any]) -> str:
 
 def timeline(rows: list[dict[str, Any]], now: datetime | None = None) -> str:
     """The SVG of ``rows`` (as ``list_archives`` gives them) over the span they cover."""
-    dated = [(row, at) for row in rows if (at := _date(row)) is not None]
+    now = now or datetime.now(UTC)
+    # a date typed on another machine may be anything: the chart spans at most from 2000 to
+    # a month ahead, and a mark outside sits at its edge
+    first, last = datetime(2000, 1, 1, tzinfo=UTC), now + timedelta(days=31)
+    dated = [(row, min(max(at, first), last)) for row in rows if (at := _date(row)) is not None]
     sources = sorted({row["source"] for row, _at in dated}) or ["-"]
     height = TOP + LANE * len(sources) + AXIS
-    end = max([at for _row, at in dated] + [now or datetime.now(UTC)])
+    end = max([at for _row, at in dated] + [now])
     start = min([at for _row, at in dated], default=end - timedelta(days=28))
     start = min(start, end - timedelta(days=28))  # at least four weeks across
     span = (end - start).total_seconds()
@@ -81,12 +85,14 @@ def timeline(rows: list[dict[str, Any]], now: datetime | None = None) -> str:
 
 
 def _date(row: dict[str, Any]) -> datetime | None:
-    """The backup's date; for one whose backup.json is unreadable, when it was verified."""
-    try:
-        at = datetime.fromisoformat(row["date"] or row["verified_at"])
-    except (TypeError, ValueError):
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    """The backup's date; for one whose date is missing or unreadable, when it was verified."""
+    for text in (row["date"], row["verified_at"]):
+        try:
+            at = datetime.fromisoformat(text or "")
+        except ValueError:
+            continue
+        return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return None
 
 
 def _ticks(start: datetime, end: datetime, x: Any, bottom: float) -> list[str]:

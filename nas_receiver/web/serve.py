@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import socketserver
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,13 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow browser never holds the stop
 
 
-class _Quiet(WSGIRequestHandler):
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = 30  # a connection that sends nothing is closed (no thread held for ever)
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -43,7 +50,8 @@ def serve(
     host, port = parse_listen(listen)
     secret = token(config.data_dir)
     app = App(Sources(guarded(load)), lambda environ: check_token(environ, secret))
-    with make_server(host, port, app, server_class=_Server, handler_class=_Quiet) as server:
+    server_class = _Server6 if ":" in host else _Server
+    with make_server(host, port, app, server_class=server_class, handler_class=_Handler) as server:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{server.server_port}/?token={secret}")
         server.serve_forever()

@@ -126,10 +126,7 @@ def backup(config: Config, catalog: Catalog, sha256: str) -> dict[str, Any] | No
         return None
     drills = catalog.latest_drills()
     stored = catalog.archive(sha256) or {}
-    older = [
-        r for r in rows if r["source"] == row["source"] and (r["date"] or "") < (row["date"] or "")
-    ]
-    previous = older[0] if older else None
+    previous = _previous(rows, row)
     drill = drills.get(sha256)
     row["drill_checks"] = drill["checks"] if drill else []
     row["counts"] = drill["counts"] if drill else {}
@@ -140,6 +137,31 @@ def backup(config: Config, catalog: Catalog, sha256: str) -> dict[str, Any] | No
     row["backup_json"] = json.loads(stored["backup_json"]) if stored.get("backup_json") else {}
     row["commands"] = commands(config, row)
     return row
+
+
+def _previous(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest valid backup of the same source dated before ``row`` (None if none)."""
+    mine = _instant(row["date"])
+    if mine is None:
+        return None
+    older = [
+        (at, other)
+        for other in rows
+        if other["source"] == row["source"]
+        and other["verdict"] == "valid"
+        and other["sha256"] != row["sha256"]
+        and (at := _instant(other["date"])) is not None
+        and at < mine
+    ]
+    return max(older, key=lambda item: item[0])[1] if older else None
+
+
+def _instant(text: str | None) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(text or "")
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def changes(
@@ -160,7 +182,7 @@ def changes(
                 {"what": key.replace("_", " "), "before": before.get(key), "after": after.get(key)}
             )
     old, new = set(before.get("addons", [])), set(after.get("addons", []))
-    if before or after:
+    if before and after:  # both drilled: their add-ons are known
         rows.append({"what": "add-ons added", "before": None, "after": sorted(new - old)})
         rows.append({"what": "add-ons gone", "before": None, "after": sorted(old - new)})
     return rows

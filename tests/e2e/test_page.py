@@ -189,8 +189,9 @@ def test_serve_without_the_token_gets_401_and_no_data(served: Site, filled: Fill
         status, body = _get(served.url + query)
         assert status == 401, query
         assert "Example" not in body and "home" not in body
-    status, _body = _get(served.url, cookie="nas_receiver_token=guess")
-    assert status == 401
+    for cookie in ("nas_receiver_token=guess", _cookie(served) + "x", _cookie(served)[:-1]):
+        assert _get(served.url, cookie=cookie)[0] == 401
+    assert _get(served.url, cookie=_cookie(served))[0] == 200
     token = served.login_url.split("token=")[1]
     assert (filled.root / "data/web-token").read_text().strip() == token
     assert oct((filled.root / "data/web-token").stat().st_mode & 0o777) == "0o600"
@@ -337,7 +338,8 @@ def test_one_backup_page(browser: Any, site: Site, filled: Filled) -> None:
 def _cookie(site: Site) -> str:
     if site.cookie is not None:
         return "=".join(site.cookie)
-    return "nas_receiver_token=" + site.login_url.split("token=")[1]
+    port = site.url.split(":")[2].split("/")[0]
+    return f"nas_receiver_token_{port}=" + site.login_url.split("token=")[1]
 
 
 def test_jobs_page_names_the_failing_copies(browser: Any, site: Site) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nas_receiver.web import chart, logview
-from nas_receiver.web.auth import TOKEN_COOKIE, administrators, check_token, token
+from nas_receiver.web.auth import administrators, check_token, cookie_name, token
 from nas_receiver.web.views import advice
 
 LINES = [
@@ -94,21 +94,54 @@ def test_timeline_escapes_names_and_places_undated_backups() -> None:
     assert svg.count("<circle") == 1
 
 
+@pytest.mark.parametrize("date", ["9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00", "x"])
+def test_a_date_typed_anywhere_still_draws(date: str) -> None:
+    """A backup.json is typed on another machine: year 9999 or year 1 must not break the
+    chart (nor hide the other backups)."""
+    rows = [
+        {
+            "sha256": f"{i:064x}",
+            "name": str(i),
+            "source": "home",
+            "date": d,
+            "verified_at": "2026-11-30T10:00:00+00:00",
+            "size": 10,
+            "verdict": "valid",
+            "drill": None,
+        }
+        for i, d in enumerate([date, "2026-11-29T10:00:00+00:00"])
+    ]
+    assert chart.timeline(rows).count("<circle") == 2
+
+
 def test_token_in_query_sets_a_cookie_and_the_cookie_lets_in(tmp_path: Path) -> None:
     secret = token(tmp_path)
     assert token(tmp_path) == secret and len(secret) >= 32
     assert (tmp_path / "web-token").stat().st_mode & 0o077 == 0
-    first = check_token({"QUERY_STRING": f"view=log&token={secret}"}, secret)
+    port = {"SERVER_PORT": "8765"}
+    name = cookie_name(port)
+    first = check_token({**port, "QUERY_STRING": f"view=log&token={secret}"}, secret)
     assert first.status == 200 and first.set_cookie and "HttpOnly" in first.set_cookie
-    assert check_token({"HTTP_COOKIE": f"{TOKEN_COOKIE}={secret}"}, secret).status == 200
+    assert first.set_cookie.startswith(f"{name}={secret};")
+    assert check_token({**port, "HTTP_COOKIE": f"{name}={secret}"}, secret).status == 200
     for environ in (
         {},
         {"QUERY_STRING": "token="},
         {"QUERY_STRING": f"token={secret[:-1]}"},
-        {"HTTP_COOKIE": f"{TOKEN_COOKIE}={secret}x"},
+        {"HTTP_COOKIE": f"{name}={secret}x"},
+        {"HTTP_COOKIE": f"{cookie_name({'SERVER_PORT': '9000'})}={secret}"},  # another serve
         {"HTTP_COOKIE": 'broken="'},
     ):
-        assert check_token(environ, secret).status == 401, environ
+        assert check_token({**port, **environ}, secret).status == 401, environ
+
+
+def test_an_emptied_token_file_gets_a_new_token_never_an_empty_one(tmp_path: Path) -> None:
+    (tmp_path / "web-token").write_text("")
+    secret = token(tmp_path)
+    assert len(secret) >= 32 and (tmp_path / "web-token").read_text().strip() == secret
+    name = cookie_name({})
+    assert check_token({"HTTP_COOKIE": f"{name}="}, "").status == 401
+    assert check_token({"QUERY_STRING": "token="}, "").status == 401
 
 
 def test_administrators_from_dsm_group_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-// The log page: filter as you type, and follow new lines (asks the server every 3 s for
+// The log page: filter as you type, and follow new lines (asks the server every 5 s for
 // what was written after the last byte it sent).  Other pages need no script.
 "use strict";
 (function () {
@@ -54,5 +54,5 @@
   }
   level.addEventListener("change", refilter);
   text.addEventListener("input", refilter);
-  setInterval(poll, 3000);
+  setInterval(poll, 5000);
 })();

@@ -1,0 +1,76 @@
+"""The page when something is wrong with what it reads: it says what and where (503), never
+a bare server error, and never blocks on the daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nas_receiver.catalog import Catalog
+from nas_receiver.config import load_config
+from nas_receiver.web.app import App, Sources
+from nas_receiver.web.auth import Verdict
+from tests.daemon_helpers import write_config
+
+
+def _get(app: App, query: str, path: str = "/") -> tuple[str, str]:
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, _headers: list[tuple[str, str]]) -> None:
+        answer["status"] = status
+
+    body = b"".join(app({"QUERY_STRING": query, "PATH_INFO": path}, start_response))
+    return answer["status"], body.decode()
+
+
+def _app(tmp_path: Path, extra: str = "") -> tuple[App, Path]:
+    config_path = write_config(tmp_path)
+    config_path.write_text(config_path.read_text() + extra)
+    config = load_config(config_path)
+    Catalog(config.catalog_path).close()
+    return App(Sources(lambda: load_config(config_path)), lambda _e: Verdict(200)), config_path
+
+
+def test_a_log_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder-not-a-log"
+    folder.mkdir()
+    app, _config = _app(tmp_path, f"log_file: {folder}\n")
+    for view in ("log", "log.json", "log.txt"):
+        status, body = _get(app, f"view={view}")
+        assert status.startswith("503"), view
+        assert "a-folder-not-a-log" in body and "cannot be read" in body
+    assert _get(app, "")[0].startswith("200")  # the rest of the page still works
+
+
+def test_a_damaged_catalog_is_said_on_every_data_page(tmp_path: Path) -> None:
+    app, config_path = _app(tmp_path)
+    catalog = load_config(config_path).catalog_path
+    for suffix in ("-wal", "-shm"):
+        catalog.with_name(catalog.name + suffix).unlink(missing_ok=True)
+    catalog.write_bytes(b"this is not a database" * 100)
+    for view in ("overview", "backups", "jobs", f"backup&id={'0' * 64}"):
+        status, body = _get(app, f"view={view}")
+        assert status.startswith("503"), view
+        assert "the catalog" in body and "not a database" in body
+
+
+def test_a_missing_catalog_and_a_broken_config(tmp_path: Path) -> None:
+    app, config_path = _app(tmp_path)
+    catalog = load_config(config_path).catalog_path
+    catalog.unlink()
+    status, body = _get(app, "")
+    assert status.startswith("503") and "the daemon has not run" in body
+    config_path.write_text("sources: [\n")
+    from nas_receiver.web.app import guarded
+
+    broken = App(Sources(guarded(lambda: load_config(config_path))), lambda _e: Verdict(200))
+    status, body = _get(broken, "")
+    assert status.startswith("503") and "config.yaml" in body
+
+
+def test_the_stylesheet_and_script_beside_the_page(tmp_path: Path) -> None:
+    app, _config = _app(tmp_path)
+    assert _get(app, "", "/app.css")[1].startswith("/*")
+    assert "use strict" in _get(app, "", "/some/where/app.js")[1]
+    assert _get(app, "", "/../../etc/passwd")[0].startswith("200")  # the overview, no file
+    assert "root:" not in _get(app, "", "/../../etc/passwd")[1]
