@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, cast
 
+import nacl.bindings.crypto_secretstream as nss
 import securetar
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from nacl.exceptions import CryptoError
@@ -132,17 +132,7 @@ class _Some:
         self.read = read
 
 
-class _Translating:
-    """Wrap a securetar reader so its errors become DecryptError."""
-
-    def __init__(self, reader: securetar.DecryptReader) -> None:
-        self._reader = reader
-
-    def read(self, size: int, /) -> bytes:
-        try:
-            return bytes(self._reader.read(size))
-        except (CryptoError, SecureTarError, ValueError) as err:
-            raise DecryptError(f"decryption failed ({err or type(err).__name__})") from err
+_ABYTES = nss.crypto_secretstream_xchacha20poly1305_ABYTES
 
 
 class CbcDecryptStream:
@@ -180,6 +170,44 @@ class CbcDecryptStream:
         if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
             raise DecryptError("bad padding at the end of the ciphertext")
         return last[:-pad]
+
+
+class SecretstreamDecryptStream:
+    """XChaCha20-Poly1305 secretstream decryption (SecureTar v3) with libsodium, as
+    securetar calls it, one 1 MiB chunk per read and no copy of its output (securetar's own
+    reader copies its buffer on every read).  Every chunk is authenticated; the final tag
+    must come with the last chunk and only there.  Reads may be short; ``b""`` is the end.
+    """
+
+    def __init__(self, source: ByteSource, key: bytes, header: bytes, ciphertext_size: int) -> None:
+        self._source = source
+        self._state = nss.crypto_secretstream_xchacha20poly1305_state()
+        try:
+            nss.crypto_secretstream_xchacha20poly1305_init_pull(self._state, header, key)
+        except (CryptoError, ValueError) as err:
+            raise DecryptError(f"decryption failed ({err or type(err).__name__})") from err
+        self._left = ciphertext_size
+        self._done = False
+
+    def read(self, size: int, /) -> bytes:
+        del size  # a chunk is what it is: 1 MiB of plaintext, the last one less
+        if self._done:
+            return b""
+        want = min(securetar.V3_SECRETSTREAM_CHUNK_SIZE + _ABYTES, self._left)
+        data = self._source.read(want)
+        if len(data) != want:
+            raise DecryptError(f"ciphertext ends {self._left - len(data)} bytes early")
+        self._left -= want
+        try:
+            plain, tag = nss.crypto_secretstream_xchacha20poly1305_pull(self._state, data, None)
+        except (CryptoError, ValueError) as err:
+            raise DecryptError(f"decryption failed ({err or type(err).__name__})") from err
+        final = tag == nss.crypto_secretstream_xchacha20poly1305_TAG_FINAL
+        if final != (self._left == 0):
+            where = "before the end" if final else "missing at the end"
+            raise DecryptError(f"decryption failed (the stream's final tag is {where})")
+        self._done = final
+        return bytes(plain)
 
 
 class KeySession:
@@ -224,13 +252,7 @@ class KeySession:
             body = ChainedSource(prefix[header.size :], some)
             return CbcDecryptStream(body, material.key, material.iv, member_size - header.size)
         body = ChainedSource(prefix[header.size :], rest)
-        reader = context.stream_factory.create_decrypt_reader(
-            cast(IO[bytes], ChainedSource(prefix[header.size :], rest)),
-            material,
-            member_size - header.size,
-            header.plaintext_size,
-        )
-        return _Translating(reader)
+        return SecretstreamDecryptStream(body, material.key, material.iv, member_size - header.size)
 
     def _context(self, index: int, header: SecureTarHeader) -> SecureTarRootKeyContext | None:
         salt = header.cipher_initialization[:16] if header.version == 3 else b""

@@ -1,6 +1,5 @@
-"""Byte sources the tar walker reads from: a seeking file (quick checks) and a read-ahead
-file that hashes every byte on a second thread (full checks: one read of the file does both).
-"""
+"""Byte sources the tar walker reads from: a seeking file (quick checks) and a reader of
+the whole file whose SHA-256 a second thread makes meanwhile (full checks)."""
 
 from __future__ import annotations
 
@@ -11,10 +10,15 @@ import queue
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+from zlib_ng import zlib_ng
+
+if TYPE_CHECKING:
+    from .tarstream import ByteSource
 
 CHUNK = 1 << 20
-READ_AHEAD_CHUNKS = 8
+WINDOW = 256 << 20  # how far the hash may run ahead of the verifier (in the page cache)
 
 
 class SeekingFileSource:
@@ -35,29 +39,183 @@ class SeekingFileSource:
         return target - position
 
 
-class HashingReadAhead:
-    """Read a file from start to end on a worker thread, hashing each chunk as it is read.
+class FileChanged(Exception):
+    """The file was written to while it was being verified (it is not finished).
+    ``sha256`` is the hash of what the hashing thread read."""
 
-    The consumer's ``read`` takes bytes from a bounded queue of chunks, so memory stays at
-    ``READ_AHEAD_CHUNKS * CHUNK`` whatever the file's size.  SHA-256 and the disk read overlap
-    with whatever the consumer does with the bytes (hashlib releases the GIL on big buffers).
-    ``finish`` reads whatever the consumer left and returns the whole file's SHA-256.
+    def __init__(self, message: str, sha256: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+
+
+class HashingReader:
+    """The verifier's reader of a whole file, with SHA-256 of all of it made on a second
+    thread.
+
+    The two read the same open file each at its own pace (``os.pread``), so neither waits
+    for the other: where an archive alternates between parts slow to check (text to
+    inflate) and fast ones (media stored as it is), the hash runs ahead through the page
+    cache, up to ``WINDOW`` bytes ahead of the verifier, and the whole takes as long as the
+    slower of the two, not the sum of the slower parts.  Memory stays at a chunk or two
+    each, whatever the file's size.
+
+    Reading twice is safe because a file that changes between the reads is caught: both
+    readers take the same 1 MiB chunks and compare their CRC-32s, and the file's size, mtime
+    and ctime must be what they were at the start (``finish`` raises FileChanged).
     """
 
     def __init__(
         self, path: str | os.PathLike[str], on_bytes: Callable[[int], None] | None = None
     ) -> None:
-        self._path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self._stamp = _stamp(os.fstat(self._fd))
         self._on_bytes = on_bytes
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(READ_AHEAD_CHUNKS)
-        self._stop = threading.Event()
         self._sha = hashlib.sha256()
         self._chunk = memoryview(b"")
+        self._position = 0  # where the verifier is
         self._eof = False
         self.consumed = 0
-        self._thread = threading.Thread(target=self._produce, name="read-ahead", daemon=True)
+        self._hashed = 0
+        self._crcs: dict[int, int] = {}  # chunk index -> CRC-32 of the first reader to get it
+        self._mismatch: int | None = None
+        self._error: OSError | None = None
+        self._stop = False
+        self._moved = threading.Condition()
+        self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
 
-    def __enter__(self) -> HashingReadAhead:
+    def __enter__(self) -> HashingReader:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._moved:
+            self._stop = True
+            self._moved.notify_all()
+        self._thread.join()
+        os.close(self._fd)
+
+    def read(self, size: int, /) -> bytes:
+        """Return up to ``size`` bytes, never more than the rest of the current chunk (one
+        copy, no joins); ``b""`` only at the end of the file."""
+        if not self._chunk and not self._next_chunk():
+            return b""
+        data = _take(self._chunk, size)
+        self._chunk = self._chunk[len(data) :]
+        self._position += len(data)
+        self.consumed += len(data)
+        return data
+
+    def skip(self, size: int) -> int:
+        """Move ``size`` bytes forward without reading them; return how many there were."""
+        skipped = 0
+        while skipped < size:
+            if not self._chunk and not self._next_chunk():
+                break
+            take = min(size - skipped, len(self._chunk))
+            self._chunk = self._chunk[take:]
+            self._position += take
+            skipped += take
+        self.consumed += skipped
+        return skipped
+
+    def finish(self) -> str:
+        """Wait for the hash of the whole file and return it (hex).
+
+        Raise FileChanged when the file was written to meanwhile; OSError on a read error."""
+        with self._moved:
+            self._position = 1 << 62  # the verifier is done: the hash needs no window now
+            self._moved.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        digest = self._sha.hexdigest()
+        if self._mismatch is not None:
+            where = self._mismatch * CHUNK
+            raise FileChanged(f"bytes at {where} changed between two reads", digest)
+        if _stamp(os.fstat(self._fd)) != self._stamp:
+            raise FileChanged("its size or modification time changed", digest)
+        return digest
+
+    def _next_chunk(self) -> bool:
+        """Read the chunk the position is in (chunks are aligned, as the hash's are)."""
+        if self._eof:
+            return False
+        index, offset = divmod(self._position, CHUNK)
+        data = os.pread(self._fd, CHUNK, index * CHUNK)
+        if len(data) <= offset:
+            self._eof = True
+            return False
+        self._compare(index, data)
+        self._chunk = memoryview(data)[offset:]
+        if self._on_bytes is not None:
+            self._on_bytes(len(data) - offset)
+        with self._moved:
+            self._moved.notify_all()
+        return True
+
+    def _hash(self) -> None:
+        index = 0
+        try:
+            while True:
+                with self._moved:
+                    while not self._stop and self._hashed - self._position > WINDOW:
+                        self._moved.wait(0.5)
+                    if self._stop:
+                        return
+                data = os.pread(self._fd, CHUNK, index * CHUNK)
+                if not data:
+                    return
+                self._sha.update(data)
+                self._compare(index, data)
+                self._hashed += len(data)
+                index += 1
+        except OSError as err:
+            self._error = err
+
+    def _compare(self, index: int, data: bytes) -> None:
+        crc = zlib_ng.crc32(data)
+        with self._moved:
+            first = self._crcs.pop(index, None)
+            if first is None:
+                self._crcs[index] = crc
+            elif first != crc and self._mismatch is None:
+                self._mismatch = index
+
+
+def _take(chunk: memoryview, size: int) -> bytes:
+    """The first ``size`` bytes of ``chunk``: the chunk's own bytes object when all of it
+    is wanted (no copy of a megabyte per read), else a copy of the part."""
+    whole = chunk.obj
+    if size >= len(chunk) and isinstance(whole, bytes) and len(whole) == len(chunk):
+        return whole
+    return bytes(chunk[:size])
+
+
+def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+class ReaderThread:
+    """Read a stream on a thread of its own, a few chunks ahead of the consumer: decryption
+    then runs on the second core while the consumer inflates.  An error of the stream is
+    raised by the consumer's ``read`` at the place it happened.  Leaving the ``with`` block
+    stops and joins the thread, so the stream's own source is the caller's again."""
+
+    def __init__(self, stream: ByteSource, chunk: int = CHUNK, depth: int = 4) -> None:
+        self._stream = stream
+        self._chunk_size = chunk
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._chunk = memoryview(b"")
+        self._ended = False
+        self._thread = threading.Thread(target=self._produce, name="decrypt", daemon=True)
+
+    def __enter__(self) -> ReaderThread:
         self._thread.start()
         return self
 
@@ -74,61 +232,32 @@ class HashingReadAhead:
         self._thread.join()
 
     def read(self, size: int, /) -> bytes:
-        """Return up to ``size`` bytes, never more than the rest of the current chunk (one
-        copy, no joins); ``b""`` only at the end of the file."""
-        if not self._chunk and not self._next_chunk():
-            return b""
-        data = bytes(self._chunk[:size])
+        if not self._chunk:
+            if self._ended:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            if not item:
+                self._ended = True
+                return b""
+            self._chunk = memoryview(item)
+        data = _take(self._chunk, size)
         self._chunk = self._chunk[len(data) :]
-        self.consumed += len(data)
         return data
-
-    def skip(self, size: int) -> int:
-        """Consume ``size`` bytes without copying them; return how many there were."""
-        skipped = 0
-        while skipped < size:
-            if not self._chunk and not self._next_chunk():
-                break
-            take = min(size - skipped, len(self._chunk))
-            self._chunk = self._chunk[take:]
-            skipped += take
-        self.consumed += skipped
-        return skipped
-
-    def finish(self) -> str:
-        """Read to the end of the file and return the SHA-256 of all of it (hex)."""
-        self.skip(1 << 62)
-        return self._sha.hexdigest()
-
-    def _next_chunk(self) -> bool:
-        if self._eof:
-            return False
-        item = self._queue.get()
-        if item is None:
-            self._eof = True
-            return False
-        if isinstance(item, BaseException):
-            self._eof = True
-            raise item
-        self._chunk = memoryview(item)
-        if self._on_bytes is not None:
-            self._on_bytes(len(item))
-        return True
 
     def _produce(self) -> None:
         try:
-            with open(self._path, "rb", buffering=0) as file:
-                while not self._stop.is_set():
-                    chunk = file.read(CHUNK)
-                    if not chunk:
-                        break
-                    self._sha.update(chunk)
-                    self._put(chunk)
-            self._put(None)
-        except OSError as err:
+            while not self._stop.is_set():
+                data = self._stream.read(self._chunk_size)
+                self._put(data)
+                if not data:
+                    return
+        except Exception as err:  # handed to the consumer, raised where it reads
             self._put(err)
 
-    def _put(self, item: bytes | BaseException | None) -> None:
+    def _put(self, item: bytes | BaseException) -> None:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)

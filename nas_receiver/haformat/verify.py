@@ -37,7 +37,7 @@ from .names import inner_base_name
 
 if TYPE_CHECKING:
     from .model import BackupJson
-from .sources import CHUNK, HashingReadAhead, SeekingFileSource
+from .sources import CHUNK, FileChanged, HashingReader, ReaderThread, SeekingFileSource
 from .tarstream import ByteSource, MemberCut, TarEntry, TarFormatError, TarTruncated, TarWalker
 
 METADATA_NAMES = ("backup.json", "snapshot.json")
@@ -212,9 +212,17 @@ class _Checker:
         if self.report.size == 0:
             self.problems.add(Verdict.INCOMPLETE, "empty file (0 bytes): nothing written yet")
         elif self.level is Level.FULL:
-            with HashingReadAhead(self.path, self.on_bytes) as source:
+            with HashingReader(self.path, self.on_bytes) as source:
                 self._walk(source)
-                self.report.sha256 = source.finish()
+                try:
+                    self.report.sha256 = source.finish()
+                except FileChanged as err:
+                    self.report.sha256 = err.sha256
+                    self.problems.add(
+                        Verdict.INCOMPLETE,
+                        f"the file changed while it was verified ({err}): HA may still be "
+                        "writing it",
+                    )
         else:
             with self.path.open("rb") as file:
                 self._walk(SeekingFileSource(file, self.report.size))
@@ -306,7 +314,8 @@ class _Checker:
                     self.session.find_key(prefix)
                     return
                 decrypted = self.session.open(prefix, rest, entry.size)
-                self._walk_inner(decrypted, fmt, inner, where)
+                with ReaderThread(decrypted) as ahead:  # decrypts on the other core
+                    self._walk_inner(ahead, fmt, inner, where)
             elif self.level is Level.FULL:
                 self._walk_inner(ChainedSource(prefix, rest), fmt, inner, where)
         except WrongKey as err:
