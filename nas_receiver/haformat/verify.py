@@ -3,7 +3,9 @@
 ``quick`` reads headers only (seeks over data): structure, backup.json, sizes, completeness
 and the key where the format allows.  ``full`` also decrypts and inflates every byte of every
 inner archive, checks gzip CRCs and v3 authentication, walks every inner tar member to its
-end, and hashes the whole file, all in one read of the file.
+end, and hashes the whole file on a second thread that reads it at its own pace (a file
+written to meanwhile is caught and is incomplete); encrypted inner archives are decrypted on
+a third, so decryption, inflating and hashing overlap on two cores.
 """
 
 from __future__ import annotations
