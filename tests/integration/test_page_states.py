@@ -74,3 +74,27 @@ def test_the_stylesheet_and_script_beside_the_page(tmp_path: Path) -> None:
     assert "use strict" in _get(app, "", "/some/where/app.js")[1]
     assert _get(app, "", "/../../etc/passwd")[0].startswith("200")  # the overview, no file
     assert "root:" not in _get(app, "", "/../../etc/passwd")[1]
+
+
+def test_jobs_page_names_waiting_running_and_failing_arrivals(tmp_path: Path) -> None:
+    """The states the pipeline records (catalog API, as the pipeline calls it) are shown
+    with their reasons: waiting for room, being verified, failing."""
+    app, config_path = _app(tmp_path)
+    catalog = Catalog(load_config(config_path).catalog_path)
+    for name in ("big.tar", "busy.tar", "locked.tar"):
+        catalog.observe("home", name, 5 << 30, 1, now=1.0)
+    ids = {s.path: s.id for s in catalog.sightings()}
+    catalog.fail_sighting(
+        ids["big.tar"],
+        "waiting for 5.1 GiB free in /volume1/library",
+        2.0,
+        wait_bytes=5 << 30,
+        wait_path="/volume1/library",
+    )
+    assert catalog.take(ids["busy.tar"], 5 << 30, 1)
+    catalog.fail_sighting(ids["locked.tar"], "locked.tar cannot be read by user x", 3.0)
+    status, body = _get(app, "view=jobs")
+    assert status.startswith("200")
+    assert "waiting for space" in body and "waiting for 5.1 GiB free in /volume1/library" in body
+    assert "running" in body and "busy.tar" in body
+    assert "failed" in body and "cannot be read by user x" in body
