@@ -20,7 +20,7 @@ ADVICE = (
         "does not exist",
         "Check that the shared folder exists and is mounted (Control Panel > Shared Folder).",
     ),
-    ("cannot read", ""),  # the problem already names the fix
+    ("cannot be read by", ""),  # the problem already names the fix
     (
         "no new valid backup",
         "Check Home Assistant's backup schedule and its network storage "

@@ -156,3 +156,11 @@ def test_every_status_problem_kind_has_advice() -> None:
     assert "schedule" in advice("no new valid backup for 3.0 days (expected every 1 day)")
     assert "key" in advice("newest archive 'x' is key_required")
     assert "space" in advice("x.tar: waiting for 1.2 GiB free in /volume1")
+
+
+def test_an_unreadable_share_file_has_its_fix_in_the_problem_itself() -> None:
+    from nas_receiver.intake.shareio import unreadable
+
+    problem = unreadable("/volume1/ha/a.tar") + " (failed 3 times)"
+    assert advice(problem) == ""  # the problem names the user and the permission already
+    assert "Control Panel > Shared Folder" in problem
