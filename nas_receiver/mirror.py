@@ -39,7 +39,7 @@ from .destinations.base import (
 )
 from .errors import NasReceiverError
 from .haformat.keys import KeyRing, read_key_file, read_secret
-from .haformat.model import parse_backup_json
+from .haformat.model import parse_backup_json, within_range
 from .haformat.names import safe_base
 from .library import clean_partials, place_candidates, sha256_of
 
@@ -176,7 +176,7 @@ def to_send(
 
 
 def _day(archive: dict[str, Any]) -> str:
-    return datetime.fromisoformat(archive["date"]).astimezone().date().isoformat()
+    return within_range(datetime.fromisoformat(archive["date"])).astimezone().date().isoformat()
 
 
 class _Mirror:

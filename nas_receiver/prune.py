@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
 from .destinations.base import DestinationError
+from .haformat.model import within_range
 from .library import companions, remove_path
 from .retention import Candidate, Decision, Holding, Policy, World, apply_floors, select
 
@@ -235,7 +236,7 @@ def _candidates(catalog: Catalog, location: str) -> list[Candidate]:
 def _date(iso: str | None, first_seen: float) -> datetime:
     """All in UTC: aware datetimes sharing one tzinfo compare fast (retention sorts them)."""
     if iso:
-        return datetime.fromisoformat(iso).astimezone(UTC)
+        return within_range(datetime.fromisoformat(iso)).astimezone(UTC)
     return datetime.fromtimestamp(first_seen, UTC)
 
 

@@ -44,6 +44,23 @@ class AddonPart(_Tolerant):
     size: float = 0
 
 
+# A date typed by hand may be anything: kept a day inside datetime's range, where it can be
+# shown in every time zone (year 9999 west of UTC, or year 1 east of it, would overflow).
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def within_range(value: datetime) -> datetime:
+    """``value`` (naive is UTC), or the nearest of EARLIEST and LATEST beyond them."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value < EARLIEST:
+        return EARLIEST
+    if value > LATEST:
+        return LATEST
+    return value
+
+
 class BackupJson(_Tolerant):
     """The ``backup.json`` of an HA backup: required keys enforced, unknown keys kept."""
 
@@ -65,7 +82,7 @@ class BackupJson(_Tolerant):
     @field_validator("date")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return within_range(value if value.tzinfo else value.replace(tzinfo=UTC))
 
     @field_validator("homeassistant", mode="before")
     @classmethod

@@ -256,3 +256,55 @@ def test_a_share_file_our_user_cannot_read_is_named_with_the_fix(make_backup: Ma
     assert status.returncode == 3, status.stderr
     problems = json.loads(status.stdout)["sources"][0]["problems"]
     assert any("a.tar cannot be read by user nobody" in p and "read access" in p for p in problems)
+
+
+def test_a_date_typed_at_the_ends_of_time_breaks_nothing(tmp_path: Path) -> None:
+    """Asserts: backups dated 9999-12-31 west of UTC and 0001-01-01 east of it (only a hand
+    can type them, HA never does) are taken in like any other, and scan (which mirrors and
+    prunes), status, list and the page keep working in time zones on both sides of UTC,
+    with retention on the library and on a destination (they sort and bucket by date)."""
+    from datetime import datetime, timedelta, timezone
+
+    config_path = _site(tmp_path)
+    offsite = tmp_path / "site" / "offsite"
+    config_path.write_text(
+        config_path.read_text().replace(
+            "library: {path: ", "library: {retention: {keep_daily: 3, min_valid: 1}, path: "
+        )
+        + f"destinations:\n  - {{name: usb, type: local, path: {offsite},"
+        " retention: {keep_daily: 2, keep_monthly: 2}}\n"
+    )
+    share = tmp_path / "site" / "share"
+    ends = {
+        "future.tar": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-12))),
+        "past.tar": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+        "now.tar": datetime(2026, 11, 20, 4, 45, tzinfo=timezone(timedelta(0))),
+    }
+    for index, (name, date) in enumerate(ends.items()):
+        spec = BackupSpec(date=date, slug=f"0000000{index}", password=KEY)
+        write_backup(share / name, spec, tmp_path / f"work{index}")
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12", "UTC"):
+        env = {**os.environ, "TZ": zone}
+        for args in (["scan"], ["status", "--json"], ["list", "--json"], ["prune", "--dry-run"]):
+            result = subprocess.run(
+                cli_command(config_path, *args),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                env=env,
+            )
+            assert result.returncode in (0, 3), (zone, args, result.stderr)
+            assert "Traceback" not in result.stderr, (zone, args, result.stderr)
+    rows = _rows(config_path)
+    assert sorted(r["verdict"] for r in rows) == ["valid"] * 3  # type: ignore[type-var]
+
+    from nas_receiver.config import load_config
+    from nas_receiver.web.app import App, Sources
+    from nas_receiver.web.auth import Verdict
+
+    app = App(Sources(lambda: load_config(config_path)), lambda _e: Verdict(200))
+    statuses: list[str] = []
+    for view in ("overview", "backups", "jobs"):
+        body = b"".join(app({"QUERY_STRING": f"view={view}"}, lambda s, _h: statuses.append(s)))
+        assert statuses[-1] == "200 OK", (view, body[:300])
