@@ -247,6 +247,12 @@ class Catalog:
             elif version != SCHEMA_VERSION:  # no write when there is nothing to change
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
+    def schema_version(self) -> int | None:
+        """The schema of the file (a reader opened while an older daemon still runs may
+        find an older one)."""
+        rows = self._query("SELECT version FROM schema_version")
+        return int(rows[0][0]) if rows else None
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self._connection().execute(sql, params).fetchall()
 

@@ -3,11 +3,13 @@ package's CGI program the way DSM's web server does (CGI/1.1 environment, ``Stat
 header), and a stand-in DSM root with ``authenticate.cgi``, ``login.cgi`` and
 ``/etc/group``.
 
-The stand-in answers by session cookie: ``id=admin-session`` is ``admin`` (an
-administrator), ``id=user-session`` is ``alice`` (a DSM user, not an administrator),
-``id=csrf-session`` is ``carol`` (an administrator) but only with the SynoToken that
-login.cgi gives for that session, as with DSM's CSRF protection on; anything else is
-nobody."""
+The stand-in answers by session cookie, for a request from 127.0.0.1 only (DSM ties a
+session to its address): ``id=admin-session`` is ``admin`` (an administrator),
+``id=user-session`` is ``alice`` (a DSM user, not an administrator), ``id=csrf-session`` is
+``carol`` (an administrator) but only with the SynoToken that login.cgi gives for that
+session, as with DSM's CSRF protection on; anything else is nobody.  That DSM's own
+programs need no more of the request than the session's headers and addresses is
+unverified (no DSM here)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ NON_ADMIN = "id=user-session"
 CSRF_ADMIN = "id=csrf-session"
 
 _AUTHENTICATE = """#!/bin/sh
+# DSM ties a session to the address it logged in from
+[ "$REMOTE_ADDR" = 127.0.0.1 ] || exit 0
 case "$HTTP_COOKIE" in
     *id=admin-session*) echo admin ;;
     *id=user-session*) echo alice ;;

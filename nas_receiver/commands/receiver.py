@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -91,6 +92,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, _port = parse_listen(args.listen)
 
     def announce(url: str) -> None:
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming it, not binding it
+            url = url.replace(f"//{host}:", f"//{socket.gethostname()}:").replace(
+                "//[::]:", f"//{socket.gethostname()}:"
+            )
         print(url, flush=True)  # the first line: the URL to open, token included
         print("(the token is kept in the data folder; Ctrl+C stops)", file=sys.stderr)
         if host not in ("127.0.0.1", "localhost", "::1"):

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import jinja2
 
 from .. import __version__
-from ..catalog import Catalog
+from ..catalog import SCHEMA_VERSION, Catalog
 from ..config import Config
 from . import chart, logview, views
 from .auth import Verdict
@@ -64,7 +64,14 @@ class Sources:
                 f"{path} cannot be read by user {_me()}: the page needs read access to the "
                 "catalog and the log"
             )
-        return config, Catalog(path, readonly=True)
+        catalog = Catalog(path, readonly=True)
+        found = catalog.schema_version()
+        if found != SCHEMA_VERSION:
+            raise Unavailable(
+                f"{path} has schema {found}, this version reads {SCHEMA_VERSION}: restart "
+                "the daemon (the package) once, it brings the catalog up to date"
+            )
+        return config, catalog
 
 
 def _me() -> str:
@@ -94,6 +101,12 @@ class App:
             return self._refuse(verdict, start_response)
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         extra = [("Set-Cookie", verdict.set_cookie)] if verdict.set_cookie else []
+        if verdict.set_cookie and "token" in query:  # the token leaves the address bar
+            del query["token"]
+            where = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "/"
+            location = where + ("?" + urlencode(query) if query else "")
+            start_response("303 See Other", [("Location", location), *HEADERS, *extra])
+            return [b""]
         try:
             status, headers, body = self._route(query, environ.get("PATH_INFO", ""))
         except (Unavailable, sqlite3.Error) as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs
 TOKEN_FILE = "web-token"  # noqa: S105 - a file name, not a secret
 TOKEN_COOKIE = "nas_receiver_token"  # noqa: S105 - a cookie name
 MIN_TOKEN = 16  # a shorter token file is not ours (emptied, cut short): a new one is made
+_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{{MIN_TOKEN},}}")  # what a URL and a cookie carry as is
 ADMIN_GROUP = "administrators"
 AUTHENTICATE = "usr/syno/synoman/webman/modules/authenticate.cgi"
 LOGIN = "usr/syno/synoman/webman/login.cgi"
@@ -41,9 +43,10 @@ def token(data_dir: Path) -> str:
         value = path.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
         value = ""
-    if len(value) >= MIN_TOKEN:
+    if _TOKEN.fullmatch(value):
         return value
-    # none yet, or emptied (by the user for a new one, or a write cut short): a new one
+    # none yet, emptied (by the user for a new one, or a write cut short), or edited into
+    # something a cookie cannot carry: a new one
     data_dir.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(24)
     partial = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
@@ -96,7 +99,11 @@ def check_dsm(environ: dict[str, str], root: Path = Path("/")) -> Verdict:
 
 def _dsm_user(environ: dict[str, str], root: Path) -> str:
     """The user DSM's authenticate.cgi names for this request; with CSRF protection on it
-    wants the SynoToken, which login.cgi gives for the session's cookie."""
+    wants the SynoToken, which login.cgi gives for the session's cookie.
+
+    Asking login.cgi for it with the visitor's own cookie means DSM's CSRF protection does
+    not guard this page: fine while every view only reads (GET, no action).  Never add an
+    action behind this check without requiring the SynoToken from the request itself."""
     user = _run(root / AUTHENTICATE, environ)
     if user or not (root / LOGIN).exists() or "SynoToken" in _for_dsm(environ)["QUERY_STRING"]:
         return user

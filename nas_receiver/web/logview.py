@@ -42,11 +42,12 @@ def read_log(
                 start = max(0, size - TAIL_BYTES)
             else:
                 start = after if 0 <= after <= size else 0  # rotated: a new file
+                start = max(start, size - TAIL_BYTES)  # never more than a tail at once
             handle.seek(start)
             data = handle.read(size - start)
     except FileNotFoundError:
         return LogPage([], 0, False)
-    truncated = after is None and start > 0
+    truncated = start > 0 and start != after
     if truncated:
         data = data.split(b"\n", 1)[1] if b"\n" in data else b""
     lines = [_parse(raw) for raw in data.decode("utf-8", "replace").splitlines() if raw]

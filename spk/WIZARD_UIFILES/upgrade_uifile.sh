@@ -25,10 +25,32 @@ PY
 json_text() {  # share names allow no quote or backslash (the wizard's rule); be sure anyway
     printf '%s' "$1" | sed 's/[\\"]/\\&/g'
 }
+usable() {  # a share name as the install wizard allows it (no control characters)
+    case "$1" in '' | */* | *[[:cntrl:]]*) return 1 ;; esac
+    return 0
+}
 ha=$(saved ha_share)
-[ -n "$ha" ] || ha=$(from_config sources)
+usable "$ha" || ha=$(from_config sources)
+usable "$ha" || ha=""
 library=$(saved library_share)
-[ -n "$library" ] || library=$(from_config library)
+usable "$library" || library=$(from_config library)
+usable "$library" || library=""
+
+# known: hidden fields, nothing to answer; unknown (config.yaml edited by hand): asked again
+field() {  # key, description, value
+    if [ -n "$3" ]; then
+        printf '{"key": "%s", "desc": "%s", "defaultValue": "%s", "hidden": true}' \
+            "$1" "$2" "$(json_text "$3")"
+    else
+        printf '{"key": "%s", "desc": "%s", "defaultValue": "", "validator": {"allowBlank": false, "regex": {"expr": "%s", "errorText": "A shared folder name, without \\u0027/\\u0027"}}}' \
+            "$1" "$2" '/^[^\\/\\\\:*?\"<>|=+,;\\[\\]`\\x00-\\x1f]{1,32}$/'
+    fi
+}
+if [ -n "$ha" ] && [ -n "$library" ]; then
+    text="nas-receiver keeps its configuration, its catalog and its shared folders: Home Assistant's ($(json_text "$ha")) and the library ($(json_text "$library"))."
+else
+    text="nas-receiver keeps its configuration and its catalog. Name its shared folders again, as you installed it: the one Home Assistant writes to, and the library."
+fi
 
 cat > "${SYNOPKG_TEMP_LOGFILE:-/dev/stdout}" <<JSON
 [
@@ -37,10 +59,10 @@ cat > "${SYNOPKG_TEMP_LOGFILE:-/dev/stdout}" <<JSON
         "items": [
             {
                 "type": "textfield",
-                "desc": "nas-receiver keeps its configuration, its catalog and its shared folders: Home Assistant's ($(json_text "$ha")) and the library ($(json_text "$library")).",
+                "desc": "$text",
                 "subitems": [
-                    {"key": "wizard_ha_share", "desc": "Home Assistant's shared folder", "defaultValue": "$(json_text "$ha")", "hidden": true},
-                    {"key": "wizard_library_share", "desc": "Library shared folder", "defaultValue": "$(json_text "$library")", "hidden": true}
+                    $(field wizard_ha_share "Home Assistant's shared folder" "$ha"),
+                    $(field wizard_library_share "Library shared folder" "$library")
                 ]
             }
         ]

@@ -270,6 +270,15 @@ def _shot(browser: Any, name: str) -> Path:
     return path
 
 
+def _assert_all_local(browser: Any) -> None:
+    """Every request the browser made since the last look went to this machine; and it
+    made some: the page, its stylesheet and its script (so the look cannot pass empty)."""
+    urls = _requested(browser)
+    assert any(url.split("?")[0].endswith("app.css") for url in urls), urls
+    assert any(url.split("?")[0].endswith("app.js") for url in urls), urls
+    assert all(url.startswith("http://127.0.0.1:") for url in urls), urls
+
+
 def _requested(browser: Any) -> list[str]:
     urls = []
     for entry in browser.get_log("performance"):
@@ -290,7 +299,7 @@ def test_overview_shows_health_and_problems(browser: Any, site: Site, filled: Fi
     assert "What to do:" in text
     assert "Next expected" in text
     _shot(browser, f"{site.name}-overview-1280x800")
-    assert all(url.startswith("http://127.0.0.1:") for url in _requested(browser))
+    _assert_all_local(browser)
 
 
 def test_backups_page_has_the_timeline_and_the_3_2_1_table(
@@ -315,7 +324,7 @@ def test_backups_page_has_the_timeline_and_the_3_2_1_table(
     assert cells[3].text.startswith("failed")  # cloud, with its reason
     assert "directory" in cells[3].text.lower()
     _shot(browser, f"{site.name}-backups-1280x800")
-    assert all(url.startswith("http://127.0.0.1:") for url in _requested(browser))
+    _assert_all_local(browser)
 
 
 def test_one_backup_page(browser: Any, site: Site, filled: Filled) -> None:
@@ -333,6 +342,7 @@ def test_one_backup_page(browser: Any, site: Site, filled: Filled) -> None:
     _shot(browser, f"{site.name}-backup-1280x800")
     status, _body = _get(site.url + "?view=backup&id=" + "0" * 64, _cookie(site))
     assert status == 404
+    _assert_all_local(browser)
 
 
 def _cookie(site: Site) -> str:
@@ -348,6 +358,7 @@ def test_jobs_page_names_the_failing_copies(browser: Any, site: Site) -> None:
     rows = browser.find_elements("css selector", "#offsite tbody tr")
     assert rows and all("cloud" in row.text and "failed" in row.text for row in rows)
     assert "Nothing is waiting" in text
+    _assert_all_local(browser)
 
 
 def test_log_page_filters_follows_and_downloads(browser: Any, site: Site, filled: Filled) -> None:
@@ -392,7 +403,7 @@ def test_log_page_filters_follows_and_downloads(browser: Any, site: Site, filled
     link = browser.find_element("id", "download").get_attribute("href")
     status, body = _get(link, _cookie(site))
     assert status == 200 and body == filled.log.read_text()
-    assert all(url.startswith("http://127.0.0.1:") for url in _requested(browser))
+    _assert_all_local(browser)
 
 
 def test_pages_fit_a_phone(browser: Any, site: Site) -> None:
@@ -406,6 +417,7 @@ def test_pages_fit_a_phone(browser: Any, site: Site) -> None:
             assert overflow <= 1, (view, overflow)
         _open(browser, site)
         _shot(browser, f"{site.name}-overview-phone")
+        _assert_all_local(browser)
     finally:
         browser.set_window_size(*DESKTOP)
 
@@ -418,3 +430,4 @@ def test_names_typed_by_users_are_shown_never_run(browser: Any, site: Site) -> N
         assert browser.execute_script("return window.__injected === undefined"), view
     text = _open(browser, site, "?view=backups")
     assert EVIL_NAME in text  # shown as the text it is
+    _assert_all_local(browser)

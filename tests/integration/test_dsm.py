@@ -3,6 +3,7 @@ as root (Task Scheduler) continuing as the package's user."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -124,3 +125,49 @@ def test_a_root_command_leaves_no_root_owned_files() -> None:
         )
         assert result.stdout.strip() == str(nobody)
         assert made.stat().st_uid == nobody
+
+
+UPGRADE_WIZARD = Path(__file__).resolve().parents[2] / "spk/WIZARD_UIFILES/upgrade_uifile.sh"
+
+
+def _upgrade_wizard(var: Path) -> list[dict[str, object]]:
+    """The upgrade wizard's fields, as DSM gets them from the script."""
+    output = var / "wizard.json"
+    env = {
+        "PATH": os.environ["PATH"],
+        "SYNOPKG_PKGVAR": str(var),
+        "SYNOPKG_TEMP_LOGFILE": str(output),
+        "SYNOPKG_PKGDEST": str(var / "no-target"),
+    }
+    subprocess.run(["sh", str(UPGRADE_WIZARD)], env=env, check=True, timeout=30)
+    steps = json.loads(output.read_text())  # valid JSON, whatever the names hold
+    return [sub for step in steps for item in step["items"] for sub in item["subitems"]]
+
+
+@pytest.mark.parametrize(
+    ("saved", "expected"),
+    [
+        ('ha_share=HA backups\nlibrary_share=lib "x" \\ y\n', ["HA backups", 'lib "x" \\ y']),
+        ("ha_share=tab\there\nlibrary_share=lib\n", [None, "lib"]),
+        (None, [None, None]),
+    ],
+    ids=["odd-but-valid-names", "control-character", "unknown"],
+)
+def test_the_upgrade_wizard_gives_back_known_shares_and_asks_for_unknown_ones(
+    tmp_path: Path, saved: str | None, expected: list[str | None]
+) -> None:
+    """Asserts: a known share name goes back to DSM as a hidden field (nothing to answer);
+    one that is unknown or not a share name (a control character) is asked again, with the
+    install wizard's own rule, never handed to DSM empty (the shares would lose their grant)."""
+    if saved is not None:
+        (tmp_path / "wizard-shares").write_text(saved)
+    fields = _upgrade_wizard(tmp_path)
+    assert [f["key"] for f in fields] == ["wizard_ha_share", "wizard_library_share"]
+    install = json.loads((UPGRADE_WIZARD.parent / "install_uifile").read_text())
+    rule = install[0]["items"][0]["subitems"][0]["validator"]
+    for field, value in zip(fields, expected, strict=True):
+        if value is None:
+            assert not field.get("hidden") and field["defaultValue"] == ""
+            assert field["validator"] == rule
+        else:
+            assert field["hidden"] is True and field["defaultValue"] == value

@@ -98,3 +98,38 @@ def test_jobs_page_names_waiting_running_and_failing_arrivals(tmp_path: Path) ->
     assert "waiting for space" in body and "waiting for 5.1 GiB free in /volume1/library" in body
     assert "running" in body and "busy.tar" in body
     assert "failed" in body and "cannot be read by user x" in body
+
+
+def test_the_token_leaves_the_address_bar_and_old_schemas_are_named(tmp_path: Path) -> None:
+    from nas_receiver.web.auth import check_token, token
+
+    app, config_path = _app(tmp_path)
+    secret = token(tmp_path / "data")
+    guarded = App(app.sources, lambda environ: check_token(environ, secret))
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer.update(status=status, headers=dict(headers))
+
+    environ = {"QUERY_STRING": f"view=log&token={secret}", "PATH_INFO": "/", "SERVER_PORT": "1"}
+    b"".join(guarded(environ, start_response))
+    assert answer["status"].startswith("303")
+    assert answer["headers"]["Location"] == "/?view=log"  # no token in history or logs
+    assert secret in answer["headers"]["Set-Cookie"]
+
+    catalog = Catalog(load_config(config_path).catalog_path)
+    with catalog.transaction() as db:
+        db.execute("UPDATE schema_version SET version = 6")  # the daemon not restarted yet
+    status, body = _get(app, "view=overview")
+    assert status.startswith("503") and "schema 6" in body and "restart" in body
+
+
+def test_following_the_log_never_reads_more_than_a_tail(tmp_path: Path) -> None:
+    from nas_receiver.web import logview
+
+    log = tmp_path / "big.log"
+    line = "2026-11-30 10:00:00 INFO " + "x" * 200 + "\n"
+    log.write_text(line * (3 * logview.TAIL_BYTES // len(line)))
+    page = logview.read_log(log, after=0)  # a page that looked before the file grew
+    assert 0 < len(page.lines) <= logview.TAIL_BYTES // len(line)
+    assert all(entry.text == "x" * 200 for entry in page.lines)

@@ -241,11 +241,12 @@ class FakeDsm:
             if sub.get("hidden")
         }
 
-    def page(self, cookie: str, query: str = "") -> tuple[int, str]:
+    def page(self, cookie: str, query: str = "", path: str = "") -> tuple[int, str]:
         """Open the package's page through DSM's web server and its CGI (a stand-in DSM
         login: see tests/dsm_web.py)."""
         dsm_root = make_dsm_root(self.root / "dsm-root")
-        with cgi_server(self.target / "ui/index.cgi", dsm_root) as url:
+        with cgi_server(self.target / "ui/index.cgi", dsm_root) as page_url:
+            url = page_url.rsplit("/", 1)[0] + "/" + path if path else page_url
             request = urllib.request.Request(url + query, headers={"Cookie": cookie})  # noqa: S310
             try:
                 with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
@@ -328,6 +329,8 @@ def test_install_run_upgrade_uninstall(dsm: FakeDsm) -> None:
     assert "1 valid of 1" in page and "backup_example_sec_v3" in page
     status, page = dsm.page(ADMIN, "?view=log")
     assert status == 200 and "verified valid" in page
+    status, style = dsm.page("", "", path="app.css")  # a static file of ui/, as DSM serves it
+    assert status == 200 and style.startswith("/*")
     status, page = dsm.page(NON_ADMIN)
     assert status == 403 and "backup_example_sec_v3" not in page
     assert dsm.page("")[0] == 401

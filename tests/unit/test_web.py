@@ -135,10 +135,12 @@ def test_token_in_query_sets_a_cookie_and_the_cookie_lets_in(tmp_path: Path) -> 
         assert check_token({**port, **environ}, secret).status == 401, environ
 
 
-def test_an_emptied_token_file_gets_a_new_token_never_an_empty_one(tmp_path: Path) -> None:
-    (tmp_path / "web-token").write_text("")
+@pytest.mark.parametrize("content", ["", "short", "my secret passphrase 1234", "ünïcödé" * 4])
+def test_a_token_file_a_cookie_cannot_carry_gets_a_new_token(tmp_path: Path, content: str) -> None:
+    (tmp_path / "web-token").write_text(content)
     secret = token(tmp_path)
     assert len(secret) >= 32 and (tmp_path / "web-token").read_text().strip() == secret
+    assert secret.replace("-", "").replace("_", "").isalnum()
     name = cookie_name({})
     assert check_token({"HTTP_COOKIE": f"{name}="}, "").status == 401
     assert check_token({"QUERY_STRING": "token="}, "").status == 401
