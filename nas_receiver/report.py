@@ -46,7 +46,7 @@ def _add_pending(config: Config, catalog: Catalog, copies: dict[str, list[dict[s
                 )
 
 
-def _when(epoch: float | None) -> str | None:
+def when(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else None
 
 
@@ -75,7 +75,7 @@ def list_archives(catalog: Catalog, config: Config | None = None) -> list[dict[s
                 entry.update(
                     method=None,
                     reason=copy.detail,
-                    next_try=_when(copy.next_try),
+                    next_try=when(copy.next_try),
                     attempts=copy.attempts,
                 )
         copies.setdefault(copy.sha256, []).append(entry)
@@ -100,7 +100,7 @@ def list_archives(catalog: Catalog, config: Config | None = None) -> list[dict[s
                 if archive["protected"] is not None
                 else None,
                 "homeassistant_version": archive["ha_version"],
-                "verified_at": _when(archive["verified_at"]),
+                "verified_at": when(archive["verified_at"]),
                 "copies": copies.get(archive["sha256"], []),
                 "drill": _drill_summary(drill),
             }
@@ -115,7 +115,7 @@ def _drill_summary(drill: dict[str, Any] | None) -> dict[str, Any] | None:
         "verdict": drill["verdict"],
         "suspicious": bool(drill["changes"]),
         "changes": drill["changes"],
-        "at": _when(drill["at"]),
+        "at": when(drill["at"]),
     }
 
 
@@ -171,9 +171,9 @@ def source_status(config: Config, catalog: Catalog, now: float | None = None) ->
                 "path": str(source.path),
                 "archives": len(mine),
                 "valid": len(valid),
-                "last_arrival": _when(last_arrival),
-                "last_valid": _when(last_valid),
-                "last_restorable": _when(max(restorable, default=None)),
+                "last_arrival": when(last_arrival),
+                "last_valid": when(last_valid),
+                "last_restorable": when(max(restorable, default=None)),
                 "pending": [_pending(s) for s in pending],
                 "problems": problems,
                 "healthy": not problems,
@@ -188,7 +188,7 @@ def _pending(sighting: Sighting) -> dict[str, Any]:
     row: dict[str, Any] = {"path": sighting.path, "state": sighting.state, "size": sighting.size}
     if sighting.state == SightingState.FAILED:
         row.update(
-            error=sighting.error, attempts=sighting.attempts, next_try=_when(sighting.next_try)
+            error=sighting.error, attempts=sighting.attempts, next_try=when(sighting.next_try)
         )
     return row
 
@@ -236,7 +236,7 @@ def destination_status(config: Config, catalog: Catalog) -> list[dict[str, Any]]
                 "verified": len(verified),
                 "pending": len(wanted - verified),
                 "failed": len(failed),
-                "last_copy": _when(last),
+                "last_copy": when(last),
                 "problems": sorted(set(problems)),
                 "healthy": not problems,
             }

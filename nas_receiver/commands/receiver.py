@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -80,22 +79,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..web.auth import token
     from ..web.serve import parse_listen, serve
 
     config, _where = _config(args)
     try:
-        parse_listen(args.listen)
+        host, port = parse_listen(args.listen)
     except ValueError as err:
         raise UsageError(str(err)) from None
     setup_logging(quiet=True)
-
-    host, _port = parse_listen(args.listen)
+    secret = token(config.data_dir)  # a data folder we cannot write is said as such
 
     def announce(url: str) -> None:
-        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming it, not binding it
-            url = url.replace(f"//{host}:", f"//{socket.gethostname()}:").replace(
-                "//[::]:", f"//{socket.gethostname()}:"
-            )
         print(url, flush=True)  # the first line: the URL to open, token included
         print("(the token is kept in the data folder; Ctrl+C stops)", file=sys.stderr)
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -105,11 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    from ..web.auth import token
-
-    token(config.data_dir)  # a data folder we cannot write is said as such, not as --listen
     try:
-        serve(config, lambda: _config(args)[0], args.listen, announce)
+        serve(secret, lambda: _config(args)[0], (host, port), announce)
     except OSError as err:
         raise UsageError(f"--listen {args.listen}: {err.strerror or err}") from None
     except KeyboardInterrupt:

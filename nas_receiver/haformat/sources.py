@@ -74,7 +74,6 @@ class HashingReader:
         self._chunk = memoryview(b"")
         self._position = 0  # where the verifier is
         self._eof = False
-        self.consumed = 0
         self._hashed = 0
         self._crcs: dict[int, int] = {}  # chunk index -> CRC-32 of the first reader to get it
         self._mismatch: int | None = None
@@ -107,7 +106,6 @@ class HashingReader:
         data = _take(self._chunk, size)
         self._chunk = self._chunk[len(data) :]
         self._position += len(data)
-        self.consumed += len(data)
         return data
 
     def skip(self, size: int) -> int:
@@ -120,7 +118,6 @@ class HashingReader:
             self._chunk = self._chunk[take:]
             self._position += take
             skipped += take
-        self.consumed += skipped
         return skipped
 
     def finish(self) -> str:

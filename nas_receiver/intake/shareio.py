@@ -124,7 +124,7 @@ UNREADABLE = "cannot be read by"
 def unreadable(what: str) -> str:
     """Why a file of the share cannot be read, and the fix (NFS squash, share permissions,
     ACLs: the share is written by HA's user, read by ours)."""
-    user = _user_name()
+    user = user_name()
     return (
         f"{what} {UNREADABLE} user {user}: give {user} read access to the share"
         " (DSM: Control Panel > Shared Folder > Edit > Permissions; for an NFS share also"
@@ -132,7 +132,7 @@ def unreadable(what: str) -> str:
     )
 
 
-def _user_name() -> str:
+def user_name() -> str:
     import pwd
 
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ import jinja2
 from .. import __version__
 from ..catalog import SCHEMA_VERSION, Catalog
 from ..config import Config
+from ..intake.shareio import user_name
 from . import chart, logview, views
 from .auth import Verdict
 
@@ -61,7 +61,7 @@ class Sources:
             raise Unavailable(f"{path} does not exist yet: the daemon has not run")
         if not os.access(path, os.R_OK):
             raise Unavailable(
-                f"{path} cannot be read by user {_me()}: the page needs read access to the "
+                f"{path} cannot be read by user {user_name()}: the page needs read access to the "
                 "catalog and the log"
             )
         catalog = Catalog(path, readonly=True)
@@ -72,13 +72,6 @@ class Sources:
                 "the daemon (the package) once, it brings the catalog up to date"
             )
         return config, catalog
-
-
-def _me() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
 
 
 class App:
@@ -242,10 +235,7 @@ def _read_log(path: Path | None, **options: Any) -> logview.LogPage:
     try:
         return logview.read_log(path, **options)
     except OSError as err:
-        raise Unavailable(
-            f"{path}: cannot be read by user {_me()} ({err.strerror or err}): the page needs "
-            "read access to the log"
-        ) from err
+        raise _unreadable_log(path, err) from err
 
 
 def _opened(path: Path | None) -> BinaryIO | None:
@@ -257,10 +247,14 @@ def _opened(path: Path | None) -> BinaryIO | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise Unavailable(
-            f"{path}: cannot be read by user {_me()} ({err.strerror or err}): the page needs "
-            "read access to the log"
-        ) from err
+        raise _unreadable_log(path, err) from err
+
+
+def _unreadable_log(path: Path | None, err: OSError) -> Unavailable:
+    return Unavailable(
+        f"{path}: cannot be read by user {user_name()} ({err.strerror or err}): the page "
+        "needs read access to the log"
+    )
 
 
 def _chunks(handle: BinaryIO | None, size: int = 1 << 16) -> Iterator[bytes]:

@@ -84,15 +84,18 @@ def timeline(rows: list[dict[str, Any]], now: datetime | None = None) -> str:
     return "".join(parts)
 
 
+def instant(text: str | None) -> datetime | None:
+    """An ISO date as written in a backup.json (naive is UTC); None when it is not one."""
+    try:
+        at = datetime.fromisoformat(text or "")
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def _date(row: dict[str, Any]) -> datetime | None:
     """The backup's date; for one whose date is missing or unreadable, when it was verified."""
-    for text in (row["date"], row["verified_at"]):
-        try:
-            at = datetime.fromisoformat(text or "")
-        except ValueError:
-            continue
-        return at if at.tzinfo else at.replace(tzinfo=UTC)
-    return None
+    return instant(row["date"]) or instant(row["verified_at"])
 
 
 def _ticks(start: datetime, end: datetime, x: Any, bottom: float) -> list[str]:

@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..config import Config
 from .app import App, Sources, guarded
-from .auth import check_token, token
+from .auth import check_token
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8765"
@@ -41,17 +41,23 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def serve(
-    config: Config,
+    secret: str,
     load: Callable[[], Config],
-    listen: str = DEFAULT_LISTEN,
+    address: tuple[str, int],
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Serve until interrupted; ``announce`` gets the URL to open (token included) first."""
-    host, port = parse_listen(listen)
-    secret = token(config.data_dir)
+    """Serve until interrupted to whoever has ``secret``; ``announce`` gets the URL to open
+    (token included) first.  Raise OSError when the address cannot be listened on."""
+    host, port = address
     app = App(Sources(guarded(load)), lambda environ: check_token(environ, secret))
     server_class = _Server6 if ":" in host else _Server
     with make_server(host, port, app, server_class=server_class, handler_class=_Handler) as server:
-        shown = f"[{host}]" if ":" in host else host
-        announce(f"http://{shown}:{server.server_port}/?token={secret}")
+        announce(f"http://{_shown(host)}:{server.server_port}/?token={secret}")
         server.serve_forever()
+
+
+def _shown(host: str) -> str:
+    """The host as a browser elsewhere reaches it: an address meaning "all" by our name."""
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - naming it, not binding it
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host

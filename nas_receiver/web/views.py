@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ..catalog import Catalog, SightingState
 from ..config import Config
-from ..report import PENDING, list_archives, source_status
+from ..report import PENDING, list_archives, source_status, when
+from .chart import instant
 
 DELIVERY_SHOWN = 7 * 86400.0  # notification failures of the last week are on the overview
 LOCAL = ("library", "library-decrypted")
@@ -68,10 +69,6 @@ def advice(problem: str) -> str:
         if words in problem:
             return text
     return ""
-
-
-def when(epoch: float | None) -> str | None:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds") if epoch else None
 
 
 def overview(config: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:
@@ -141,7 +138,7 @@ def backup(config: Config, catalog: Catalog, sha256: str) -> dict[str, Any] | No
 
 def _previous(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
     """The newest valid backup of the same source dated before ``row`` (None if none)."""
-    mine = _instant(row["date"])
+    mine = instant(row["date"])
     if mine is None:
         return None
     older = [
@@ -150,18 +147,10 @@ def _previous(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any]
         if other["source"] == row["source"]
         and other["verdict"] == "valid"
         and other["sha256"] != row["sha256"]
-        and (at := _instant(other["date"])) is not None
+        and (at := instant(other["date"])) is not None
         and at < mine
     ]
     return max(older, key=lambda item: item[0])[1] if older else None
-
-
-def _instant(text: str | None) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(text or "")
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def changes(
@@ -237,16 +226,14 @@ def jobs(config: Config, catalog: Catalog, now: float | None = None) -> dict[str
         )
     copies = []
     names = {d.name for d in config.destinations}
-    rows = list_archives(catalog, config)
-    by_sha = {row["sha256"]: row for row in rows}
-    for row in rows:
+    for row in list_archives(catalog, config):
         for copy in row["copies"]:
             if copy["location"] in names and copy["state"] != "verified":
                 copies.append(
                     {
                         "destination": copy["location"],
                         "sha256": row["sha256"],
-                        "name": by_sha[row["sha256"]]["name"],
+                        "name": row["name"],
                         "state": "running" if copy["state"] == "uploading" else copy["state"],
                         "reason": copy.get("reason"),
                         "attempts": copy.get("attempts"),

@@ -210,14 +210,6 @@ def test_cgi_answers_only_dsm_administrators(dsm_cgi: Site, cookie: str, status:
             assert "Example" not in body and "home" not in body
 
 
-def test_a_cgi_request_is_answered_within_a_second(dsm_cgi: Site) -> None:
-    # a soft bound here (a busy CI machine); bench/bench_page.py measures it properly
-    started = time.monotonic()
-    status, _body = _get(dsm_cgi.url, ADMIN)
-    assert status == 200
-    assert time.monotonic() - started < 5
-
-
 # -- the browser -------------------------------------------------------------------------------
 
 
