@@ -84,7 +84,7 @@ def main() -> None:
                 ) as response:
                     response.read()
 
-            for label, query in (("overview", ""), ("stylesheet", "?asset=app.css")):
+            for label, query in (("overview", ""), ("log", "?view=log")):
                 median, worst = timed(args.runs, lambda q=query: cgi_get(q))
                 print(
                     f"  CGI {label:11} {median * 1000:7.0f} ms ({worst * 1000:.0f})"
