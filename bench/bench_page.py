@@ -79,9 +79,8 @@ def main() -> None:
 
             def cgi_get(query: str = "") -> None:
                 headers = {"Cookie": ADMIN}
-                with urllib.request.urlopen(  # noqa: S310 - loopback
-                    urllib.request.Request(url + query, headers=headers), timeout=60
-                ) as response:
+                request = urllib.request.Request(url + query, headers=headers)  # noqa: S310
+                with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
                     response.read()
 
             for label, query in (("overview", ""), ("log", "?view=log")):

@@ -11,7 +11,7 @@ from typing import Any
 
 from .catalog import Catalog, CopyState
 from .config import Config
-from .drill import RESTORABLE, DrillReport, DrillUnavailable, run_drill
+from .drill import RESTORABLE, DrillReport, DrillUnavailable, Unpacked, run_drill
 from .drill.compare import Thresholds
 from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 
@@ -25,9 +25,10 @@ def drill_and_record(
     keys: KeyRing,
     sha256: str | None = None,
     verified: VerifyReport | None = None,
+    unpacked: Unpacked | None = None,
 ) -> DrillReport:
     """Drill ``archive``; when the catalog knows it, compare with the previous backup of the
-    same instance and record the result.  ``verified``: see ``run_drill``."""
+    same instance and record the result.  ``verified``, ``unpacked``: see ``run_drill``."""
     known = catalog.archive(sha256) if sha256 else None
     previous = _previous_counts(catalog, known) if known else None
     thresholds = Thresholds(
@@ -40,6 +41,7 @@ def drill_and_record(
         previous=previous,
         thresholds=thresholds,
         verified=verified,
+        unpacked=unpacked,
     )
     sha = report.sha256 or sha256
     if sha and catalog.archive(sha):

@@ -123,16 +123,17 @@ def occupied(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def clone_into(source: Path, temp: Path) -> Method:
-    """Write ``temp`` as an independent copy of ``source``, the cheapest way; fsync it."""
+def clone_into(source: Path, temp: Path) -> tuple[Method, str]:
+    """Write ``temp`` as an independent copy of ``source``, the cheapest way; fsync it.
+    Return how, and the SHA-256 of what ``temp`` holds: of the bytes written, as they were
+    written, for a streamed copy (no second read); read back after a reflink."""
     try:
         _reflink(source, temp)
-        return "reflink"
+        return "reflink", sha256_of(temp)
     except OSError as err:
         temp.unlink(missing_ok=True)
         log.debug("reflink %s: %s", source, err)
-    _stream_copy(source, temp)
-    return "copy"
+    return "copy", _stream_copy(source, temp)
 
 
 def place(
@@ -150,11 +151,10 @@ def place(
     temp = temp or temp_name(final)
     try:
         ensure_room(final.parent, source.stat().st_size)
-        method = clone_into(source, temp)
+        method, copied = clone_into(source, temp)
         if mode is not None:
             temp.chmod(mode)
-        copied = sha256_of(temp)  # the source may have been replaced since it was verified
-        if copied != sha256:
+        if copied != sha256:  # the source may have been replaced since it was verified
             raise PlacementError(f"{temp}: copy has SHA-256 {copied}, expected {sha256}")
         publish(temp, final)
     finally:
@@ -205,7 +205,9 @@ def _reflink(source: Path, temp: Path) -> None:
         os.fsync(dst.fileno())
 
 
-def _stream_copy(source: Path, temp: Path) -> None:
+def _stream_copy(source: Path, temp: Path) -> str:
+    """Copy ``source`` to ``temp``, fsync it; return the SHA-256 of the bytes written."""
+    digest = hashlib.sha256()
     with source.open("rb", buffering=0) as src, temp.open("xb", buffering=0) as dst:
         try:
             os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -213,5 +215,9 @@ def _stream_copy(source: Path, temp: Path) -> None:
             if err.errno != errno.EINVAL:
                 raise
         while chunk := src.read(CHUNK):
-            dst.write(chunk)
+            digest.update(chunk)
+            view = memoryview(chunk)
+            while view:  # a write may be short (a full disk raises, a signal may cut it)
+                view = view[dst.write(view) :]
         os.fsync(dst.fileno())
+    return digest.hexdigest()

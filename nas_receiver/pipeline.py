@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .catalog import ALERT_AFTER, Catalog, Copy, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
-from .drill import DrillUnavailable
+from .drill import DrillUnavailable, Unpacked
 from .errors import NasReceiverError, UnsafeArchiveError, one_line
 from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
@@ -274,19 +274,29 @@ class Pipeline:
             decrypted = self._present(sha, LIBRARY_DECRYPTED)
             if decrypted is None:
                 where = folder if store == "decrypted" else folder / "decrypted"
-                decrypted = self._store_decrypted(source, archive, where, base, sha)
+                decrypted = self._store_decrypted(source, archive, where, base, report)
             if store == "decrypted":
                 base = decrypted.stem
+        unpacked = None
         if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
-            self._browse(source, archive, folder, base, report)
+            unpacked = self._browse(source, archive, folder, base, report)
         if verified and self.config.drill.after_arrival:
-            self._drill(source, archive, sha, report)
+            self._drill(source, archive, sha, report, unpacked)
 
-    def _drill(self, source: SourceConfig, archive: Path, sha: str, report: VerifyReport) -> None:
+    def _drill(
+        self,
+        source: SourceConfig,
+        archive: Path,
+        sha: str,
+        report: VerifyReport,
+        unpacked: Unpacked | None,
+    ) -> None:
         from .drills import drill_and_record  # the drill is an upper layer of its own
 
-        try:  # the arrival's full verification is of these very bytes: not done again
-            drill_and_record(self.config, self.catalog, archive, self.keys(source), sha, report)
+        try:  # the arrival's full verification and browse copy are of these very bytes
+            drill_and_record(
+                self.config, self.catalog, archive, self.keys(source), sha, report, unpacked
+            )
         except (DrillUnavailable, OSError, NasReceiverError) as err:  # the archive is kept
             log.warning("%s: drill not possible now: %s", source.name, one_line(err))
 
@@ -316,9 +326,13 @@ class Pipeline:
         raise PlacementError(f"{candidates[0]}: taken by other archives, and so are its variants")
 
     def _store_decrypted(
-        self, source: SourceConfig, archive: Path, folder: Path, base: str, sha: str
+        self, source: SourceConfig, archive: Path, folder: Path, base: str, report: VerifyReport
     ) -> Path:
-        """Keep an unencrypted HA backup (restorable in HA, openable without it)."""
+        """Keep an unencrypted HA backup (restorable in HA, openable without it).  ``archive``
+        holds the bytes ``report`` verified in full (the library's copy is checked by its
+        SHA-256 when placed), so they are not verified again before decrypting."""
+        assert report.sha256 is not None
+        sha = report.sha256
         folder.mkdir(parents=True, exist_ok=True)
         final = self._claim(sha, LIBRARY_DECRYPTED, place_candidates(folder, base, sha, ".tar"))
         copy_id = self.catalog.begin_copy(
@@ -326,7 +340,7 @@ class Pipeline:
         )
         remove_path(final)  # only ever a leftover of this archive's own earlier attempt
         ensure_room(folder, archive.stat().st_size)
-        result = decrypt_backup(archive, final, self.keys(source))
+        result = decrypt_backup(archive, final, self.keys(source), verified=report)
         assert result.sha256 is not None and result.backup is not None
         write_json(sidecar_of(final), result.backup.agent_backup(result.size, protected=False))
         self.catalog.finish_copy(
@@ -337,9 +351,10 @@ class Pipeline:
 
     def _browse(
         self, source: SourceConfig, archive: Path, folder: Path, base: str, report: VerifyReport
-    ) -> None:
-        """Unpack the HA part read-only, for single files from File Station.  It is bounded
-        by what the full verification measured inside it, and needs that much room."""
+    ) -> Unpacked | None:
+        """Unpack the HA part read-only, for single files from File Station (and for the
+        drill, which then checks it where it is).  It is bounded by what the full
+        verification measured inside it, and needs that much room."""
         assert report.sha256 is not None
         sha = report.sha256
         content = sum(
@@ -362,7 +377,7 @@ class Pipeline:
             remove_path(temp)
             self.catalog.drop_copy(copy_id)
             log.warning("%s: no browsable copy of %s: %s", source.name, final.name, err)
-            return
+            return None
         make_read_only(temp)
         temp.rename(final)
         self.catalog.finish_copy(
@@ -374,6 +389,7 @@ class Pipeline:
             detail=f"{result.files} files",
         )
         log.info("%s: browsable copy of the configuration: %s/", source.name, final)
+        return None if result.problems else Unpacked(final, result.refused)
 
     def _to_quarantine(
         self, source: SourceConfig, sighting: Sighting, report: VerifyReport, archive: Path

@@ -109,6 +109,7 @@ def _storage_file(path: Path, key: str, data: dict[str, Any]) -> None:
 
 def _recorder_db(path: Path, *, rows: int, rng: random.Random) -> None:
     with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")  # as HA's recorder runs SQLite
         db.execute("CREATE TABLE schema_changes (change_id INTEGER PRIMARY KEY, schema_version)")
         db.execute("INSERT INTO schema_changes (schema_version) VALUES (48)")
         db.execute("CREATE TABLE states (state_id INTEGER PRIMARY KEY, entity_id, state, ts)")

@@ -2,8 +2,9 @@
 
 The HA part is decrypted and unpacked into a private temporary folder (free space checked
 first: the HA part's uncompressed size plus 10 %), checked, and removed again, also when the
-drill is interrupted.  Add-ons are unpacked one at a time; folders were already walked to
-their end by the full verification the drill starts with.
+drill is interrupted; when the library has just unpacked it (its browse copy), that tree is
+checked instead, and nothing is unpacked twice.  Add-ons are unpacked one at a time;
+folders were already walked to their end by the full verification the drill starts with.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ RESTORABLE = "restorable"
 NOT_RESTORABLE = "not restorable"
 SPACE_MARGIN = 0.10
 _PREFIX = ".nas-receiver-drill-"
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """The HA part already unpacked from these very bytes (``folder/homeassistant``), read
+    only, with the members its unpacking refused (links, devices)."""
+
+    folder: Path
+    refused: list[str]
 
 
 class DrillUnavailable(Exception):
@@ -65,9 +75,11 @@ def run_drill(
     previous: dict[str, Any] | None = None,
     thresholds: Thresholds | None = None,
     verified: VerifyReport | None = None,
+    unpacked: Unpacked | None = None,
 ) -> DrillReport:
     """Drill one backup.  ``previous`` are the counts of the instance's previous backup;
-    ``verified`` a full verification of these very bytes, which is then not done again.
+    ``verified`` a full verification of these very bytes, which is then not done again;
+    ``unpacked`` its HA part already unpacked, which is then checked where it is.
 
     Raise DrillUnavailable when there is not room enough to unpack the HA part.
     """
@@ -86,7 +98,7 @@ def run_drill(
         work.mkdir(parents=True, exist_ok=True)
         remove_stale_work(work)
         try:
-            _check_parts(archive, keys, report, work, drill)
+            _check_parts(archive, keys, report, work, drill, unpacked)
         except (DrillUnavailable, NasReceiverError):
             raise
         except Exception as err:  # a file the checks did not foresee: no verdict, no crash
@@ -122,11 +134,21 @@ def _addons(report: VerifyReport) -> list[str]:
 
 
 def _check_parts(
-    archive: Path, keys: KeyRing, report: VerifyReport, work: Path, drill: DrillReport
+    archive: Path,
+    keys: KeyRing,
+    report: VerifyReport,
+    work: Path,
+    drill: DrillReport,
+    unpacked: Unpacked | None,
 ) -> None:
     assert report.backup is not None
     sizes = {inner_base_name(i.name): i.content_bytes or 0 for i in report.inner}
-    if report.backup.homeassistant is not None:
+    if report.backup.homeassistant is not None and unpacked is not None:
+        excluded = report.backup.homeassistant.exclude_database
+        drill.checks += _check_ha_part(
+            unpacked.folder / "homeassistant", unpacked.refused, excluded, drill, work
+        )
+    elif report.backup.homeassistant is not None:
         need = int(sizes.get("homeassistant", 0) * (1 + SPACE_MARGIN))
         free = shutil.disk_usage(work).free
         if need > free:
@@ -174,14 +196,28 @@ def _unpack_and_check(
     drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
     if result.problems:
         return [Check("unpack", False, result.problems[0])]
-    part = folder / member
+    return _check_ha_part(folder / member, result.refused, excluded, drill, None)
+
+
+def _check_ha_part(
+    part: Path, refused: list[str], excluded: bool, drill: DrillReport, frozen_work: Path | None
+) -> list[Check]:
+    """The checks of an unpacked HA part.  ``frozen_work``: the part is a read-only tree
+    that must stay as it is (a browse copy); its database is read where it is, and where a
+    write-ahead log comes with it, from a private copy in this folder."""
     config = config_folder(part)
     checks = [check_storage(config, drill.counts)]
-    loaded = check_yaml(config, _left_out(result.refused, part, config))
+    loaded = check_yaml(config, _left_out(refused, part, config))
     checks += loaded.checks
     drill.counts["automations"] = loaded.automations()
     checks.append(
-        check_recorder(config, drill.counts, excluded=excluded, db_url=loaded.recorder_url())
+        check_recorder(
+            config,
+            drill.counts,
+            excluded=excluded,
+            db_url=loaded.recorder_url(),
+            frozen_work=frozen_work,
+        )
     )
     return checks
 

@@ -5,9 +5,14 @@ Each check returns a ``Check``; none raises for what the files hold.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -121,12 +126,19 @@ def inside_config(root: Path, base: Path, name: str) -> Path | None:
 
 
 def check_recorder(
-    config: Path, counts: dict[str, int], *, excluded: bool, db_url: str | None = None
+    config: Path,
+    counts: dict[str, int],
+    *,
+    excluded: bool,
+    db_url: str | None = None,
+    frozen_work: Path | None = None,
 ) -> Check:
     """The recorder database passes SQLite's integrity check; size and schema version.
 
     ``db_url`` is the configured ``recorder: db_url:``: a MySQL or PostgreSQL server (or a
-    file outside the configuration) holds nothing in the backup: reported as skipped."""
+    file outside the configuration) holds nothing in the backup: reported as skipped.
+    ``frozen_work``: the configuration is a read-only tree that must stay as it is (see
+    ``_opened``)."""
     path = _database(config, db_url)
     if isinstance(path, Check):
         return path
@@ -138,10 +150,9 @@ def check_recorder(
     size = path.stat().st_size
     counts["database_bytes"] = size
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with _opened(path, frozen_work) as db:
             result = db.execute("PRAGMA integrity_check").fetchall()
             version = _schema_version(db)
-        db.close()
     except sqlite3.DatabaseError as err:
         return Check("recorder database", False, f"{name}: {err}")
     if result != [("ok",)]:
@@ -154,6 +165,31 @@ def check_recorder(
         True,
         f"{size} bytes, schema {version if version is not None else 'unknown'}, ok",
     )
+
+
+@contextlib.contextmanager
+def _opened(path: Path, frozen_work: Path | None) -> Iterator[sqlite3.Connection]:
+    """The database for reading.  SQLite opens a database in WAL mode (HA's) only where it
+    can write its ``-shm`` beside it, and leaves ``-shm`` and ``-wal`` files there; so a
+    read-only tree that must stay as it is (``frozen_work`` given) is opened immutable,
+    which reads the database file alone, or, when a write-ahead log with content came
+    with it, from a private copy of both in ``frozen_work``."""
+    wal = path.with_name(path.name + "-wal")
+    with contextlib.ExitStack() as stack:
+        query = "mode=ro"
+        if frozen_work is not None and regular(wal) and wal.stat().st_size:
+            copy = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=frozen_work)))
+            for original in (path, wal):
+                shutil.copyfile(original, copy / original.name, follow_symlinks=False)
+            path = copy / path.name
+        elif frozen_work is not None:
+            query = "mode=ro&immutable=1"
+        # The path is quoted: a folder named after a backup may hold '?' or '#'.
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?{query}", uri=True)
+        try:
+            yield db
+        finally:
+            db.close()
 
 
 def _database(config: Path, db_url: str | None) -> Path | Check:

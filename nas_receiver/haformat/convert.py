@@ -30,19 +30,35 @@ OnBytes = Callable[[int], None] | None
 
 
 def decrypt_backup(
-    source: Path, output: Path, keys: KeyRing, *, on_bytes: OnBytes = None
+    source: Path,
+    output: Path,
+    keys: KeyRing,
+    *,
+    on_bytes: OnBytes = None,
+    verified: VerifyReport | None = None,
 ) -> VerifyReport:
     """Write ``output``: ``source`` as an unencrypted HA backup.  Return the output's report.
 
-    Raise BackupError when ``source`` is not valid with these keys, OutputExistsError when
-    ``output`` exists.
+    ``verified``: a full verification of these very bytes (the arrival's), which is then
+    not done again.  Raise BackupError when ``source`` is not valid with these keys,
+    OutputExistsError when ``output`` exists.
     """
-    report = _require_valid(source, keys, on_bytes)
+    if verified is not None and verified.level is Level.FULL:
+        _require(verified, str(source))
+        report = verified
+    else:
+        report = _require_valid(source, keys, on_bytes)
     inner = {i.name: i for i in report.inner}
     session = KeySession(keys)
 
     def content(entry: TarEntry, walker: TarWalker) -> tuple[int, ByteSource]:
-        return _decrypted_member(entry, walker, inner[entry.name], session)
+        found = inner[entry.name]
+        if (entry.header_offset, entry.size) != (found.offset, found.size):
+            raise BackupError(
+                f"{source}: {entry.name} is not where or what it was when verified (at byte "
+                f"{entry.header_offset}, {entry.size} bytes): the source changed since"
+            )
+        return _decrypted_member(entry, walker, found, session)
 
     def metadata(raw: dict[str, Any]) -> dict[str, Any]:
         return {**raw, "protected": False, "crypto": None}
@@ -52,8 +68,26 @@ def decrypt_backup(
         pending.file.flush()
         result = verify_archive(pending.path, level=Level.FULL)
         _require(result, "decrypted copy")
+        _require_same_content(report, result)
     result.path = str(output)
     return result
+
+
+def _require_same_content(source: VerifyReport, copy: VerifyReport) -> None:
+    """The copy is of the same backup (slug) and its inner archives hold what the source's
+    verification found in them (as many files and bytes): the source was not swapped
+    between its verification and now."""
+
+    def content(report: VerifyReport) -> dict[str, object]:
+        slug = report.backup.slug if report.backup else None
+        return {"slug": slug, **{i.name: (i.files, i.content_bytes) for i in report.inner}}
+
+    found, made = content(source), content(copy)
+    if found != made:
+        raise BackupError(
+            f"decrypted copy: its content differs from the verified source's ({made} against "
+            f"{found}): the source changed since it was verified"
+        )
 
 
 def encrypt_backup(

@@ -88,3 +88,25 @@ def test_never_overwrites(make_backup: MakeBackup, tmp_path: Path) -> None:
         encrypt_backup(make_backup(), out, KEY)
     assert out.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_decrypt_trusts_a_verification_only_of_the_same_content(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: given the arrival's full verification, decrypt does not verify the source
+    again, yet a source swapped since that verification (another backup under the same
+    name) is refused, and no output is left; the right one is decrypted."""
+    first = make_backup(password=KEY, entities=40, slug="00000001")
+    verified = verify_archive(first, keys=KeyRing([KEY]))
+    swapped = make_backup(password=KEY, entities=10, slug="00000002")
+    out = tmp_path / "plain.tar"
+    with pytest.raises(BackupError, match="changed since"):
+        decrypt_backup(swapped, out, KeyRing([KEY]), verified=verified)
+    alike = make_backup(password=KEY, entities=40, slug="00000003")  # the same sizes
+    with pytest.raises(BackupError, match="changed since"):
+        decrypt_backup(alike, out, KeyRing([KEY]), verified=verified)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    report = decrypt_backup(first, out, KeyRing([KEY]), verified=verified)
+    assert report.verdict is Verdict.VALID
+    assert inner_files(out) == inner_files(first, KEY)

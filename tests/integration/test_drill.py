@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from datetime import timedelta
@@ -328,3 +329,93 @@ def test_scheduled_drill_instead_of_after_arrival(
     (drill,) = catalog.latest_drills().values()
     assert drill["verdict"] == RESTORABLE
     assert drill_pending(config, catalog) == 0  # nothing left to drill
+
+
+def test_the_drill_after_arrival_checks_the_browse_copy_without_writing_to_it(
+    tmp_path: Path,
+) -> None:
+    """Asserts: with ``store: both``, ``browse: true`` and the drill after arrival, the drill
+    checks the read-only browse copy where it is instead of unpacking the HA part again:
+    restorable, with the recorder database (WAL mode, as HA's) opened in the read-only tree
+    by a process that file permissions bind (root without its override capabilities, as
+    the DSM package user is bound); the drill's work folder is read-only, so any unpacking
+    there would have failed the drill; the browse copy holds no file SQLite added (-shm,
+    -wal)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        from tests.conftest import missing
+
+        missing("dropping the file permission override needs root and setpriv(1)")
+    from nas_receiver.catalog import Catalog
+    from nas_receiver.config import load_config
+
+    key = write_key(tmp_path / "key.txt", KEY)
+    config_path = write_config(tmp_path / "site", settle=0, keys=(key,))
+    library = tmp_path / "site" / "library"
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"library: {{path: {library}}}",
+            f"library: {{path: {library}, store: both, browse: true}}",
+        )
+        + f"drill: {{work_dir: {tmp_path / 'drill-work'}}}\n"
+    )
+    (tmp_path / "drill-work").mkdir(mode=0o500)
+    core = _backup(tmp_path, "good", writer="core-v2")  # no add-on: those are unpacked apart
+    shutil.copyfile(core, tmp_path / "site" / "share" / "a.tar")
+    bound = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    result = subprocess.run(
+        [*bound, *cli_command(config_path, "scan")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = load_config(config_path)
+    drills = list(Catalog(config.catalog_path).latest_drills().values())
+    assert len(drills) == 1, result.stdout + result.stderr
+    (drill,) = drills
+    assert drill["verdict"] == RESTORABLE, drill["checks"]
+    database = next(c for c in drill["checks"] if c["name"] == "recorder database")
+    assert database["ok"] and "schema 48" in database["detail"]
+    (tree,) = [p for p in (library / "home").iterdir() if p.is_dir() and p.name != "decrypted"]
+    files = [p.name for p in tree.rglob("*")]
+    assert "home-assistant_v2.db" in files
+    assert not [name for name in files if name.endswith(("-shm", "-wal"))]
+    assert list(config.drill_dir.iterdir()) == []
+
+
+def test_a_read_only_tree_with_a_write_ahead_log_is_read_from_a_private_copy(
+    tmp_path: Path,
+) -> None:
+    """Asserts: a recorder database whose write-ahead log has content (HA checkpoints before
+    a backup, but a log may come along) is checked with that content, from a private copy,
+    when it lies in a tree that must not change; the tree's name holds '?', '#' and '%'
+    (it is named after a backup) and is left exactly as it was."""
+    from nas_receiver.drill.haconfig import check_recorder
+
+    config = tmp_path / "What? #1 100%" / "data"
+    config.mkdir(parents=True)
+    db = sqlite3.connect(config / "home-assistant_v2.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE schema_changes (change_id INTEGER PRIMARY KEY, schema_version)")
+    db.commit()
+    db.execute("INSERT INTO schema_changes (schema_version) VALUES (48)")  # in the log only
+    db.commit()
+    for name in ("home-assistant_v2.db", "home-assistant_v2.db-wal"):  # a copy, as in a backup
+        shutil.copyfile(config / name, tmp_path / name)
+    db.close()
+    for name in ("home-assistant_v2.db", "home-assistant_v2.db-wal"):
+        shutil.copyfile(tmp_path / name, config / name)
+    (config / "home-assistant_v2.db-shm").unlink(missing_ok=True)
+    before = sorted((p.name, p.stat().st_size) for p in config.iterdir())
+    assert dict(before)["home-assistant_v2.db-wal"] > 0
+    work = tmp_path / "work"
+    work.mkdir()
+    counts: dict[str, int] = {}
+    check = check_recorder(config, counts, excluded=False, frozen_work=work)
+    assert check.ok, check.detail
+    assert counts["database_schema"] == 48  # read from the log's content
+    assert sorted((p.name, p.stat().st_size) for p in config.iterdir()) == before
+    assert list(work.iterdir()) == []

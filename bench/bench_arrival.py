@@ -1,0 +1,163 @@
+"""Benchmark one arrival with everything on: ``store: both``, ``browse: true`` and the drill
+after arrival, on the 1 GiB v2 bench backup (or another size and format).
+
+The receiver's own ``scan`` takes the archive in from a share; each step's time is read
+from the log lines that end it (verified, placed, decrypted copy, browsable copy, drill).
+The bytes the process wrote are its ``wchar`` from /proc/self/io.  The target is the
+arrival against its verification plus writing its outputs once: the verification is timed
+alone in the same run, and writing the outputs once is timed as writing as many bytes as
+the outputs hold (the library copy, the decrypted copy, the browse tree) into the same
+folder, 1 MiB at a time, with an fsync per tar file as the receiver does.
+
+    .venv/bin/python bench/bench_arrival.py [--mib 1024] [--version 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.generate import KEY, MIB, OUT, ensure_backup
+from nas_receiver.config import load_config
+from nas_receiver.daemon import scan_once
+from nas_receiver.haformat import KeyRing, verify_archive
+
+TARGET = 1.5
+# The log lines that end each step of an arrival, in order (see pipeline.py and drills.py).
+STEPS = (
+    ("verify", "verified"),
+    ("library copy", "placed in library"),
+    ("decrypted copy", "decrypted copy in library"),
+    ("browse tree", "browsable copy"),
+    ("drill", "drill:"),
+)
+
+
+class StepClock(logging.Handler):
+    """Notes when each step's closing log line was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: dict[str, float] = {}
+        self.started: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.started is None and "verifying" in message:
+            self.started = record.created
+        for step, marker in STEPS:
+            if marker in message and step not in self.ends:
+                self.ends[step] = record.created
+
+
+def written_bytes() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def write_once_seconds(folder: Path, sizes: list[int]) -> float:
+    """Write ``sizes`` bytes as files in ``folder``, 1 MiB at a time, fsync each; the time."""
+    block = os.urandom(MIB)
+    started = time.perf_counter()
+    for index, size in enumerate(sizes):
+        with (folder / f"write-once-{index}").open("wb", buffering=0) as file:
+            left = size
+            while left > 0:
+                left -= file.write(block[: min(MIB, left)])
+            os.fsync(file.fileno())
+    seconds = time.perf_counter() - started
+    for index in range(len(sizes)):
+        (folder / f"write-once-{index}").unlink()
+    return seconds
+
+
+def write_config(root: Path, key_file: Path) -> Path:
+    path = root / "config.yaml"
+    path.write_text(
+        f"""
+data_dir: {root / "data"}
+sources:
+  - name: home
+    path: {root / "share"}
+    keys: [{key_file}]
+    settle_seconds: 0
+library: {{path: {root / "library"}, store: both, browse: true}}
+quarantine: {{path: {root / "quarantine"}}}
+drill: {{after_arrival: true}}
+"""
+    )
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mib", type=int, default=1024, help="content size of the backup")
+    parser.add_argument("--version", choices=["plain", "1", "2", "3"], default="2")
+    args = parser.parse_args()
+    version = None if args.version == "plain" else int(args.version)
+    backup = ensure_backup(args.mib, version)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=OUT, prefix="arrival-") as tmp:  # the disk of the NAS
+        root = Path(tmp)
+        key_file = root / "key.txt"
+        key_file.write_text(KEY)
+        (root / "share").mkdir()
+        os.link(backup, root / "share" / backup.name)  # as HA left it on the share
+        verify_seconds = verify_archive(backup, keys=KeyRing([KEY])).seconds
+
+        clock = StepClock()
+        logging.getLogger("nas_receiver").addHandler(clock)
+        logging.getLogger("nas_receiver").setLevel(logging.INFO)
+        config = load_config(write_config(root, key_file))
+        before = written_bytes()
+        started = time.time()
+        verdicts = scan_once(config)
+        total = time.time() - started
+        wrote = written_bytes() - before
+        if verdicts != ["valid"]:
+            raise SystemExit(f"the arrival was not taken in as valid: {verdicts}")
+
+        library = root / "library" / "home"
+        tars = sorted(p for p in library.rglob("*.tar") if p.is_file())
+        browse = [p for p in library.iterdir() if p.is_dir() and p.name != "decrypted"]
+        outputs = [p.stat().st_size for p in tars] + [tree_bytes(p) for p in browse]
+        write_once = write_once_seconds(library, outputs)
+        shutil.rmtree(root / "library", ignore_errors=True)
+
+    begun = clock.started or started
+    print(f"arrival of {backup.name} ({backup.stat().st_size / MIB:.0f} MiB), store: both, browse,")
+    print("drill after arrival; each step (from the log line that ends it):")
+    previous = begun
+    for step, _marker in STEPS:
+        if step in clock.ends:
+            print(f"  {step:15} {clock.ends[step] - previous:6.2f} s")
+            previous = clock.ends[step]
+    bound = verify_seconds + write_once
+    ratio = total / bound
+    print(
+        f"  total {total:.2f} s; bytes written {wrote / MIB:.0f} MiB, outputs "
+        f"{sum(outputs) / MIB:.0f} MiB ({len(tars)} tar files, {len(browse)} browse tree)"
+    )
+    print(
+        f"  bound: verification alone {verify_seconds:.2f} s + writing the outputs once "
+        f"{write_once:.2f} s = {bound:.2f} s | ratio {ratio:.2f}x (target <= {TARGET}x) "
+        f"{'ok' if ratio <= TARGET else 'OVER'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
