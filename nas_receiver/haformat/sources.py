@@ -10,9 +10,11 @@ import queue
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from zlib_ng import zlib_ng
+
+from .tarstream import MemberCut, TarTruncated
 
 if TYPE_CHECKING:
     from .tarstream import ByteSource
@@ -48,6 +50,11 @@ class FileChanged(Exception):
         self.sha256 = sha256
 
 
+class Abandoned(Exception):
+    """Raised by the reads of a range once the whole reading was given up (an error or a
+    cancel elsewhere): its thread ends, and the file can be closed."""
+
+
 class HashingReader:
     """The verifier's reader of a whole file, with SHA-256 of all of it made on a second
     thread.
@@ -55,20 +62,26 @@ class HashingReader:
     The two read the same open file each at its own pace (``os.pread``), so neither waits
     for the other: where an archive alternates between parts slow to check (text to
     inflate) and fast ones (media stored as it is), the hash runs ahead through the page
-    cache, up to ``WINDOW`` bytes ahead of the verifier, and the whole takes as long as the
-    slower of the two, not the sum of the slower parts.  Memory stays at a chunk or two
-    each, whatever the file's size.
+    cache, up to ``WINDOW`` bytes ahead of the slowest reader, and the whole takes as long
+    as the slower of the two, not the sum of the slower parts.  ``range`` gives another
+    reader of a stretch of the file (an inner archive), so several can be checked at once
+    on other threads while the verifier walks on; ``skip`` moves on without reading (the
+    hash reads every byte anyway).  Memory stays at a chunk or two each, whatever the
+    file's size.
 
-    Reading twice is safe because a file that changes between the reads is caught: both
-    readers take the same 1 MiB chunks and compare their CRC-32s, and the file's size, mtime
-    and ctime must be what they were at the start (``finish`` raises FileChanged).
+    Reading twice is safe because a file that changes between the reads is caught: every
+    reader takes the same aligned 1 MiB chunks and the CRC-32s of the first two reads of
+    each are compared, and the file's size, mtime and ctime must be what they were at the
+    start (``finish`` raises FileChanged).
     """
 
     def __init__(
         self, path: str | os.PathLike[str], on_bytes: Callable[[int], None] | None = None
     ) -> None:
         self._fd = os.open(path, os.O_RDONLY)
-        self._stamp = _stamp(os.fstat(self._fd))
+        info = os.fstat(self._fd)
+        self._stamp = _stamp(info)
+        self._size = info.st_size
         self._on_bytes = on_bytes
         self._sha = hashlib.sha256()
         self._chunk = memoryview(b"")
@@ -77,8 +90,12 @@ class HashingReader:
         self._hashed = 0
         self._crcs: dict[int, int] = {}  # chunk index -> CRC-32 of the first reader to get it
         self._mismatch: int | None = None
-        self._error: OSError | None = None
+        self._error: BaseException | None = None
         self._stop = False
+        self._abandoned = False
+        self._cursors: dict[int, tuple[int, int]] = {}  # range id -> (where it is, its end)
+        self._unreported = 0  # bytes the ranges read, for ``on_bytes`` on the caller's thread
+        self._ranged = (0, 0)  # the newest range's bytes: the walk skips them uncounted
         self._moved = threading.Condition()
         self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
 
@@ -104,26 +121,50 @@ class HashingReader:
         if not self._chunk and not self._next_chunk():
             return b""
         data = _take(self._chunk, size)
-        self._chunk = self._chunk[len(data) :]
-        self._position += len(data)
+        self._move(len(data))
+        self._progress(len(data))
         return data
 
     def skip(self, size: int) -> int:
-        """Move ``size`` bytes forward without reading them; return how many there were."""
-        skipped = 0
-        while skipped < size:
-            if not self._chunk and not self._next_chunk():
-                break
-            take = min(size - skipped, len(self._chunk))
-            self._chunk = self._chunk[take:]
-            self._position += take
-            skipped += take
+        """Move ``size`` bytes forward without reading them (the hash reads them); return
+        how many there were in the file as it was opened."""
+        target = min(self._position + size, max(self._size, self._position))
+        skipped = target - self._position
+        start, end = self._ranged  # bytes a range reads count as it reads them
+        self._progress(skipped - max(0, min(end, target) - max(start, self._position)))
+        if skipped >= len(self._chunk):
+            self._chunk = memoryview(b"")
+            with self._moved:
+                self._position = target
+                self._moved.notify_all()
+        else:
+            self._move(skipped)
         return skipped
+
+    def range(self, start: int, end: int, name: str, claimed: int) -> RangeReader:
+        """A reader of bytes ``start`` to ``end`` for another thread: the rest of the member
+        ``name`` of ``claimed`` bytes (for the message when the file ends inside it)."""
+        self._ranged = (start, end)
+        return RangeReader(self, start, end, name, claimed)
+
+    def report_progress(self) -> None:
+        """Pass on what the ranges read to ``on_bytes`` (on the caller's thread: it may raise
+        to cancel)."""
+        with self._moved:
+            count, self._unreported = self._unreported, 0
+        self._progress(count)
+
+    def abandon(self) -> None:
+        """Make every range's reads raise Abandoned from now on."""
+        with self._moved:
+            self._abandoned = True
+            self._moved.notify_all()
 
     def finish(self) -> str:
         """Wait for the hash of the whole file and return it (hex).
 
-        Raise FileChanged when the file was written to meanwhile; OSError on a read error."""
+        Raise FileChanged when the file was written to meanwhile, and what stopped the
+        hashing thread (OSError on a read error)."""
         with self._moved:
             self._position = 1 << 62  # the verifier is done: the hash needs no window now
             self._moved.notify_all()
@@ -138,29 +179,58 @@ class HashingReader:
             raise FileChanged("its size or modification time changed", digest)
         return digest
 
+    def _move(self, count: int) -> None:
+        self._chunk = self._chunk[count:]
+        self._position += count
+
     def _next_chunk(self) -> bool:
         """Read the chunk the position is in (chunks are aligned, as the hash's are)."""
         if self._eof:
             return False
         index, offset = divmod(self._position, CHUNK)
-        data = os.pread(self._fd, CHUNK, index * CHUNK)
+        data = self._read_chunk(index)
         if len(data) <= offset:
             self._eof = True
             return False
-        self._compare(index, data)
         self._chunk = memoryview(data)[offset:]
-        if self._on_bytes is not None:
-            self._on_bytes(len(data) - offset)
+        self.report_progress()
         with self._moved:
             self._moved.notify_all()
         return True
+
+    def _read_chunk(self, index: int) -> bytes:
+        data = os.pread(self._fd, CHUNK, index * CHUNK)
+        self._compare(index, data)
+        return data
+
+    def _progress(self, count: int) -> None:
+        if count and self._on_bytes is not None:
+            self._on_bytes(count)
+
+    def _range_read(self, count: int) -> None:
+        with self._moved:
+            self._unreported += count
+
+    def _range_chunk(self, cursor: int, index: int, position: int, end: int) -> bytes:
+        """Chunk ``index`` for the range ``cursor``, now at ``position``, ending at ``end``."""
+        with self._moved:
+            if self._abandoned:
+                raise Abandoned()
+            self._cursors[cursor] = (position, end)
+            self._moved.notify_all()
+        return self._read_chunk(index)
+
+    def _range_done(self, cursor: int) -> None:
+        with self._moved:
+            self._cursors.pop(cursor, None)
+            self._moved.notify_all()
 
     def _hash(self) -> None:
         index = 0
         try:
             while True:
                 with self._moved:
-                    while not self._stop and self._hashed - self._position > WINDOW:
+                    while not self._stop and self._hashed - self._slowest() > WINDOW:
                         self._moved.wait(0.5)
                     if self._stop:
                         return
@@ -171,8 +241,15 @@ class HashingReader:
                 self._compare(index, data)
                 self._hashed += len(data)
                 index += 1
-        except OSError as err:
+        except BaseException as err:  # raised by finish: a hash of part of the file is no hash
             self._error = err
+
+    def _slowest(self) -> int:
+        """Where the slowest reader is that has still to read bytes the hash has not: the
+        window keeps those in the page cache (a reader whose whole range the hash has
+        passed holds it back no more)."""
+        ahead = (at for at, end in self._cursors.values() if end > self._hashed)
+        return min(self._position, min(ahead, default=self._position))
 
     def _compare(self, index: int, data: bytes) -> None:
         crc = zlib_ng.crc32(data)
@@ -182,6 +259,59 @@ class HashingReader:
                 self._crcs[index] = crc
             elif first != crc and self._mismatch is None:
                 self._mismatch = index
+
+
+class RangeReader:
+    """Bytes ``start`` to ``end`` of a HashingReader's file, read on a thread of its own.
+
+    ``read`` is full (short only at the end), ``read_some`` may be short.  Where the file
+    ends before ``end`` (cut short since the walk saw the member whole), reads raise
+    MemberCut, as the walker would have.  Call ``close`` when done."""
+
+    def __init__(self, reader: HashingReader, start: int, end: int, name: str, claimed: int):
+        self._reader = reader
+        self._position = start
+        self._end = end
+        self._name = name
+        self._claimed = claimed
+        self._chunk = memoryview(b"")
+
+    def read(self, size: int, /) -> bytes:
+        data = self.read_some(size)
+        if len(data) == size or not data:
+            return data
+        parts, got = [data], len(data)
+        while got < size and (more := self.read_some(size - got)):
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def read_some(self, size: int, /) -> bytes:
+        if self._position >= self._end or size <= 0:
+            return b""
+        if not self._chunk:
+            index, offset = divmod(self._position, CHUNK)
+            data = self._reader._range_chunk(id(self), index, self._position, self._end)
+            if len(data) <= offset:
+                self._cut()
+            self._chunk = memoryview(data)[offset : offset + self._end - self._position]
+        data = _take(self._chunk, size)
+        self._chunk = self._chunk[len(data) :]
+        self._position += len(data)
+        self._reader._range_read(len(data))
+        return data
+
+    def close(self) -> None:
+        self._reader._range_done(id(self))
+
+    def _cut(self) -> NoReturn:
+        got = self._claimed - (self._end - self._position)
+        raise MemberCut(
+            TarTruncated(
+                self._position,
+                f"stream ends inside '{self._name}' ({got} of {self._claimed} bytes)",
+            )
+        )
 
 
 def _take(chunk: memoryview, size: int) -> bytes:

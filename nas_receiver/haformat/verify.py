@@ -4,8 +4,10 @@
 and the key where the format allows.  ``full`` also decrypts and inflates every byte of every
 inner archive, checks gzip CRCs and v3 authentication, walks every inner tar member to its
 end, and hashes the whole file on a second thread that reads it at its own pace (a file
-written to meanwhile is caught and is incomplete); encrypted inner archives are decrypted on
-a third, so decryption, inflating and hashing overlap on two cores.
+written to meanwhile is caught and is incomplete).  Each inner archive is checked on a
+thread of its own, two at a time, while the walk goes on, and an encrypted one is decrypted
+on yet another: hashing, decrypting and inflating overlap on two cores.  Problems are
+reported in the order of the archive, as one reader going front to back would find them.
 """
 
 from __future__ import annotations
@@ -39,11 +41,20 @@ from .names import inner_base_name
 
 if TYPE_CHECKING:
     from .model import BackupJson
-from .sources import CHUNK, FileChanged, HashingReader, ReaderThread, SeekingFileSource
+from .sources import (
+    CHUNK,
+    Abandoned,
+    FileChanged,
+    HashingReader,
+    RangeReader,
+    ReaderThread,
+    SeekingFileSource,
+)
 from .tarstream import ByteSource, MemberCut, TarEntry, TarFormatError, TarTruncated, TarWalker
 
 METADATA_NAMES = ("backup.json", "snapshot.json")
 MAX_METADATA = 1 << 20
+INNER_AT_ONCE = 2  # inner archives checked at the same time (a NAS has two to four cores)
 
 
 class Verdict(StrEnum):
@@ -173,20 +184,48 @@ def _preload_model() -> None:
             _preloading.append(thread)
 
 
-class _Problems:
-    def __init__(self, report: VerifyReport) -> None:
-        self._report = report
-        self._verdicts: set[Verdict] = set()
+END = 1 << 62  # the place of problems found once the walk is over: after every member's
 
-    def add(self, verdict: Verdict, message: str) -> None:
-        self._verdicts.add(verdict)
-        self._report.problems.append(message)
+
+class _Problems:
+    """The problems found, in the order of the archive: each is placed at the member it is
+    about (``at``; by default the member the walk is at), however late a thread finds it."""
+
+    def __init__(self) -> None:
+        self.place = 0
+        self._found: list[tuple[int, int, str]] = []
+        self._verdicts: set[Verdict] = set()
+        self._lock = threading.Lock()
+
+    def add(self, verdict: Verdict, message: str, place: int | None = None) -> None:
+        with self._lock:
+            self._verdicts.add(verdict)
+            self._found.append((self.place if place is None else place, len(self._found), message))
+
+    def at(self, place: int) -> _PlacedProblems:
+        return _PlacedProblems(self, place)
+
+    def messages(self) -> list[str]:
+        with self._lock:
+            return [message for _place, _seq, message in sorted(self._found)]
 
     def verdict(self) -> Verdict:
         for verdict in _GRAVITY:
             if verdict in self._verdicts:
                 return verdict
         return Verdict.VALID
+
+
+class _PlacedProblems:
+    def __init__(self, problems: _Problems, place: int) -> None:
+        self._problems = problems
+        self._place = place
+
+    def add(self, verdict: Verdict, message: str) -> None:
+        self._problems.add(verdict, message, self._place)
+
+
+ProblemSink = _Problems | _PlacedProblems
 
 
 class _Checker:
@@ -203,7 +242,12 @@ class _Checker:
         self.session = KeySession(keys)
         self.on_bytes = on_bytes
         self.report = VerifyReport(path=str(path), level=level, size=path.stat().st_size)
-        self.problems = _Problems(self.report)
+        self.problems = _Problems()
+        self.reader: HashingReader | None = None  # full level: inner archives run on threads
+        self.inner_threads: list[threading.Thread] = []
+        self.slots = threading.Semaphore(INNER_AT_ONCE)
+        self.inner_failures: list[BaseException] = []
+        self.inner_cuts: list[MemberCut] = []
         self.tar_ended = False
         self.truncated = False
         self.entries = 0
@@ -215,7 +259,15 @@ class _Checker:
             self.problems.add(Verdict.INCOMPLETE, "empty file (0 bytes): nothing written yet")
         elif self.level is Level.FULL:
             with HashingReader(self.path, self.on_bytes) as source:
-                self._walk(source)
+                self.reader = source
+                try:
+                    self._walk(source)
+                    self._wait_for_inner(source)
+                except BaseException:
+                    source.abandon()  # a cancel or a failure: the threads stop reading
+                    self._wait_for_inner(None)
+                    raise
+                self.problems.place = END
                 try:
                     self.report.sha256 = source.finish()
                 except FileChanged as err:
@@ -228,8 +280,10 @@ class _Checker:
         else:
             with self.path.open("rb") as file:
                 self._walk(SeekingFileSource(file, self.report.size))
+        self.problems.place = END
         if self.report.size:
             self._check_metadata()
+        self.report.problems = self.problems.messages()
         self.report.verdict = self.problems.verdict()
         return self.report
 
@@ -240,13 +294,17 @@ class _Checker:
         try:
             for entry in walker:
                 self.entries += 1
+                self.problems.place = entry.header_offset
                 self._entry(walker, entry)
+            self.problems.place = END
         except (TarTruncated, MemberCut) as err:
+            self.problems.place = END
             self.truncated = True
             self.problems.add(
                 Verdict.INCOMPLETE, f"file cut short at byte {err.offset}: {err.message}"
             )
         except TarFormatError as err:
+            self.problems.place = END
             if self.entries == 0:
                 self.problems.add(Verdict.UNSUPPORTED, f"not a tar archive ({err.message})")
             else:
@@ -309,21 +367,102 @@ class _Checker:
         if fmt.encrypted and not self.keys:
             self.locked_members += 1
             return
-        rest = walker.member_stream()
+        if self.level is Level.FULL:
+            self._check_later(entry, prefix, fmt, inner, where)
+        elif fmt.encrypted:
+            try:
+                self.session.find_key(prefix)
+            except WrongKey as err:
+                self.problems.add(Verdict.WRONG_KEY, f"{where}: wrong key: {err}")
+
+    def _check_later(
+        self, entry: TarEntry, prefix: bytes, fmt: InnerFormat, inner: InnerArchive, where: str
+    ) -> None:
+        """Check the inner archive in full on a thread of its own, reading the rest of it
+        (after ``prefix``) from the file itself, while the walk goes on past it."""
+        assert self.reader is not None
+        start, end = entry.data_offset + len(prefix), entry.data_offset + entry.size
+        rest = self.reader.range(start, end, entry.name, entry.size)
+        try:
+            stream = self.session.open(prefix, rest, entry.size) if fmt.encrypted else None
+        except WrongKey as err:
+            rest.close()
+            self.problems.add(Verdict.WRONG_KEY, f"{where}: wrong key: {err}")
+            return
+        except DecryptError as err:
+            rest.close()
+            self.problems.add(Verdict.CORRUPT, f"{where}: {err}")
+            return
+        except BaseException:
+            rest.close()
+            raise
+        content = ChainedSource(prefix, rest) if stream is None else stream
+        problems = self.problems.at(entry.header_offset)
+        self._start_inner(lambda: self._check_inner(content, fmt, inner, where, problems), rest)
+
+    def _check_inner(
+        self,
+        content: ByteSource,
+        fmt: InnerFormat,
+        inner: InnerArchive,
+        where: str,
+        problems: ProblemSink,
+    ) -> None:
+        """The full check of one inner archive (on its own thread): its content, decrypted on
+        a thread of its own when it is encrypted, inflated, walked to its end."""
         try:
             if fmt.encrypted:
-                if self.level is Level.QUICK:
-                    self.session.find_key(prefix)
-                    return
-                decrypted = self.session.open(prefix, rest, entry.size)
-                with ReaderThread(decrypted) as ahead:  # decrypts on the other core
-                    self._walk_inner(ahead, fmt, inner, where)
-            elif self.level is Level.FULL:
-                self._walk_inner(ChainedSource(prefix, rest), fmt, inner, where)
+                with ReaderThread(content) as ahead:  # decrypts on the other core
+                    self._walk_inner(ahead, fmt, inner, where, problems)
+            else:
+                self._walk_inner(content, fmt, inner, where, problems)
         except WrongKey as err:
-            self.problems.add(Verdict.WRONG_KEY, f"{where}: wrong key: {err}")
+            problems.add(Verdict.WRONG_KEY, f"{where}: wrong key: {err}")
         except DecryptError as err:
-            self.problems.add(Verdict.CORRUPT, f"{where}: {err}")
+            problems.add(Verdict.CORRUPT, f"{where}: {err}")
+
+    def _start_inner(self, check: Callable[[], None], rest: RangeReader) -> None:
+        """Run ``check`` on a thread once one of the INNER_AT_ONCE places is free."""
+        assert self.reader is not None
+        while not self.slots.acquire(timeout=0.1):
+            self.reader.report_progress()  # may raise to cancel
+        thread = threading.Thread(
+            target=self._inner_thread, args=(check, rest), name="inner", daemon=True
+        )
+        self.inner_threads.append(thread)
+        thread.start()
+
+    def _inner_thread(self, check: Callable[[], None], rest: RangeReader) -> None:
+        try:
+            check()
+        except MemberCut as err:  # the file shrank since the walk passed: see _wait_for_inner
+            self.inner_cuts.append(err)
+        except Abandoned:
+            pass
+        except BaseException as err:  # raised again by the verifier's own thread
+            self.inner_failures.append(err)
+        finally:
+            rest.close()
+            self.slots.release()
+
+    def _wait_for_inner(self, reader: HashingReader | None) -> None:
+        """Wait for the inner archives' threads, passing on their progress when ``reader``
+        is given; raise what failed in one; a file cut short under one is incomplete."""
+        for thread in self.inner_threads:
+            while thread.is_alive():
+                thread.join(0.1)
+                if reader is not None:
+                    reader.report_progress()
+        if reader is not None:
+            reader.report_progress()
+        if self.inner_failures:
+            raise self.inner_failures[0]
+        if self.inner_cuts and not self.truncated:  # the walk saw it whole: it shrank since
+            self.truncated = True
+            cut = min(self.inner_cuts, key=lambda err: err.offset)
+            self.problems.add(
+                Verdict.INCOMPLETE, f"file cut short at byte {cut.offset}: {cut.message}", END
+            )
 
     def _sniff(self, prefix: bytes, size: int, where: str) -> InnerFormat | None:
         try:
@@ -355,12 +494,17 @@ class _Checker:
         return True
 
     def _walk_inner(
-        self, stream: ByteSource, fmt: InnerFormat, inner: InnerArchive, where: str
+        self,
+        stream: ByteSource,
+        fmt: InnerFormat,
+        inner: InnerArchive,
+        where: str,
+        problems: ProblemSink,
     ) -> None:
         counted = _Counting(stream)
         first = counted.read(CHUNK)
         if not looks_plain(first):
-            self.problems.add(Verdict.CORRUPT, f"{where}: content is neither gzip nor tar")
+            problems.add(Verdict.CORRUPT, f"{where}: content is neither gzip nor tar")
             return
         chained = ChainedSource(first, counted)
         content: ByteSource = chained
@@ -372,16 +516,16 @@ class _Checker:
             inner.files = _walk_tar(content)
             _drain(content)
         except GzipError as err:
-            self.problems.add(Verdict.CORRUPT, f"{where}: gzip {err}")
+            problems.add(Verdict.CORRUPT, f"{where}: gzip {err}")
             return
         except TarTruncated as err:
-            self.problems.add(Verdict.CORRUPT, f"{where}: inner tar cut short {err}")
+            problems.add(Verdict.CORRUPT, f"{where}: inner tar cut short {err}")
             return
         except _InnerTarError as err:
-            self.problems.add(Verdict.CORRUPT, f"{where}: inner tar {err}")
+            problems.add(Verdict.CORRUPT, f"{where}: inner tar {err}")
             return
         except TarFormatError as err:
-            self.problems.add(Verdict.CORRUPT, f"{where}: inner tar damaged {err}")
+            problems.add(Verdict.CORRUPT, f"{where}: inner tar damaged {err}")
             return
         inner.decrypted_size = counted.count
         inner.content_bytes = counted.count
@@ -391,7 +535,7 @@ class _Checker:
             inner.deflate_end = inflater.deflate_end
             inner.crc32 = inflater.crc
         if fmt.plaintext_size is not None and counted.count != fmt.plaintext_size:
-            self.problems.add(
+            problems.add(
                 Verdict.CORRUPT,
                 f"{where}: decrypted {counted.count} bytes, the header says {fmt.plaintext_size}",
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,3 +53,84 @@ def test_a_file_written_to_while_it_is_verified_is_not_valid(
     assert changed
     assert report.verdict is Verdict.INCOMPLETE, report.problems
     assert any("changed while it was verified" in p for p in report.problems)
+
+
+def _flip_inside(path: Path, member: str, at: float) -> None:
+    """Flip a byte ``at`` (a fraction) of the way into ``member``'s data."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        info = next(m for m in tar.getmembers() if m.name.removeprefix("./") == member)
+    offset = info.offset_data + int(info.size * at)
+    with path.open("r+b") as file:
+        file.seek(offset)
+        byte = file.read(1)
+        file.seek(offset)
+        file.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("password", [None, KEY], ids=["plain", "encrypted"])
+def test_problems_come_in_the_order_of_the_archive(
+    make_backup: MakeBackup, password: str | None
+) -> None:
+    """Inner archives are checked two at a time on threads, and a small one finishes before
+    a big one: the problems still come in the order of the archive, the same every time
+    (the first problem is what the log, the page and the notification show)."""
+    path = make_backup(password=password, entities=4000)  # homeassistant.tar.gz is big
+    _flip_inside(path, "homeassistant.tar.gz", 0.9)  # found late: near its end
+    _flip_inside(path, "core_mosquitto.tar.gz", 0.5)  # small: found early
+    runs = [verify_archive(path, level=Level.FULL, keys=KeyRing([KEY])) for _ in range(5)]
+    first = runs[0]
+    assert first.verdict is Verdict.CORRUPT
+    assert [p.split(" ")[0] for p in first.problems[:2]] == [
+        "homeassistant.tar.gz",
+        "core_mosquitto.tar.gz",
+    ], first.problems
+    assert all(run.problems == first.problems for run in runs)
+
+
+def test_a_file_cut_short_while_it_is_verified_is_incomplete(make_backup: MakeBackup) -> None:
+    """The file loses its second half once verification has begun (after the walk has seen
+    the members whole): incomplete, never valid; nothing raises, no thread is left behind."""
+    path = make_backup(entities=4000)
+    size = path.stat().st_size
+    cut = []
+
+    def truncate_once(_count: int) -> None:
+        if not cut:
+            os.truncate(path, size // 2)
+            cut.append(True)
+
+    threads = threading.active_count()
+    report = verify_archive(path, level=Level.FULL, keys=KeyRing(), on_bytes=truncate_once)
+    assert cut
+    assert report.verdict is Verdict.INCOMPLETE, report.problems
+    assert threading.active_count() == threads
+
+
+def test_a_cancel_raised_while_inner_archives_are_checked_stops_every_thread(
+    make_backup: MakeBackup,
+) -> None:
+    """The daemon cancels a verification by raising from ``on_bytes``: the exception comes
+    out of verify_archive, and the hashing, inner and decrypting threads are all gone (the
+    file is closed only after they stopped reading it)."""
+
+    class Stop(Exception):
+        pass
+
+    path = make_backup(password=KEY, entities=4000)
+    running = []
+
+    def cancel_while_inner_runs(_count: int) -> None:
+        names = {thread.name for thread in threading.enumerate()}
+        if "inner" in names:
+            running.append(names)
+            raise Stop()
+
+    threads = threading.active_count()
+    with pytest.raises(Stop):
+        verify_archive(
+            path, level=Level.FULL, keys=KeyRing([KEY]), on_bytes=cancel_while_inner_runs
+        )
+    assert running  # it was cancelled while an inner archive was being checked
+    assert threading.active_count() == threads
