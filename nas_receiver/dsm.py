@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
 
 # DSM shared folder names: no slashes or the characters DSM refuses.
@@ -38,6 +36,8 @@ def write_package_config(var: Path, shares: Path, answers: Mapping[str, str]) ->
     config_path = var / "config.yaml"
     if config_path.exists():
         return config_path, False
+    import yaml  # only here: every command imports this module (run_as_package_owner)
+
     settings, secrets = package_settings(var, shares, answers)
     text = _HEADER + yaml.safe_dump(
         settings, sort_keys=False, default_flow_style=False, width=1 << 16

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from ..errors import ExitCode, UsageError
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
-from ..haformat.convert import decrypt_backup, encrypt_backup
-from ..haformat.extract import DEFAULT_MAX_BYTES, extract_backup
 from ..haformat.names import shown
 from ..progress import Progress, human_bytes
 from .output import print_json
@@ -37,6 +35,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    from ..haformat.convert import decrypt_backup  # not loaded by verify: its start-up counts
+
     keys = KeyRing.load(args.key_file)
     progress = Progress(f"decrypt {args.archive.name}", _size(args.archive))
     try:
@@ -47,6 +47,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
+    from ..haformat.convert import encrypt_backup
+
     keys = KeyRing.load(args.key_file)
     if not keys:
         raise UsageError("encrypt needs a key: --key-file FILE or $NAS_RECEIVER_KEY")
@@ -65,6 +67,8 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from ..haformat.extract import DEFAULT_MAX_BYTES, extract_backup
+
     keys = KeyRing.load(args.key_file)
     progress = Progress(f"extract {args.archive.name}", _size(args.archive))
     try:
