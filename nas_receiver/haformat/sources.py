@@ -3,6 +3,7 @@ the whole file whose SHA-256 a second thread makes meanwhile (full checks)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
@@ -88,13 +89,15 @@ class HashingReader:
         self._position = 0  # where the verifier is
         self._eof = False
         self._hashed = 0
-        self._crcs: dict[int, int] = {}  # chunk index -> CRC-32 of the first reader to get it
+        self._crcs: dict[int, tuple[int, object]] = {}  # chunk -> (CRC-32, its first reader)
         self._mismatch: int | None = None
         self._error: BaseException | None = None
         self._stop = False
         self._abandoned = False
         self._cursors: dict[int, tuple[int, int]] = {}  # range id -> (where it is, its end)
-        self._unreported = 0  # bytes the ranges read, for ``on_bytes`` on the caller's thread
+        # Bytes the ranges read, for ``on_bytes`` on the caller's thread (appends are atomic).
+        self._unreported: collections.deque[int] = collections.deque()
+        self._hash_waits = False
         self._ranged = (0, 0)  # the newest range's bytes: the walk skips them uncounted
         self._moved = threading.Condition()
         self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
@@ -134,9 +137,8 @@ class HashingReader:
         self._progress(skipped - max(0, min(end, target) - max(start, self._position)))
         if skipped >= len(self._chunk):
             self._chunk = memoryview(b"")
-            with self._moved:
-                self._position = target
-                self._moved.notify_all()
+            self._position = target
+            self._wake()
         else:
             self._move(skipped)
         return skipped
@@ -150,8 +152,9 @@ class HashingReader:
     def report_progress(self) -> None:
         """Pass on what the ranges read to ``on_bytes`` (on the caller's thread: it may raise
         to cancel)."""
-        with self._moved:
-            count, self._unreported = self._unreported, 0
+        count = 0
+        while self._unreported:
+            count += self._unreported.popleft()
         self._progress(count)
 
     def abandon(self) -> None:
@@ -194,8 +197,7 @@ class HashingReader:
             return False
         self._chunk = memoryview(data)[offset:]
         self.report_progress()
-        with self._moved:
-            self._moved.notify_all()
+        self._wake()
         return True
 
     def _read_chunk(self, index: int) -> bytes:
@@ -208,32 +210,40 @@ class HashingReader:
             self._on_bytes(count)
 
     def _range_read(self, count: int) -> None:
-        with self._moved:
-            self._unreported += count
+        self._unreported.append(count)
 
-    def _range_chunk(self, cursor: int, index: int, position: int, end: int) -> bytes:
-        """Chunk ``index`` for the range ``cursor``, now at ``position``, ending at ``end``."""
-        with self._moved:
-            if self._abandoned:
-                raise Abandoned()
-            self._cursors[cursor] = (position, end)
-            self._moved.notify_all()
-        return self._read_chunk(index)
+    def _range_pread(self, cursor: int, size: int, position: int, end: int) -> bytes:
+        """``size`` bytes at ``position`` for the range ``cursor``, which ends at ``end``."""
+        if self._abandoned:
+            raise Abandoned()
+        self._cursors[cursor] = (position, end)
+        self._wake()
+        return os.pread(self._fd, size, position)
 
     def _range_done(self, cursor: int) -> None:
-        with self._moved:
-            self._cursors.pop(cursor, None)
-            self._moved.notify_all()
+        self._cursors.pop(cursor, None)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the hash if it waits for the readers to move (no lock taken otherwise: this
+        runs for every chunk).  It says it waits before it looks, under the lock, so a move
+        it did not see finds it saying so, and the notify waits for its wait."""
+        if self._hash_waits:
+            with self._moved:
+                self._moved.notify_all()
 
     def _hash(self) -> None:
         index = 0
         try:
             while True:
-                with self._moved:
-                    while not self._stop and self._hashed - self._slowest() > WINDOW:
-                        self._moved.wait(0.5)
-                    if self._stop:
-                        return
+                if not self._stop and self._hashed - self._slowest() > WINDOW:
+                    with self._moved:
+                        self._hash_waits = True
+                        while not self._stop and self._hashed - self._slowest() > WINDOW:
+                            self._moved.wait(0.5)
+                        self._hash_waits = False
+                if self._stop:
+                    return
                 data = os.pread(self._fd, CHUNK, index * CHUNK)
                 if not data:
                     return
@@ -248,25 +258,34 @@ class HashingReader:
         """Where the slowest reader is that has still to read bytes the hash has not: the
         window keeps those in the page cache (a reader whose whole range the hash has
         passed holds it back no more)."""
-        ahead = (at for at, end in self._cursors.values() if end > self._hashed)
-        return min(self._position, min(ahead, default=self._position))
+        hashed = self._hashed
+        ahead = [at for at, end in list(self._cursors.values()) if end > hashed]
+        return min(self._position, *ahead) if ahead else self._position
 
     def _compare(self, index: int, data: bytes) -> None:
-        crc = zlib_ng.crc32(data)
-        with self._moved:
-            first = self._crcs.pop(index, None)
-            if first is None:
-                self._crcs[index] = crc
-            elif first != crc and self._mismatch is None:
-                self._mismatch = index
+        self._compare_crc(index, zlib_ng.crc32(data))
+
+    def _compare_crc(self, index: int, crc: int) -> None:
+        """Compare the CRC-32 of the first two reads of chunk ``index`` (no lock: a dict's
+        setdefault and pop are atomic, and the first reader's token tells it apart)."""
+        token = object()
+        first_crc, first = self._crcs.setdefault(index, (crc, token))
+        if first is token:
+            return
+        self._crcs.pop(index, None)
+        if first_crc != crc and self._mismatch is None:
+            self._mismatch = index
 
 
 class RangeReader:
     """Bytes ``start`` to ``end`` of a HashingReader's file, read on a thread of its own.
 
-    ``read`` is full (short only at the end), ``read_some`` may be short.  Where the file
-    ends before ``end`` (cut short since the walk saw the member whole), reads raise
-    MemberCut, as the walker would have.  Call ``close`` when done."""
+    Each read is one ``pread`` of exactly the bytes asked for (no copy to cut or join
+    chunks); the CRC-32 of every aligned chunk the range reads whole is built up across
+    the reads and compared with the hash's (see HashingReader).  ``read`` is full (short
+    only at the end), ``read_some`` may be short.  Where the file ends before ``end`` (cut
+    short since the walk saw the member whole), reads raise MemberCut, as the walker would
+    have.  Call ``close`` when done."""
 
     def __init__(self, reader: HashingReader, start: int, end: int, name: str, claimed: int):
         self._reader = reader
@@ -274,7 +293,8 @@ class RangeReader:
         self._end = end
         self._name = name
         self._claimed = claimed
-        self._chunk = memoryview(b"")
+        self._crc = 0  # of the current aligned chunk so far, when the range read its start
+        self._whole = start % CHUNK == 0
 
     def read(self, size: int, /) -> bytes:
         data = self.read_some(size)
@@ -287,22 +307,33 @@ class RangeReader:
         return b"".join(parts)
 
     def read_some(self, size: int, /) -> bytes:
-        if self._position >= self._end or size <= 0:
+        want = min(size, self._end - self._position)
+        if want <= 0:
             return b""
-        if not self._chunk:
-            index, offset = divmod(self._position, CHUNK)
-            data = self._reader._range_chunk(id(self), index, self._position, self._end)
-            if len(data) <= offset:
-                self._cut()
-            self._chunk = memoryview(data)[offset : offset + self._end - self._position]
-        data = _take(self._chunk, size)
-        self._chunk = self._chunk[len(data) :]
+        data = self._reader._range_pread(id(self), want, self._position, self._end)
+        if not data:
+            self._cut()
+        self._checksum(data)
         self._position += len(data)
         self._reader._range_read(len(data))
         return data
 
     def close(self) -> None:
         self._reader._range_done(id(self))
+
+    def _checksum(self, data: bytes) -> None:
+        """Add ``data`` (read at the position) to the running CRC-32 of its aligned chunks;
+        hand on each chunk's once it is whole."""
+        view, at = memoryview(data), self._position
+        while view:
+            index, offset = divmod(at, CHUNK)
+            if offset == 0:
+                self._crc, self._whole = 0, True
+            piece = view[: CHUNK - offset]
+            self._crc = zlib_ng.crc32(piece, self._crc)
+            if offset + len(piece) == CHUNK and self._whole:
+                self._reader._compare_crc(index, self._crc)
+            view, at = view[len(piece) :], at + len(piece)
 
     def _cut(self) -> NoReturn:
         got = self._claimed - (self._end - self._position)

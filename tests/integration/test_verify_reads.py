@@ -134,3 +134,34 @@ def test_a_cancel_raised_while_inner_archives_are_checked_stops_every_thread(
         )
     assert running  # it was cancelled while an inner archive was being checked
     assert threading.active_count() == threads
+
+
+@pytest.mark.parametrize("altered", [None, 2], ids=["same-bytes", "chunk-2-changed"])
+def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
+    tmp_path: Path, altered: int | None
+) -> None:
+    """An inner archive is read in pieces that straddle the 1 MiB chunks (v3 reads 1 MiB +
+    17 bytes): the CRC-32 of each chunk the range covers whole is built across the pieces
+    and compared with the other reader's; the chunk whose bytes differ between the two
+    reads is the one named, and equal bytes name none."""
+    from nas_receiver.haformat.sources import CHUNK, HashingReader
+
+    content = os.urandom(5 * CHUNK + 1234)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    reader = HashingReader(path)  # not entered: this test is the second reader itself
+    try:
+        start = 100  # mid-chunk: chunk 0 is not whole in the range and is not compared
+        rest = reader.range(start, len(content), "inner", len(content) - start)
+        while rest.read((1 << 20) + 17):
+            pass
+        rest.close()
+        for index in range(1, 5):
+            chunk = content[index * CHUNK : (index + 1) * CHUNK]
+            if index == altered:
+                chunk = b"\x55" + chunk[1:]
+            reader._compare(index, chunk)
+        assert reader._mismatch == altered
+        assert set(reader._crcs) == set()  # every whole chunk met its second read
+    finally:
+        os.close(reader._fd)
