@@ -7,7 +7,10 @@ dependency is unavailable; 1 anything else.  Every command that reports has ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run_as_package_owner()
+        if (begin := getattr(args, "begin", None)) is not None:
+            begin(args)
         return resolve(args.handler)(args)
     except NasReceiverError as err:
         print(f"nas-receiver: {err}", file=sys.stderr)
@@ -90,7 +95,24 @@ def _add_verify(commands: Any) -> None:
     parser.add_argument("--level", choices=["quick", "full"], default="full")
     _key_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON array")
-    parser.set_defaults(handler="archives:cmd_verify")
+    parser.set_defaults(handler="archives:cmd_verify", begin=hash_first_archive)
+
+
+def hash_first_archive(args: argparse.Namespace) -> None:
+    """A full verification hashes the whole file on a thread that needs nothing but
+    hashlib: it starts on the first archive now, while the rest of the program loads (a
+    third of a second of one core, the other core idle otherwise)."""
+    if args.level != "full":
+        return
+    try:
+        info = os.stat(args.archives[0])
+    except OSError:
+        return  # verify says what is wrong with it, as for any other archive
+    if stat.S_ISREG(info.st_mode) and info.st_size:  # never open a FIFO: it would block
+        from .haformat.sources import HashingReader
+
+        with contextlib.suppress(OSError):
+            args.first_opened = HashingReader(args.archives[0]).start()
 
 
 def _add_decrypt(commands: Any) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import ExitCode, UsageError
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from ..haformat.names import shown
+from ..haformat.sources import HashingReader
 from ..progress import Progress, human_bytes
 from .output import print_json
 
@@ -24,7 +25,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     keys = KeyRing.load(args.key_file)
     level = Level(args.level)
-    reports = [_verify_one(path, level, keys) for path in args.archives]
+    first = getattr(args, "first_opened", None)  # see cli.hash_first_archive
+    reports = [
+        _verify_one(path, level, keys, first if index == 0 else None)
+        for index, path in enumerate(args.archives)
+    ]
     if args.json:
         print_json([report.to_dict() for report in reports])
     else:
@@ -145,10 +150,14 @@ def format_summary(report: VerifyReport) -> str:
     return "\n".join(shown(line) for line in lines)
 
 
-def _verify_one(path: Path, level: Level, keys: KeyRing) -> VerifyReport:
-    progress = Progress(f"verify {path.name}", _size(path))
+def _verify_one(
+    path: Path, level: Level, keys: KeyRing, opened: HashingReader | None
+) -> VerifyReport:
+    progress = Progress(f"verify {path.name}", opened.size if opened else _size(path))
     try:
-        return verify_archive(path, level=level, keys=keys, on_bytes=progress.advance)
+        return verify_archive(
+            path, level=level, keys=keys, on_bytes=progress.advance, opened=opened
+        )
     finally:
         progress.close()
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import hashlib
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -81,8 +83,11 @@ class HashingReader:
     ) -> None:
         self._fd = os.open(path, os.O_RDONLY)
         info = os.fstat(self._fd)
+        if stat.S_ISDIR(info.st_mode):  # pread would say "Is a directory" without the name
+            os.close(self._fd)
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
         self._stamp = _stamp(info)
-        self._size = info.st_size
+        self.size = info.st_size
         self._on_bytes = on_bytes
         self._sha = hashlib.sha256()
         self._chunk = memoryview(b"")
@@ -102,9 +107,18 @@ class HashingReader:
         self._moved = threading.Condition()
         self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
 
-    def __enter__(self) -> HashingReader:
-        self._thread.start()
+    def start(self) -> HashingReader:
+        """Begin hashing (once; ``with`` does it too): a caller may start it while it still
+        has other things to do, such as loading the rest of the program."""
+        if self._thread.ident is None:
+            self._thread.start()
         return self
+
+    def report_to(self, on_bytes: Callable[[int], None] | None) -> None:
+        self._on_bytes = on_bytes
+
+    def __enter__(self) -> HashingReader:
+        return self.start()
 
     def __exit__(
         self,
@@ -112,11 +126,18 @@ class HashingReader:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the hash and close the file."""
         with self._moved:
             self._stop = True
             self._moved.notify_all()
-        self._thread.join()
-        os.close(self._fd)
+        if self._thread.ident is not None:
+            self._thread.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def read(self, size: int, /) -> bytes:
         """Return up to ``size`` bytes, never more than the rest of the current chunk (one
@@ -131,7 +152,7 @@ class HashingReader:
     def skip(self, size: int) -> int:
         """Move ``size`` bytes forward without reading them (the hash reads them); return
         how many there were in the file as it was opened."""
-        target = min(self._position + size, max(self._size, self._position))
+        target = min(self._position + size, max(self.size, self._position))
         skipped = target - self._position
         start, end = self._ranged  # bytes a range reads count as it reads them
         self._progress(skipped - max(0, min(end, target) - max(start, self._position)))

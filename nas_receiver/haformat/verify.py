@@ -152,14 +152,17 @@ def verify_archive(
     level: Level = Level.FULL,
     keys: KeyRing | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    opened: HashingReader | None = None,
 ) -> VerifyReport:
     """Verify one archive and return its report.  Never raises for what the file holds.
 
-    Raise OSError only when the file cannot be opened at all.
+    ``opened``: for a full check, the file already opened and its hash begun (see
+    ``HashingReader.start``); it is closed when done.  Raise OSError only when the file
+    cannot be opened at all.
     """
     started = time.monotonic()
     _preload_model()
-    checker = _Checker(Path(path), level, keys or KeyRing(), on_bytes)
+    checker = _Checker(Path(path), level, keys or KeyRing(), on_bytes, opened)
     report = checker.run()
     report.seconds = time.monotonic() - started
     return report
@@ -235,13 +238,16 @@ class _Checker:
         level: Level,
         keys: KeyRing,
         on_bytes: Callable[[int], None] | None,
+        opened: HashingReader | None = None,
     ) -> None:
         self.path = path
+        self.opened = opened
         self.level = level
         self.keys = keys
         self.session = KeySession(keys)
         self.on_bytes = on_bytes
-        self.report = VerifyReport(path=str(path), level=level, size=path.stat().st_size)
+        size = opened.size if opened is not None else path.stat().st_size
+        self.report = VerifyReport(path=str(path), level=level, size=size)
         self.problems = _Problems()
         self.reader: HashingReader | None = None  # full level: inner archives run on threads
         self.inner_threads: list[threading.Thread] = []
@@ -256,9 +262,13 @@ class _Checker:
 
     def run(self) -> VerifyReport:
         if self.report.size == 0:
+            if self.opened is not None:
+                self.opened.close()
             self.problems.add(Verdict.INCOMPLETE, "empty file (0 bytes): nothing written yet")
         elif self.level is Level.FULL:
-            with HashingReader(self.path, self.on_bytes) as source:
+            source = self.opened or HashingReader(self.path)
+            source.report_to(self.on_bytes)
+            with source:
                 self.reader = source
                 try:
                     self._walk(source)
@@ -278,6 +288,8 @@ class _Checker:
                         "writing it",
                     )
         else:
+            if self.opened is not None:
+                self.opened.close()
             with self.path.open("rb") as file:
                 self._walk(SeekingFileSource(file, self.report.size))
         self.problems.place = END

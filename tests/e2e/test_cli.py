@@ -93,6 +93,20 @@ def test_missing_archive_is_one_clear_line(tmp_path: Path) -> None:
     assert "gone.tar" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_verify_never_blocks_on_a_fifo_and_names_a_folder(tmp_path: Path) -> None:
+    """Asserts: full verify starts hashing its first archive early, but never opens a FIFO
+    (that would wait for a writer forever): it is an empty file, incomplete (exit 3); a
+    folder given as the archive is one clear line (exit 1)."""
+    fifo = tmp_path / "named.tar"
+    os.mkfifo(fifo)
+    result = run("verify", fifo, "--json")
+    assert result.returncode == 3, result.stderr
+    assert json.loads(result.stdout)[0]["verdict"] == "incomplete"
+    folder = run("verify", tmp_path)
+    assert folder.returncode == 1
+    assert str(tmp_path) in folder.stderr and "Traceback" not in folder.stderr
+
+
 def test_inspect_without_key() -> None:
     path = corpus_file("supervisor_backup_example_sec_v3.tar")
     result = run("inspect", path, "--json")
