@@ -172,14 +172,18 @@ def _opened(path: Path, frozen_work: Path | None) -> Iterator[sqlite3.Connection
     """The database for reading.  SQLite opens a database in WAL mode (HA's) only where it
     can write its ``-shm`` beside it, and leaves ``-shm`` and ``-wal`` files there; so a
     read-only tree that must stay as it is (``frozen_work`` given) is opened immutable,
-    which reads the database file alone, or, when a write-ahead log with content came
-    with it, from a private copy of both in ``frozen_work``."""
-    wal = path.with_name(path.name + "-wal")
+    which reads the database file alone, or, when a write-ahead log or a rollback journal
+    with content came with it, from a private copy of both in ``frozen_work``."""
+    logs = [
+        log
+        for log in (path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-journal"))
+        if regular(log) and log.stat().st_size
+    ]
     with contextlib.ExitStack() as stack:
         query = "mode=ro"
-        if frozen_work is not None and regular(wal) and wal.stat().st_size:
+        if frozen_work is not None and logs:  # as SQLite would read it: with its log
             copy = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=frozen_work)))
-            for original in (path, wal):
+            for original in (path, *logs):
                 shutil.copyfile(original, copy / original.name, follow_symlinks=False)
             path = copy / path.name
         elif frozen_work is not None:

@@ -7,6 +7,7 @@ then give it its name.  Neither writes plaintext anywhere but the output of ``de
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -22,7 +23,7 @@ from .crypto import PREFIX_SIZE, ChainedSource, KeySession
 from .keys import KeyRing
 from .names import inner_base_name
 from .output import atomic_output
-from .sources import SeekingFileSource
+from .sources import FileChanged, HashingReader, SeekingFileSource
 from .tarstream import ByteSource, FileLike, TarEntry, TarWalker
 from .verify import METADATA_NAMES, InnerArchive, Level, Verdict, VerifyReport, verify_archive
 
@@ -39,21 +40,22 @@ def decrypt_backup(
 ) -> VerifyReport:
     """Write ``output``: ``source`` as an unencrypted HA backup.  Return the output's report.
 
-    ``verified``: a full verification of these very bytes (the arrival's), which is then
-    not done again.  Raise BackupError when ``source`` is not valid with these keys,
-    OutputExistsError when ``output`` exists.
+    ``verified``: a full verification of these bytes (the arrival's), which is then not
+    done again.  The source is hashed as it is read: bytes other than the verified ones
+    (a file changed since) raise BackupError and leave no output.  Raise BackupError too
+    when ``source`` is not valid with these keys, OutputExistsError when ``output`` exists.
     """
     if verified is not None and verified.level is Level.FULL:
         _require(verified, str(source))
         report = verified
     else:
         report = _require_valid(source, keys, on_bytes)
-    inner = {i.name: i for i in report.inner}
+    inner = {i.offset: i for i in report.inner}  # by place: two may have one name
     session = KeySession(keys)
 
     def content(entry: TarEntry, walker: TarWalker) -> tuple[int, ByteSource]:
-        found = inner[entry.name]
-        if (entry.header_offset, entry.size) != (found.offset, found.size):
+        found = inner.get(entry.header_offset)
+        if found is None or (found.name, found.size) != (entry.name, entry.size):
             raise BackupError(
                 f"{source}: {entry.name} is not where or what it was when verified (at byte "
                 f"{entry.header_offset}, {entry.size} bytes): the source changed since"
@@ -64,7 +66,8 @@ def decrypt_backup(
         return {**raw, "protected": False, "crypto": None}
 
     with atomic_output(output) as pending:
-        _rewrite(source, pending.file, content, metadata, set(inner))
+        names = {i.name for i in report.inner}
+        _rewrite(source, pending.file, content, metadata, names, sha256=report.sha256)
         pending.file.flush()
         result = verify_archive(pending.path, level=Level.FULL)
         _require(result, "decrypted copy")
@@ -78,9 +81,9 @@ def _require_same_content(source: VerifyReport, copy: VerifyReport) -> None:
     verification found in them (as many files and bytes): the source was not swapped
     between its verification and now."""
 
-    def content(report: VerifyReport) -> dict[str, object]:
+    def content(report: VerifyReport) -> list[object]:
         slug = report.backup.slug if report.backup else None
-        return {"slug": slug, **{i.name: (i.files, i.content_bytes) for i in report.inner}}
+        return [slug, *((i.name, i.files, i.content_bytes) for i in report.inner)]
 
     found, made = content(source), content(copy)
     if found != made:
@@ -112,7 +115,7 @@ def encrypt_backup(
     content, metadata = _encryption(key, version)
     inner_names = {i.name for i in report.inner}
     with atomic_output(output) as pending:
-        _rewrite(source, pending.file, content, metadata, inner_names)
+        _rewrite(source, pending.file, content, metadata, inner_names, sha256=report.sha256)
         pending.file.flush()
         result = verify_archive(pending.path, level=Level.FULL, keys=KeyRing([key]))
         _require(result, "encrypted copy")
@@ -201,15 +204,24 @@ def _rewrite(
     content: Callable[[TarEntry, TarWalker], tuple[int, ByteSource]],
     metadata: Callable[[dict[str, Any]], dict[str, Any]],
     inner_names: set[str],
+    *,
+    sha256: str | None = None,
 ) -> None:
-    """Copy ``source``'s members to ``file`` in order, converting inner archives and metadata."""
-    with (
-        source.open("rb") as handle,
-        tarfile.TarFile(
-            fileobj=file, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20
-        ) as out,
-    ):
-        walker = TarWalker(SeekingFileSource(handle, source.stat().st_size))
+    """Copy ``source``'s members to ``file`` in order, converting inner archives and metadata.
+
+    ``sha256``: the source as it was verified.  It is hashed as it is read (on a second
+    thread, as verification reads it), and other bytes raise BackupError at the end."""
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(
+            tarfile.TarFile(fileobj=file, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20)
+        )
+        if sha256 is None:
+            handle = stack.enter_context(source.open("rb"))
+            reader: ByteSource = SeekingFileSource(handle, source.stat().st_size)
+        else:
+            hashing = stack.enter_context(HashingReader(source))
+            reader = hashing
+        walker = TarWalker(reader)
         for entry in walker:
             info = _tarinfo(entry)
             if entry.name in METADATA_NAMES:
@@ -222,6 +234,19 @@ def _rewrite(
                 out.addfile(info, FileLike(stream))
             else:
                 out.addfile(info, FileLike(walker.member_stream()) if entry.size else None)
+        if sha256 is not None:
+            _require_same_bytes(source, hashing, sha256)
+
+
+def _require_same_bytes(source: Path, hashing: HashingReader, sha256: str) -> None:
+    try:
+        found = hashing.finish()
+    except FileChanged as err:
+        raise BackupError(f"{source}: changed while it was read ({err})") from err
+    if found != sha256:
+        raise BackupError(
+            f"{source}: its SHA-256 is {found}, not the {sha256} verified: it changed since"
+        )
 
 
 def _tarinfo(entry: TarEntry) -> tarfile.TarInfo:

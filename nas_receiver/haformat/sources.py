@@ -151,8 +151,10 @@ class HashingReader:
 
     def skip(self, size: int) -> int:
         """Move ``size`` bytes forward without reading them (the hash reads them); return
-        how many there were in the file as it was opened."""
-        target = min(self._position + size, max(self.size, self._position))
+        how many there are (fewer where the file ends: it may have shrunk since opened)."""
+        end = max(min(self.size, os.fstat(self._fd).st_size), self._position)
+        self._chunk = self._chunk[: end - self._position]  # none the file no longer holds
+        target = min(self._position + size, end)
         skipped = target - self._position
         start, end = self._ranged  # bytes a range reads count as it reads them
         self._progress(skipped - max(0, min(end, target) - max(start, self._position)))

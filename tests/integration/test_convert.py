@@ -110,3 +110,43 @@ def test_decrypt_trusts_a_verification_only_of_the_same_content(
     report = decrypt_backup(first, out, KeyRing([KEY]), verified=verified)
     assert report.verdict is Verdict.VALID
     assert inner_files(out) == inner_files(first, KEY)
+
+
+def test_decrypt_an_archive_with_two_inner_archives_of_one_name(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: inner archives are told apart by their place, not their name: a valid
+    backup holding two members named alike is decrypted (found by a review)."""
+    source = make_backup(password=KEY, securetar_version=2)
+    twice = tmp_path / "twice.tar"
+    with tarfile.open(source) as old, tarfile.open(twice, "w", format=tarfile.PAX_FORMAT) as new:
+        members = old.getmembers()
+        share = next(m for m in members if m.name.endswith("share.tar.gz"))
+        for member in members:
+            if member.name.endswith("backup.json"):
+                new.addfile(share, old.extractfile(share))
+            new.addfile(member, old.extractfile(member))
+    verified = verify_archive(twice, keys=KeyRing([KEY]))
+    assert verified.verdict is Verdict.VALID
+    assert [i.name for i in verified.inner].count("share.tar.gz") == 2
+    out = tmp_path / "plain.tar"
+    report = decrypt_backup(twice, out, KeyRing([KEY]), verified=verified)
+    assert report.verdict is Verdict.VALID
+    assert [i.name for i in report.inner] == [i.name for i in verified.inner]
+
+
+def test_decrypt_refuses_bytes_changed_in_place_since_verified(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a source rewritten in place after its verification, keeping every size and
+    place (backup.json with another name of the same length), is refused by its SHA-256,
+    which decrypt makes as it reads; no output is left."""
+    source = make_backup(password=KEY, securetar_version=2)
+    verified = verify_archive(source, keys=KeyRing([KEY]))
+    data = source.read_bytes()
+    assert data.count(b"Automatic backup") == 1
+    source.write_bytes(data.replace(b"Automatic backup", b"Automatic BACKUP"))
+    out = tmp_path / "plain.tar"
+    with pytest.raises(BackupError, match="changed since"):
+        decrypt_backup(source, out, KeyRing([KEY]), verified=verified)
+    assert not out.exists()
