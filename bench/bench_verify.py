@@ -6,9 +6,10 @@ calls it) and its inflate with CRC-32 and length check (zlib-ng).  Each stage is
 one thread, on the same file, in the same run as the command.  With two cores the stages
 can overlap, so no program beats the 2-core bound max(sum / 2, slowest stage) (inner
 archives inflated at once can split the slowest stage, though); the serial sum is printed
-too, and how much two threads really do at once on this machine (the bound assumes 2x).  The command is timed whole (a subprocess, start-up included; median of
-three) and its peak RSS read from /proc.  Targets: 1.5x the bound at 1 GiB of content, 1.3x
-at 4 GiB, peak RSS <= 100 MiB.
+too, and how much two threads really do at once on this machine (the bound assumes 2x).
+The command is timed whole (a subprocess, start-up included; median of three) and its peak
+RSS read from /proc.  Targets: 1.5x the bound at 1 GiB of content, 1.3x at 4 GiB, peak RSS
+<= 100 MiB.
 
     .venv/bin/python bench/bench_verify.py                 # 1 GiB content, plain/v2/v3
     .venv/bin/python bench/bench_verify.py --big-mib 4096  # and 4 GiB
