@@ -6,10 +6,9 @@ calls it) and its inflate with CRC-32 and length check (zlib-ng).  Each stage is
 one thread, on the same file, in the same run as the command.  With two cores the stages
 can overlap, so no program beats the 2-core bound max(sum / 2, slowest stage) (inner
 archives inflated at once can split the slowest stage, though); the serial sum is printed
-too, and how much two threads really do at once on this machine (the bound assumes 2x).
-The command is timed whole (a subprocess, start-up included; median of three) and its peak
-RSS read from /proc.  Targets: 1.5x the bound at 1 GiB of content, 1.3x at 4 GiB, peak RSS
-<= 100 MiB.
+too.  The command is timed whole (a subprocess, start-up included; median of three) and its
+peak RSS read from /proc.  Targets: 1.5x the bound at 1 GiB of content, 1.3x at 4 GiB, peak
+RSS <= 100 MiB.
 
     .venv/bin/python bench/bench_verify.py                 # 1 GiB content, plain/v2/v3
     .venv/bin/python bench/bench_verify.py --big-mib 4096  # and 4 GiB
@@ -228,34 +227,6 @@ def bench_quick(total_mib: int, version: int | None, key_file: Path) -> None:
     )
 
 
-def two_core_efficiency() -> float:
-    """How many times one core's work two threads do at once here (SHA-256 of 256 MiB each,
-    best of three): the 2-core bound assumes 2.0."""
-    import os
-    import threading
-
-    data = memoryview(os.urandom(256 << 20))
-
-    def work() -> None:
-        digest = hashlib.sha256()
-        for start in range(0, len(data), CHUNK):
-            digest.update(data[start : start + CHUNK])
-
-    best = 0.0
-    for _ in range(3):
-        started = time.perf_counter()
-        work()
-        one = time.perf_counter() - started
-        threads = [threading.Thread(target=work) for _ in range(2)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        best = max(best, 2 * one / (time.perf_counter() - started))
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=1024, help="content size of the main runs")
@@ -263,7 +234,6 @@ def main() -> None:
     parser.add_argument("--versions", default="plain,2,3")
     args = parser.parse_args()
     versions = [None if v == "plain" else int(v) for v in args.versions.split(",")]
-    print(f"this machine: two threads do {two_core_efficiency():.2f}x one core's work at once")
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "key.txt"
         key_file.write_text(KEY)
