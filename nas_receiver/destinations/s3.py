@@ -37,6 +37,7 @@ from ..catalog import Upload
 from ..config import DestinationConfig
 from ..haformat.keys import read_secret
 from ..haformat.output import atomic_output
+from ..haformat.tarstream import read_full
 from .base import (
     FOREIGN,
     Destination,
@@ -289,7 +290,7 @@ class S3Destination(Destination):
             nonlocal size
             number = 0
             while True:
-                data = _read_full(stream, part_size)
+                data = read_full(stream, part_size)
                 if not data and number:
                     return
                 number += 1
@@ -759,14 +760,3 @@ def _digests(body: bytes | _Region, *, md5: bool) -> tuple[bytes, bytes]:
         return body.digests(md5=md5)
     second = hashlib.md5(body, usedforsecurity=False).digest() if md5 else b""
     return hashlib.sha256(body).digest(), second
-
-
-def _read_full(stream: BinaryIO, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)

@@ -9,7 +9,6 @@ is not tried again for the same salt.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import nacl.bindings.crypto_secretstream as nss
@@ -25,7 +24,7 @@ from securetar import (
 
 from .gzipstream import GZIP_MAGIC
 from .keys import KeyRing
-from .tarstream import ByteSource
+from .tarstream import ByteSource, ShortReads
 
 PREFIX_SIZE = 4096
 _MAGIC = securetar.SECURETAR_MAGIC
@@ -125,11 +124,6 @@ class ChainedSource:
         if len(data) < size:
             data += self._rest.read(size - len(data))
         return data
-
-
-class _Some:
-    def __init__(self, read: Callable[[int], bytes]) -> None:
-        self.read = read
 
 
 _ABYTES = nss.crypto_secretstream_xchacha20poly1305_ABYTES
@@ -248,7 +242,7 @@ class KeySession:
         material = context.restore_key_material(header)
         if header.version in (1, 2):
             # The CBC stream takes short reads, so it reads without the copies a full read makes.
-            some = _Some(getattr(rest, "read_some", rest.read))
+            some = ShortReads(getattr(rest, "read_some", rest.read))
             body = ChainedSource(prefix[header.size :], some)
             return CbcDecryptStream(body, material.key, material.iv, member_size - header.size)
         body = ChainedSource(prefix[header.size :], rest)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from zlib_ng import zlib_ng
 
-from .tarstream import MemberCut, TarTruncated
+from .tarstream import MemberCut, ShortReads, TarTruncated, read_full
 
 if TYPE_CHECKING:
     from .tarstream import ByteSource
@@ -78,9 +78,7 @@ class HashingReader:
     start (``finish`` raises FileChanged).
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], on_bytes: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self._fd = os.open(path, os.O_RDONLY)
         info = os.fstat(self._fd)
         if stat.S_ISDIR(info.st_mode):  # pread would say "Is a directory" without the name
@@ -88,7 +86,7 @@ class HashingReader:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
         self._stamp = _stamp(info)
         self.size = info.st_size
-        self._on_bytes = on_bytes
+        self._on_bytes: Callable[[int], None] | None = None  # see report_to
         self._sha = hashlib.sha256()
         self._chunk = memoryview(b"")
         self._position = 0  # where the verifier is
@@ -115,6 +113,7 @@ class HashingReader:
         return self
 
     def report_to(self, on_bytes: Callable[[int], None] | None) -> None:
+        """Pass the bytes verified to ``on_bytes``, on the verifier's thread."""
         self._on_bytes = on_bytes
 
     def __enter__(self) -> HashingReader:
@@ -320,14 +319,7 @@ class RangeReader:
         self._whole = start % CHUNK == 0
 
     def read(self, size: int, /) -> bytes:
-        data = self.read_some(size)
-        if len(data) == size or not data:
-            return data
-        parts, got = [data], len(data)
-        while got < size and (more := self.read_some(size - got)):
-            parts.append(more)
-            got += len(more)
-        return b"".join(parts)
+        return read_full(ShortReads(self.read_some), size)
 
     def read_some(self, size: int, /) -> bytes:
         want = min(size, self._end - self._position)

@@ -8,7 +8,7 @@ the position in the stream the walker reads.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,14 @@ class ByteSource(Protocol):
     """Anything with ``read(size)`` that returns at most ``size`` bytes, ``b""`` at the end."""
 
     def read(self, size: int, /) -> bytes: ...
+
+
+class ShortReads:
+    """A ByteSource made of a ``read`` that may return fewer bytes than asked before the
+    end (for ``read_full``, or a reader that takes short reads as they come)."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self.read = read
 
 
 def read_full(source: ByteSource, size: int) -> bytes:
@@ -284,11 +292,6 @@ def _pax_number(value: str, key: str, offset: int) -> float:
     return number
 
 
-class _Data:
-    def __init__(self, walker: TarWalker) -> None:
-        self.read = walker.read_data
-
-
 class _MemberStream:
     """File-like ``read`` over the walker's current member, with file semantics: a short
     read only at the member's end (securetar's v3 reader needs whole chunks)."""
@@ -300,7 +303,7 @@ class _MemberStream:
         if size is None or size < 0:
             size = 1 << 62
         try:
-            return read_full(_Data(self._walker), size)
+            return read_full(ShortReads(self._walker.read_data), size)
         except TarTruncated as err:
             raise MemberCut(err) from err
 

@@ -165,4 +165,4 @@ def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
         assert reader._mismatch == altered
         assert set(reader._crcs) == set()  # every whole chunk met its second read
     finally:
-        os.close(reader._fd)
+        reader.close()
