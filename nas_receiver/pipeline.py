@@ -328,9 +328,9 @@ class Pipeline:
     def _store_decrypted(
         self, source: SourceConfig, archive: Path, folder: Path, base: str, report: VerifyReport
     ) -> Path:
-        """Keep an unencrypted HA backup (restorable in HA, openable without it).  ``archive``
-        holds the bytes ``report`` verified in full (the library's copy is checked by its
-        SHA-256 when placed), so they are not verified again before decrypting."""
+        """Keep an unencrypted HA backup (restorable in HA, openable without it), made from
+        ``archive`` without verifying it again: decrypting hashes what it reads and refuses
+        bytes other than those ``report`` verified."""
         assert report.sha256 is not None
         sha = report.sha256
         folder.mkdir(parents=True, exist_ok=True)
