@@ -423,7 +423,7 @@ class Catalog:
             "size": report.size,
             "verdict": str(report.verdict),
             "problems": json.dumps(report.problems),
-            "backup_json": backup.model_dump_json() if backup else None,
+            "backup_json": backup.to_json() if backup else None,
             "verified_at": now,
             "first_seen": now,
         }

@@ -1,13 +1,21 @@
-"""backup.json, the kind of a backup, and HA's AgentBackup sidecar object."""
+"""backup.json, the kind of a backup, and HA's AgentBackup sidecar object.
+
+backup.json as HA and supervisor write it (strings, booleans, numbers and lists of them
+where each belongs, dates in ISO 8601) is read here directly.  Anything else (``"1"`` for a
+number, a timestamp for a date, a missing key) goes to the pydantic model in ``model_lax``,
+whose coercions and messages decide; both give the same BackupJson, as a test checks over
+a table of values.  Loading pydantic takes a fifth of a second of one core, a sixth of a
+full verification of 1 GiB, so the verifier does not load it for a backup HA wrote.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Any, Literal, NoReturn
 
 from .names import ha_base_name
 
@@ -27,23 +35,6 @@ class MetadataError(ValueError):
     """backup.json is not JSON or does not describe a backup."""
 
 
-class _Tolerant(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class HomeAssistantPart(_Tolerant):
-    version: str | None = None
-    exclude_database: bool = False
-    size: float = 0
-
-
-class AddonPart(_Tolerant):
-    slug: str
-    name: str = ""
-    version: str = ""
-    size: float = 0
-
-
 # A date typed by hand may be anything: kept a day inside datetime's range, where it can be
 # shown in every time zone (year 9999 west of UTC, or year 1 east of it, would overflow).
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
@@ -61,8 +52,27 @@ def within_range(value: datetime) -> datetime:
     return value
 
 
-class BackupJson(_Tolerant):
-    """The ``backup.json`` of an HA backup: required keys enforced, unknown keys kept."""
+@dataclass(frozen=True)
+class HomeAssistantPart:
+    version: str | None = None
+    exclude_database: bool = False
+    size: float = 0
+    unknown_keys: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AddonPart:
+    slug: str
+    name: str = ""
+    version: str = ""
+    size: float = 0
+    unknown_keys: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackupJson:
+    """The ``backup.json`` of an HA backup: required keys enforced, unknown keys kept (in
+    ``unknown_keys``, as they came)."""
 
     slug: str
     name: str
@@ -73,36 +83,12 @@ class BackupJson(_Tolerant):
     protected: bool = False
     crypto: str | None = None
     homeassistant: HomeAssistantPart | None = None
-    addons: list[AddonPart] = Field(default_factory=list)
-    folders: list[str] = Field(default_factory=list)
-    repositories: list[Any] = Field(default_factory=list)
+    addons: list[AddonPart] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+    repositories: list[Any] = field(default_factory=list)
     supervisor_version: str | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("date")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return within_range(value if value.tzinfo else value.replace(tzinfo=UTC))
-
-    @field_validator("homeassistant", mode="before")
-    @classmethod
-    def _empty_part(cls, value: Any) -> Any:
-        return value or None
-
-    @field_validator("protected", mode="before")
-    @classmethod
-    def _legacy_protected(cls, value: Any) -> Any:
-        # Before March 2022 supervisor stored a one-character string; any string is true.
-        return True if isinstance(value, str) else value
-
-    @field_validator("folders", mode="before")
-    @classmethod
-    def _no_homeassistant_folder(cls, value: Any) -> Any:
-        # v1 listed the HA configuration as a folder; supervisor drops it, and HA's
-        # AgentBackup refuses it (one such sidecar breaks the listing of a whole location).
-        if isinstance(value, list):
-            return [folder for folder in value if folder != "homeassistant"]
-        return value
+    extra: dict[str, Any] = field(default_factory=dict)
+    unknown_keys: dict[str, Any] = field(default_factory=dict)
 
     @property
     def display_date(self) -> str:
@@ -168,6 +154,25 @@ class BackupJson(_Tolerant):
             "size": size,
         }
 
+    def to_json(self) -> str:
+        """Return backup.json as read (known keys first, then the unknown ones): what
+        ``parse_backup_json`` reads back to an equal BackupJson."""
+        known = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in ("homeassistant", "addons", "unknown_keys")
+        }
+        known["date"] = self.date.isoformat()
+        known["homeassistant"] = _part_dict(self.homeassistant) if self.homeassistant else None
+        known["addons"] = [_part_dict(addon) for addon in self.addons]
+        return json.dumps({**known, **self.unknown_keys}, ensure_ascii=False)
+
+
+def _part_dict(part: HomeAssistantPart | AddonPart) -> dict[str, Any]:
+    values = {name: getattr(part, name) for name in part.__dataclass_fields__}
+    unknown = values.pop("unknown_keys")
+    return {**values, **unknown}
+
 
 def parse_backup_json(data: bytes) -> BackupJson:
     """Parse backup.json bytes.  Raise MetadataError with a one-line reason."""
@@ -182,8 +187,125 @@ def parse_backup_json(data: bytes) -> BackupJson:
     except UnicodeEncodeError as err:
         raise MetadataError("backup.json holds text that is not valid Unicode") from err
     try:
-        return BackupJson.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top)"
-        raise MetadataError(f"backup.json: at '{where}': {first['msg']}") from err
+        return read_as_written(raw)
+    except _Unusual:
+        from .model_lax import validate  # pydantic: see the module's docstring
+
+        return validate(raw)
+
+
+# -- backup.json as HA writes it --------------------------------------------------------------
+
+
+class _Unusual(Exception):
+    """A value (or a missing key) that the lax model has to judge."""
+
+
+def _unusual() -> NoReturn:
+    raise _Unusual()
+
+
+# A date as HA and supervisor write it (Python's isoformat): the fraction of 1 to 6 digits,
+# the offset optional, "Z" accepted.  Every other form is the lax model's to judge.
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?")
+_EXACT_FLOAT = 1 << 53
+_BACKUP_KEYS = frozenset(BackupJson.__dataclass_fields__) - {"unknown_keys"}
+_HOMEASSISTANT_KEYS = frozenset(HomeAssistantPart.__dataclass_fields__) - {"unknown_keys"}
+_ADDON_KEYS = frozenset(AddonPart.__dataclass_fields__) - {"unknown_keys"}
+
+
+def read_as_written(raw: dict[str, Any]) -> BackupJson:
+    """Return the BackupJson of ``raw`` when each value has the JSON type HA writes for it.
+    Raise _Unusual otherwise (the lax model decides then)."""
+    protected = raw.get("protected", False)
+    homeassistant = raw.get("homeassistant") or None  # {} is "no HA part", as for the model
+    folders = _each(raw.get("folders", []), _text)
+    return BackupJson(
+        slug=_text(raw.get("slug", _Unusual)),
+        name=_text(raw.get("name", _Unusual)),
+        date=_date(raw.get("date", _Unusual)),
+        type=raw["type"] if raw.get("type") in ("full", "partial") else _unusual(),
+        version=_whole(raw.get("version", 1)),
+        compressed=_flag(raw.get("compressed", True)),
+        # Before March 2022 supervisor stored a one-character string; any string is true.
+        protected=True if type(protected) is str else _flag(protected),
+        crypto=_text_or_none(raw.get("crypto")),
+        homeassistant=None if homeassistant is None else _homeassistant(homeassistant),
+        addons=_each(raw.get("addons", []), _addon),
+        # v1 listed the HA configuration as a folder; supervisor drops it, and HA's
+        # AgentBackup refuses it (one such sidecar breaks the listing of a whole location).
+        folders=[folder for folder in folders if folder != "homeassistant"],
+        repositories=_each(raw.get("repositories", []), lambda value: value),
+        supervisor_version=_text_or_none(raw.get("supervisor_version")),
+        extra=dict(_object(raw.get("extra", {}))),
+        unknown_keys=_unknown(raw, _BACKUP_KEYS),
+    )
+
+
+def _homeassistant(value: object) -> HomeAssistantPart:
+    part = _object(value)
+    return HomeAssistantPart(
+        version=_text_or_none(part.get("version")),
+        exclude_database=_flag(part.get("exclude_database", False)),
+        size=_number(part["size"]) if "size" in part else 0,  # the model's default: int 0
+        unknown_keys=_unknown(part, _HOMEASSISTANT_KEYS),
+    )
+
+
+def _addon(value: object) -> AddonPart:
+    part = _object(value)
+    return AddonPart(
+        slug=_text(part.get("slug", _Unusual)),
+        name=_text(part.get("name", "")),
+        version=_text(part.get("version", "")),
+        size=_number(part["size"]) if "size" in part else 0,  # the model's default: int 0
+        unknown_keys=_unknown(part, _ADDON_KEYS),
+    )
+
+
+def _text(value: object) -> str:
+    return value if type(value) is str else _unusual()
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _flag(value: object) -> bool:
+    return value if type(value) is bool else _unusual()
+
+
+def _whole(value: object) -> int:
+    return value if type(value) is int else _unusual()
+
+
+def _number(value: object) -> float:
+    """A finite JSON number, as a float (an int beyond a float's exact ones is unusual)."""
+    if type(value) is int and abs(value) <= _EXACT_FLOAT:
+        return float(value)
+    if type(value) is float and math.isfinite(value):
+        return value
+    _unusual()
+
+
+def _date(value: object) -> datetime:
+    if type(value) is not str or not _ISO_DATE.fullmatch(value):
+        _unusual()
+    try:
+        return within_range(datetime.fromisoformat(value))
+    except (ValueError, OverflowError):
+        _unusual()
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if type(value) is dict else _unusual()
+
+
+def _each(value: object, read: Any) -> list[Any]:
+    if type(value) is not list:
+        _unusual()
+    return [read(item) for item in value]
+
+
+def _unknown(raw: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    return {key: value for key, value in raw.items() if key not in known}

@@ -12,7 +12,6 @@ reported in the order of the archive, as one reader going front to back would fi
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .crypto import (
     PREFIX_SIZE,
@@ -37,10 +36,8 @@ from .crypto import (
 )
 from .gzipstream import GZIP_MAGIC, GzipError, InflatingReader
 from .keys import KeyRing
+from .model import BackupJson, MetadataError, parse_backup_json
 from .names import inner_base_name
-
-if TYPE_CHECKING:
-    from .model import BackupJson
 from .sources import (
     CHUNK,
     Abandoned,
@@ -161,30 +158,10 @@ def verify_archive(
     cannot be opened at all.
     """
     started = time.monotonic()
-    _preload_model()
     checker = _Checker(Path(path), level, keys or KeyRing(), on_bytes, opened)
     report = checker.run()
     report.seconds = time.monotonic() - started
     return report
-
-
-_PRELOAD = threading.Lock()
-_preloading: list[threading.Thread] = []
-
-
-def _preload_model() -> None:
-    """Import the backup.json model (pydantic builds its schemas: ~0.2 s) on a thread, once.
-
-    The first verification of a process reads and hashes its archive meanwhile, instead of
-    waiting; the supervisor writes backup.json last, so the model is ready when it is read.
-    """
-    with _PRELOAD:
-        if not _preloading:
-            thread = threading.Thread(
-                target=importlib.import_module, args=(f"{__package__}.model",), daemon=True
-            )
-            thread.start()
-            _preloading.append(thread)
 
 
 END = 1 << 62  # the place of problems found once the walk is over: after every member's
@@ -350,8 +327,6 @@ class _Checker:
             self.problems.add(Verdict.CORRUPT, f"{where}: {entry.size} bytes, too big")
             return
         data = walker.member_stream().read(entry.size)
-        from .model import MetadataError, parse_backup_json  # preloaded: see _preload_model
-
         try:
             self.report.backup = parse_backup_json(data)
         except MetadataError as err:

@@ -7,7 +7,21 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from nas_receiver.haformat.model import MetadataError, parse_backup_json
+from nas_receiver.haformat.model import (
+    AddonPart,
+    BackupJson,
+    HomeAssistantPart,
+    MetadataError,
+    _Unusual,
+    parse_backup_json,
+    read_as_written,
+)
+from nas_receiver.haformat.model_lax import (
+    LaxAddonPart,
+    LaxBackupJson,
+    LaxHomeAssistantPart,
+    validate,
+)
 from nas_receiver.haformat.names import ha_base_name, inner_base_name
 from tests.builders import AGENT_BACKUP_KEYS
 
@@ -39,7 +53,7 @@ def test_required_keys_are_enforced(missing: str) -> None:
 
 def test_unknown_keys_are_kept_and_nested_too() -> None:
     backup = _parse(future={"x": 1}, homeassistant={"version": "2026.3.0", "new": True})
-    assert backup.model_extra == {"future": {"x": 1}}  # type: ignore[attr-defined]
+    assert backup.unknown_keys == {"future": {"x": 1}}  # type: ignore[attr-defined]
     assert backup.homeassistant_version == "2026.3.0"  # type: ignore[attr-defined]
 
 
@@ -152,3 +166,132 @@ def test_names_come_from_the_request_date_when_there_is_one() -> None:
     assert backup.base_name == "Example_2024-11-21_18.58_30000001"  # type: ignore[attr-defined]
     unreadable = _parse(extra={"supervisor.backup_request_date": "soon"})
     assert unreadable.display_date == BASE["date"]  # type: ignore[attr-defined]
+
+
+# -- the reader of backup.json as HA writes it, against the lax model ------------------------
+
+_VALUES: list[object] = [
+    *("x", "", "1", "0", "true", "yes", "full", "partial", "homeassistant", "ssl"),
+    *(0, 1, -1, 7, 2**53, 2**53 + 1, 10**30, 0.0, 1.0, 1.5, -2.5, 1e308),
+    *(True, False, None, float("nan"), float("inf")),
+    *([], ["x"], ["homeassistant", "ssl"], [1], [None], [{"slug": "a"}], [{"slug": 1}], ["a", 2]),
+    *({}, {"x": 1}, {"version": "1"}, {"slug": "a"}, {"version": 1}, {"size": "2"}),
+]
+_DATES: list[object] = [
+    "2024-11-21T17:58:38.135597+00:00",
+    "2024-11-21T17:58:38Z",
+    "2024-11-21T17:58:38.5+01:00",
+    "2024-11-21T17:58:38-09:30",
+    "2024-11-21T17:58:38",
+    "2024-11-21T17:58:38.1234567+00:00",
+    "2024-11-21T17:58:38,5+00:00",
+    "2024-11-21 17:58:38",
+    "2024-11-21",
+    "2024-11-21T17:58",
+    "2024-11-21T17:58:38+0100",
+    "2024-11-21T17:58:38+01",
+    "2024-02-30T00:00:00",
+    "2024-11-21T24:00:00",
+    "2024-11-21T23:59:60",
+    "2024-11-21T17:58:38+24:00",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "20241121T175838",
+    1700000000,
+    1.7e12,
+]
+_PART_KEYS = {
+    "homeassistant": ["version", "exclude_database", "size", "new"],
+    "addons": ["slug", "name", "version", "size", "new"],
+}
+_TOP_KEYS = [
+    *("slug", "name", "date", "type", "version", "compressed", "protected", "crypto"),
+    *("homeassistant", "addons", "folders", "repositories", "supervisor_version", "extra"),
+    *("future", "unknown_keys"),
+]
+_FULL = {
+    **BASE,
+    "homeassistant": {"version": "2025.1.0", "exclude_database": False, "size": 1.5},
+    "addons": [{"slug": "core_ssh", "name": "SSH", "version": "9", "size": 10}],
+}
+
+
+def _variants() -> list[dict[str, object]]:
+    """backup.json with one value changed (or removed) at a time, in every place."""
+    variants: list[dict[str, object]] = []
+    for key in _TOP_KEYS:
+        variants.append({k: v for k, v in _FULL.items() if k != key})
+        for value in [*_VALUES, *(_DATES if key == "date" else [])]:
+            variants.append({**_FULL, key: value})
+    for key in _PART_KEYS["homeassistant"]:
+        part: dict[str, object] = dict(_FULL["homeassistant"])  # type: ignore[call-overload]
+        variants.append({**_FULL, "homeassistant": {k: v for k, v in part.items() if k != key}})
+        variants += [{**_FULL, "homeassistant": {**part, key: value}} for value in _VALUES]
+    for key in _PART_KEYS["addons"]:
+        addon = {"slug": "core_ssh", "name": "SSH", "version": "9", "size": 10}
+        variants.append({**_FULL, "addons": [{k: v for k, v in addon.items() if k != key}]})
+        variants += [{**_FULL, "addons": [{**addon, key: value}]} for value in _VALUES]
+    return variants
+
+
+def test_the_reader_of_what_ha_writes_agrees_with_the_lax_model_wherever_it_reads() -> None:
+    """Every backup.json the quick reader accepts, the pydantic model (which decides the
+    rest) reads to the same BackupJson: no verdict depends on which of the two read it.
+    And the quick reader takes every form HA and supervisor write."""
+    read, unusual = 0, 0
+    for raw in _variants():
+        try:
+            quick = read_as_written(raw)
+        except _Unusual:
+            unusual += 1
+            continue
+        read += 1
+        lax = validate(raw)
+        assert quick == lax, raw
+        assert quick.to_json() == lax.to_json(), raw
+        assert quick.date.utcoffset() == lax.date.utcoffset(), raw
+        assert [type(a.size) for a in quick.addons] == [type(a.size) for a in lax.addons], raw
+    assert read > 150 and unusual > 150  # both sides of the line were exercised
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_FULL, id="HA core"),
+        pytest.param({**BASE, "protected": "c", "crypto": "aes128"}, id="supervisor 2021"),
+        pytest.param(
+            {
+                **BASE,
+                "version": 2,
+                "compressed": True,
+                "protected": True,
+                "crypto": None,
+                "date": "2025-02-08T04:45:00.123456Z",
+                "homeassistant": {"version": "2025.2.1", "exclude_database": True, "size": 0.5},
+                "addons": [{"slug": "a0d7b954_ssh", "name": "SSH", "version": "18", "size": 0}],
+                "folders": ["share", "ssl", "addons/local", "media"],
+                "repositories": ["https://github.com/hassio-addons/repository"],
+                "supervisor_version": "2025.02.1",
+                "extra": {"supervisor.backup_request_date": "2025-02-08T05:45:00+01:00"},
+            },
+            id="supervisor 2025",
+        ),
+    ],
+)
+def test_backup_json_as_ha_writes_it_is_read_without_the_lax_model(raw: dict[str, object]) -> None:
+    assert read_as_written(raw) == validate(raw)
+
+
+def test_the_lax_model_has_the_fields_of_backup_json() -> None:
+    assert list(LaxBackupJson.model_fields) == [
+        name for name in BackupJson.__dataclass_fields__ if name != "unknown_keys"
+    ]
+    assert list(LaxAddonPart.model_fields) == list(AddonPart.__dataclass_fields__)[:-1]
+    assert (
+        list(LaxHomeAssistantPart.model_fields) == list(HomeAssistantPart.__dataclass_fields__)[:-1]
+    )
+
+
+def test_to_json_reads_back_to_the_same_backup_json() -> None:
+    backup = _parse(**{k: v for k, v in _FULL.items() if k not in BASE}, future=[1, "ü"])
+    assert parse_backup_json(backup.to_json().encode()) == backup  # type: ignore[attr-defined]
