@@ -1,0 +1,31 @@
+"""The command line parser: a command on backup files gets a parser of its own (start-up)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas_receiver.cli import ON_FILES, _command_word, build_parser
+
+SAMPLES = {
+    "inspect": ["inspect", "b.tar", "--json"],
+    "verify": ["--config", "c.yaml", "verify", "a.tar", "b.tar", "--level", "quick"],
+    "decrypt": ["decrypt", "a.tar", "-o", "out.tar", "--key-file", "k"],
+    "encrypt": ["encrypt", "a.tar", "-o", "out.tar", "--securetar-version", "2"],
+    "extract": ["extract", "a.tar", "-o", "dir", "--member", "homeassistant", "--force"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(ON_FILES))
+def test_a_command_on_files_parses_as_with_the_whole_parser(command: str) -> None:
+    argv = SAMPLES[command]
+    assert _command_word(argv) == command
+    assert build_parser(command).parse_args(argv) == build_parser().parse_args(argv)
+
+
+def test_help_and_other_commands_get_the_whole_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _command_word(["verify", "--help"]) is None
+    assert _command_word(["--config", "verify", "status"]) == "status"
+    with pytest.raises(SystemExit):
+        build_parser(_command_word(["--help"])).parse_args(["--help"])
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in [*ON_FILES, "run", "status", "mirror", "dsm"])
