@@ -5,7 +5,7 @@ A backup's ``name`` is free text typed by a user ("Before upgrade 1/2", "../x"),
 names come from whoever wrote the archive: they are data, never paths.  Every path we build
 from them goes through ``safe_component``.
 
-Kept apart from ``model`` (pydantic) so that code needing only names loads fast.
+Kept apart from ``model`` so that code needing only names loads the least.
 """
 
 from __future__ import annotations
