@@ -206,8 +206,11 @@ def _unusual() -> NoReturn:
 
 
 # A date as HA and supervisor write it (Python's isoformat): the fraction of 1 to 6 digits,
-# the offset optional, "Z" accepted.  Every other form is the lax model's to judge.
-_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)?")
+# the offset optional, "Z" accepted.  Every other form is the lax model's to judge.  The
+# offset's hours and minutes are held in range here: fromisoformat takes "+05:75".
+_ISO_DATE = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?"
+)
 _EXACT_FLOAT = 1 << 53
 _BACKUP_KEYS = frozenset(BackupJson.__dataclass_fields__) - {"unknown_keys"}
 _HOMEASSISTANT_KEYS = frozenset(HomeAssistantPart.__dataclass_fields__) - {"unknown_keys"}

@@ -12,27 +12,32 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .model import AddonPart, BackupJson, HomeAssistantPart, MetadataError, within_range
+from . import model
+from .model import MetadataError, within_range
 
 
 class _Tolerant(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-class LaxHomeAssistantPart(_Tolerant):
+# Each class has the name of its counterpart in model: pydantic's messages name them ("Input
+# should be a valid dictionary or instance of HomeAssistantPart").
+
+
+class HomeAssistantPart(_Tolerant):
     version: str | None = None
     exclude_database: bool = False
     size: float = 0
 
 
-class LaxAddonPart(_Tolerant):
+class AddonPart(_Tolerant):
     slug: str
     name: str = ""
     version: str = ""
     size: float = 0
 
 
-class LaxBackupJson(_Tolerant):
+class BackupJson(_Tolerant):
     """The fields of BackupJson (a test holds the two to the same names)."""
 
     slug: str
@@ -43,8 +48,8 @@ class LaxBackupJson(_Tolerant):
     compressed: bool = True
     protected: bool = False
     crypto: str | None = None
-    homeassistant: LaxHomeAssistantPart | None = None
-    addons: list[LaxAddonPart] = Field(default_factory=list)
+    homeassistant: HomeAssistantPart | None = None
+    addons: list[AddonPart] = Field(default_factory=list)
     folders: list[str] = Field(default_factory=list)
     repositories: list[Any] = Field(default_factory=list)
     supervisor_version: str | None = None
@@ -75,19 +80,19 @@ class LaxBackupJson(_Tolerant):
         return value
 
 
-def validate(raw: dict[str, Any]) -> BackupJson:
+def validate(raw: dict[str, Any]) -> model.BackupJson:
     """Return the BackupJson of ``raw``.  Raise MetadataError saying where it is wrong."""
     try:
-        lax = LaxBackupJson.model_validate(raw)
+        lax = BackupJson.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top)"
         raise MetadataError(f"backup.json: at '{where}': {first['msg']}") from err
     part = lax.homeassistant
-    return BackupJson(
+    return model.BackupJson(
         **_fields(lax, exclude=frozenset({"homeassistant", "addons"})),
-        homeassistant=HomeAssistantPart(**_fields(part)) if part is not None else None,
-        addons=[AddonPart(**_fields(addon)) for addon in lax.addons],
+        homeassistant=model.HomeAssistantPart(**_fields(part)) if part is not None else None,
+        addons=[model.AddonPart(**_fields(addon)) for addon in lax.addons],
     )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from nas_receiver.haformat import model_lax
 from nas_receiver.haformat.model import (
     AddonPart,
     BackupJson,
@@ -16,12 +18,7 @@ from nas_receiver.haformat.model import (
     parse_backup_json,
     read_as_written,
 )
-from nas_receiver.haformat.model_lax import (
-    LaxAddonPart,
-    LaxBackupJson,
-    LaxHomeAssistantPart,
-    validate,
-)
+from nas_receiver.haformat.model_lax import validate
 from nas_receiver.haformat.names import ha_base_name, inner_base_name
 from tests.builders import AGENT_BACKUP_KEYS
 
@@ -194,6 +191,10 @@ _DATES: list[object] = [
     "2024-11-21T24:00:00",
     "2024-11-21T23:59:60",
     "2024-11-21T17:58:38+24:00",
+    "2024-11-21T17:58:38+12:99",
+    "2024-11-21T17:58:38-05:60",
+    "2024-11-21T17:58:38+23:59",
+    "2024-11-21T17:58:38-23:59",
     "0001-01-01T00:00:00+01:00",
     "9999-12-31T23:59:59-01:00",
     "20241121T175838",
@@ -283,13 +284,36 @@ def test_backup_json_as_ha_writes_it_is_read_without_the_lax_model(raw: dict[str
 
 
 def test_the_lax_model_has_the_fields_of_backup_json() -> None:
-    assert list(LaxBackupJson.model_fields) == [
-        name for name in BackupJson.__dataclass_fields__ if name != "unknown_keys"
-    ]
-    assert list(LaxAddonPart.model_fields) == list(AddonPart.__dataclass_fields__)[:-1]
-    assert (
-        list(LaxHomeAssistantPart.model_fields) == list(HomeAssistantPart.__dataclass_fields__)[:-1]
-    )
+    for lax, model in [
+        (model_lax.BackupJson, BackupJson),
+        (model_lax.AddonPart, AddonPart),
+        (model_lax.HomeAssistantPart, HomeAssistantPart),
+    ]:
+        assert list(lax.model_fields) == list(model.__dataclass_fields__)[:-1]  # unknown_keys
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"homeassistant": "x"},
+            "at 'homeassistant': Input should be a valid dictionary or instance of "
+            "HomeAssistantPart",
+        ),
+        (
+            {"addons": [1]},
+            "at 'addons.0': Input should be a valid dictionary or instance of AddonPart",
+        ),
+        ({"date": "2024-11-21T17:58:38+05:75"}, "at 'date': Input should be a valid datetime"),
+    ],
+)
+def test_the_lax_model_s_messages_are_those_users_saw_before(
+    changes: dict[str, object], message: str
+) -> None:
+    """Where backup.json is wrong, the message (in verify's problems, the catalog and the
+    page) is pydantic's as before, naming the classes it always named."""
+    with pytest.raises(MetadataError, match=re.escape(message)):
+        _parse(**changes)
 
 
 def test_to_json_reads_back_to_the_same_backup_json() -> None:
