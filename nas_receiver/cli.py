@@ -53,7 +53,8 @@ def resolve(name: str) -> Handler:
 
 
 def _command_word(argv: list[str]) -> str | None:
-    """The command ``argv`` names (None with --help, which lists them all)."""
+    """The command ``argv`` names, when nothing before it but ``--config`` could change how
+    it reads (None for --help, which lists every command, an abbreviated option, ...)."""
     if "-h" in argv or "--help" in argv:
         return None
     words = iter(argv)
@@ -62,6 +63,8 @@ def _command_word(argv: list[str]) -> str | None:
             next(words, None)  # its value, never a command
         elif not word.startswith("-"):
             return word
+        elif not word.startswith("--config="):
+            return None
     return None
 
 

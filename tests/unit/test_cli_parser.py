@@ -25,6 +25,11 @@ def test_a_command_on_files_parses_as_with_the_whole_parser(command: str) -> Non
 def test_help_and_other_commands_get_the_whole_parser(capsys: pytest.CaptureFixture[str]) -> None:
     assert _command_word(["verify", "--help"]) is None
     assert _command_word(["--config", "verify", "status"]) == "status"
+    assert _command_word(["--config=c.yaml", "verify", "a.tar"]) == "verify"
+    # argparse takes abbreviations: "--conf verify inspect" is inspect with config "verify",
+    # "--he verify" is help; anything before the command but --config gets the whole parser.
+    for argv in (["--conf", "verify", "inspect"], ["--he", "verify"], ["--", "verify"]):
+        assert _command_word(argv) is None
     with pytest.raises(SystemExit):
         build_parser(_command_word(["--help"])).parse_args(["--help"])
     listed = capsys.readouterr().out
