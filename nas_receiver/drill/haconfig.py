@@ -83,7 +83,7 @@ def check_storage(config: Path, counts: dict[str, int]) -> Check:
     for path in sorted(p for p in storage.iterdir() if regular(p)):
         try:
             document = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # nested too deep
             (broken if path.name in ESSENTIAL_STORES else noted).append(
                 f"{path.relative_to(config)}: {err}"
             )
@@ -227,7 +227,7 @@ def check_addon(folder: Path, slug: str) -> Check:
     meta = folder / "addon.json"
     try:
         json.loads(meta.read_bytes())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         return Check(f"add-on {slug}", False, f"addon.json: {first_line(err)}")
     if not (folder / "data").is_dir():
         return Check(f"add-on {slug}", False, "no data folder")

@@ -148,7 +148,7 @@ class _Extraction:
         data = walker.member_stream().read(min(entry.size, 1 << 20))
         try:
             json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.result.problems.append(f"{entry.name}: not JSON; not written")
             return
         self._refuse_overwrite(target)

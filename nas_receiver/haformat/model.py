@@ -176,16 +176,20 @@ def _part_dict(part: HomeAssistantPart | AddonPart) -> dict[str, Any]:
 
 def parse_backup_json(data: bytes) -> BackupJson:
     """Parse backup.json bytes.  Raise MetadataError with a one-line reason."""
-    try:
+    try:  # ValueError: also a number of more than 4300 digits, which Python refuses
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, ValueError) as err:
         raise MetadataError(f"backup.json is not JSON ({err})") from err
+    except RecursionError as err:
+        raise MetadataError("backup.json is nested too deeply to read") from err
     if not isinstance(raw, dict):
         raise MetadataError("backup.json is not a JSON object")
     try:  # "\udc80" escapes decode to text no file name, log or sidecar can hold (HA refuses it)
         json.dumps(raw, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as err:
         raise MetadataError("backup.json holds text that is not valid Unicode") from err
+    except RecursionError as err:
+        raise MetadataError("backup.json is nested too deeply to read") from err
     try:
         return read_as_written(raw)
     except _Unusual:

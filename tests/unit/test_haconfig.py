@@ -75,6 +75,15 @@ def test_a_registry_of_an_unexpected_shape_is_a_failed_check(tmp_path: Path) -> 
     assert not check.ok and "no readable" in check.detail
 
 
+def test_a_store_nested_too_deep_for_python_is_a_failed_check(tmp_path: Path) -> None:
+    """A hostile .storage file (JSON nested 100000 deep) fails the check, not the drill."""
+    storage = tmp_path / ".storage"
+    storage.mkdir()
+    (storage / "core.config_entries").write_text("[" * 100_000 + "]" * 100_000)
+    check = check_storage(tmp_path, {})
+    assert not check.ok and "core.config_entries" in check.detail
+
+
 def test_packages_are_merged_as_ha_merges_them(tmp_path: Path) -> None:
     config = _config(
         tmp_path,

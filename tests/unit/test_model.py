@@ -93,6 +93,22 @@ def test_expected_parts_and_folder_names() -> None:
     assert backup.expected_parts() == ["homeassistant", "core_ssh", "share", "addons_local"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"slug": ' + b"1" * 5000 + b"}", "not JSON"),
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    ],
+    ids=["a number of 5000 digits", "nested 100000 deep"],
+)
+def test_backup_json_python_cannot_hold_is_metadata_error_not_a_crash(
+    data: bytes, message: str
+) -> None:
+    """verify never raises for what a file holds: these were tracebacks."""
+    with pytest.raises(MetadataError, match=message):
+        parse_backup_json(data)
+
+
 def test_not_json_and_not_object() -> None:
     with pytest.raises(MetadataError, match="not JSON"):
         parse_backup_json(b"{")
