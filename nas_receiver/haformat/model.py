@@ -145,7 +145,7 @@ class BackupJson:
             "database_included": bool(
                 included and self.homeassistant and not self.homeassistant.exclude_database
             ),
-            "extra_metadata": self.extra,
+            "extra_metadata": _finite(self.extra),
             "folders": [folder for folder in self.folders if folder in AGENT_FOLDERS],
             "homeassistant_included": included,
             "homeassistant_version": self.homeassistant_version,
@@ -166,6 +166,19 @@ class BackupJson:
         known["homeassistant"] = _part_dict(self.homeassistant) if self.homeassistant else None
         known["addons"] = [_part_dict(addon) for addon in self.addons]
         return json.dumps({**known, **self.unknown_keys}, ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with null for NaN and the infinities, which Python's JSON reader takes from
+    a backup.json and writes back, but HA's own reader refuses (in one sidecar, that breaks
+    HA's listing of the whole location)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _part_dict(part: HomeAssistantPart | AddonPart) -> dict[str, Any]:

@@ -132,6 +132,16 @@ def test_agent_backup_has_every_key_ha_reads() -> None:
     assert backup.agent_backup(1, protected=False)["protected"] is False  # type: ignore[attr-defined]
 
 
+def test_a_sidecar_is_json_ha_can_read_even_from_nan_in_backup_json() -> None:
+    """Python reads NaN and Infinity in a backup.json; HA's JSON reader refuses them, and
+    one such sidecar breaks HA's listing of a whole location."""
+    raw = b'{"slug": "a", "name": "n", "date": "2025-01-01T00:00:00+00:00", "type": "full", '
+    raw += b'"extra": {"x": NaN, "y": [Infinity, 1.5], "z": {"w": -Infinity}}}'
+    sidecar = parse_backup_json(raw).agent_backup(1)
+    assert sidecar["extra_metadata"] == {"x": None, "y": [None, 1.5], "z": {"w": None}}
+    json.dumps(sidecar, allow_nan=False)  # raises on any non-finite number
+
+
 def test_ha_base_name_matches_ha_s3_agent() -> None:
     date = datetime(2025, 2, 8, 4, 45, 0, tzinfo=timezone(timedelta(hours=1)))
     assert ha_base_name("Automatic backup 2025.2.1", date) == (
