@@ -155,17 +155,9 @@ class BackupJson:
         }
 
     def to_json(self) -> str:
-        """Return backup.json as read (known keys first, then the unknown ones): what
-        ``parse_backup_json`` reads back to an equal BackupJson."""
-        known = {
-            name: getattr(self, name)
-            for name in self.__dataclass_fields__
-            if name not in ("homeassistant", "addons", "unknown_keys")
-        }
-        known["date"] = self.date.isoformat()
-        known["homeassistant"] = _part_dict(self.homeassistant) if self.homeassistant else None
-        known["addons"] = [_part_dict(addon) for addon in self.addons]
-        return json.dumps({**known, **self.unknown_keys}, ensure_ascii=False)
+        """Return backup.json as read (each object's known keys, then its unknown ones):
+        what ``parse_backup_json`` reads back to an equal BackupJson."""
+        return json.dumps(_json_object(self), ensure_ascii=False, default=_json_value)
 
 
 def _finite(value: Any) -> Any:
@@ -181,10 +173,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _part_dict(part: HomeAssistantPart | AddonPart) -> dict[str, Any]:
-    values = {name: getattr(part, name) for name in part.__dataclass_fields__}
-    unknown = values.pop("unknown_keys")
-    return {**values, **unknown}
+def _json_object(value: BackupJson | HomeAssistantPart | AddonPart) -> dict[str, Any]:
+    fields = {name: getattr(value, name) for name in value.__dataclass_fields__}
+    unknown = fields.pop("unknown_keys")
+    return {**fields, **unknown}
+
+
+def _json_value(value: datetime | HomeAssistantPart | AddonPart) -> Any:
+    """What json.dumps cannot write itself: the date, and the parts."""
+    return value.isoformat() if isinstance(value, datetime) else _json_object(value)
 
 
 def parse_backup_json(data: bytes) -> BackupJson:

@@ -96,7 +96,7 @@ def validate(raw: dict[str, Any]) -> model.BackupJson:
     )
 
 
-def _fields(model: BaseModel, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    names = [name for name in type(model).model_fields if name not in exclude]
-    values = {name: getattr(model, name) for name in names}
-    return {**values, "unknown_keys": dict(model.model_extra or {})}
+def _fields(lax: BaseModel, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    names = [name for name in type(lax).model_fields if name not in exclude]
+    values = {name: getattr(lax, name) for name in names}
+    return {**values, "unknown_keys": dict(lax.model_extra or {})}
