@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import select
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -30,10 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_as_package_owner()
         if (begin := getattr(args, "begin", None)) is not None:
             begin(args)
-        return resolve(args.handler)(args)
+        code = resolve(args.handler)(args)
+        sys.stdout.flush()  # a reader gone away shows here, not as a traceback at exit
+        return code
     except NasReceiverError as err:
         print(f"nas-receiver: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError as err:
+        if not _stdout_gone():
+            print(f"nas-receiver: {err.strerror or err}", file=sys.stderr)
+        return ExitCode.FAILURE
     except OSError as err:
         where = f"{err.filename}: " if err.filename else ""
         print(f"nas-receiver: {where}{err.strerror or err}", file=sys.stderr)
@@ -41,6 +48,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas-receiver: interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader went away (``list | head``): then
+    there is no one to tell, and what is still buffered goes to /dev/null, so that Python's
+    flush at exit does not print a traceback either.  (A broken pipe may also be another
+    pipe's, such as a tool's input: that one is an error to report.)"""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file behind it
+        return False
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return gone
 
 
 def resolve(name: str) -> Handler:

@@ -171,3 +171,26 @@ def test_verify_reads_real_backup_json_without_loading_pydantic(name: str, tmp_p
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
+def test_a_reader_gone_away_ends_the_command_quietly(
+    make_backup: MakeBackup, json_flag: list[str]
+) -> None:
+    """``nas-receiver verify ... | head -1``: the reader closes the pipe before the command
+    writes.  Python ignores SIGPIPE, so the write fails with EPIPE: the command must end
+    with exit code 1 and nothing on stderr, not with a traceback or a "Broken pipe" line,
+    and not with Python's own complaint when it flushes at exit."""
+    path = make_backup()
+    environment = {k: v for k, v in os.environ.items() if k != "NAS_RECEIVER_KEY"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nas_receiver.cli", "verify", str(path), *json_flag],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before a byte is written
+    _out, err = process.communicate(timeout=120)
+    assert err.decode() == ""
+    assert process.returncode == 1
