@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (begin := getattr(args, "begin", None)) is not None:
             begin(args)
         code = resolve(args.handler)(args)
-        sys.stdout.flush()  # a reader gone away shows here, not as a traceback at exit
+        if sys.stdout is not None:  # None when started with stdout closed (">&-")
+            sys.stdout.flush()  # a reader gone away shows here, not as a traceback at exit
         return code
     except NasReceiverError as err:
         print(f"nas-receiver: {err}", file=sys.stderr)

@@ -194,3 +194,15 @@ def test_a_reader_gone_away_ends_the_command_quietly(
     _out, err = process.communicate(timeout=120)
     assert err.decode() == ""
     assert process.returncode == 1
+
+
+def test_a_command_started_with_stdout_closed_still_works(make_backup: MakeBackup) -> None:
+    """Started with ">&-" (Python then has no sys.stdout): verify still verifies and says
+    so by its exit code, with no traceback."""
+    path = make_backup()
+    command = f'exec "{sys.executable}" -m nas_receiver.cli verify "{path}" >&-'
+    result = subprocess.run(
+        ["sh", "-c", command], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.stderr == ""
+    assert result.returncode == 0

@@ -34,3 +34,28 @@ def test_help_and_other_commands_get_the_whole_parser(capsys: pytest.CaptureFixt
         build_parser(_command_word(["--help"])).parse_args(["--help"])
     listed = capsys.readouterr().out
     assert all(name in listed for name in [*ON_FILES, "run", "status", "mirror", "dsm"])
+
+
+def test_only_a_standard_output_whose_reader_is_gone_counts_as_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken pipe is quiet only when it is standard output's (``list | head``): with a
+    reader still there, or stdout a file, it is another pipe's and the command reports it.
+    Once gone, stdout writes into /dev/null, so Python's flush at exit has nothing to say."""
+    import os
+
+    from nas_receiver.cli import _stdout_gone
+
+    read_end, write_end = os.pipe()
+    with open(write_end, "w") as stdout, open(read_end, "rb") as reader:
+        monkeypatch.setattr("sys.stdout", stdout)
+        assert not _stdout_gone()  # the reader is there
+        reader.close()
+        assert _stdout_gone()
+        stdout.write("x" * 200_000)
+        stdout.flush()  # into /dev/null now: no BrokenPipeError
+    with open(os.devnull, "w") as stdout:
+        monkeypatch.setattr("sys.stdout", stdout)
+        assert not _stdout_gone()
+    monkeypatch.setattr("sys.stdout", None)  # started with ">&-"
+    assert not _stdout_gone()
