@@ -194,18 +194,43 @@ def ideal_pipeline_seconds(path: Path, version: int | None) -> float:
 
     def inflate(pieces: queue.Queue[bytes]) -> None:
         inflater = zlib_ng.decompressobj(16 + zlib_ng.MAX_WBITS)
-        while data := pieces.get():
-            while data:
-                inflater.decompress(data, 4 << 20)
-                data = inflater.unconsumed_tail
-        inflater.flush()
-        assert inflater.eof
+        ended = False
+        try:
+            while data := pieces.get():
+                while data:
+                    inflater.decompress(data, 4 << 20)
+                    data = inflater.unconsumed_tail
+            ended = True
+            inflater.flush()
+            if not inflater.eof:
+                raise ValueError("gzip stream ends early")
+        finally:
+            while not ended:  # a failure: take the rest, so the reader is not left waiting
+                ended = not pieces.get()
 
-    threads = [threading.Thread(target=hash_all)]
+    def read(source: Source, pieces: queue.Queue[bytes]) -> None:
+        try:
+            source(descriptor, pieces)
+        except BaseException:
+            pieces.put(b"")  # the inflater ends too
+            raise
+
+    failures: list[BaseException] = []
+
+    def noting(work: Callable[..., None], *args: Any) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work(*args)
+            except BaseException as err:  # raised again below: a failed run has no figure
+                failures.append(err)
+
+        return run
+
+    threads = [threading.Thread(target=noting(hash_all))]
     for source in sources:
         pieces: queue.Queue[bytes] = queue.Queue(4)
-        threads.append(threading.Thread(target=source, args=(descriptor, pieces)))
-        threads.append(threading.Thread(target=inflate, args=(pieces,)))
+        threads.append(threading.Thread(target=noting(read, source, pieces)))
+        threads.append(threading.Thread(target=noting(inflate, pieces)))
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -213,6 +238,8 @@ def ideal_pipeline_seconds(path: Path, version: int | None) -> float:
         thread.join()
     seconds = time.perf_counter() - started
     os.close(descriptor)
+    if failures:
+        raise SystemExit(f"ideal pipeline failed on {path}: {failures[0]!r}")
     return seconds
 
 
@@ -327,6 +354,16 @@ def bench_quick(total_mib: int, version: int | None, key_file: Path) -> None:
     )
 
 
+def _package_timed() -> Path:
+    """The nas_receiver folder the venv's command runs (an editable install may point at
+    another checkout than this one)."""
+    program = "import nas_receiver; print(nas_receiver.__file__)"
+    where = subprocess.run(
+        [VENV_BIN / "python", "-c", program], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return Path(where).parent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=1024, help="content size of the main runs")
@@ -334,7 +371,7 @@ def main() -> None:
     parser.add_argument("--versions", default="plain,2,3")
     args = parser.parse_args()
     versions = [None if v == "plain" else int(v) for v in args.versions.split(",")]
-    compileall.compile_dir(ROOT / "nas_receiver", quiet=1)  # as an install does
+    compileall.compile_dir(_package_timed(), quiet=1)  # as an install does
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "key.txt"
         key_file.write_text(KEY)
