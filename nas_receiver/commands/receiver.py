@@ -111,10 +111,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config, _where = _config(args)
+    from ..daemon import lock_holder
+
     status = source_status(config, _read_catalog(config))
+    holder = lock_holder(config.lock_path)
+    status["receiver"] = {
+        "running": None if holder is None else bool(holder),
+        "pid": holder or None,
+    }
     if args.json:
         print_json(status)
     else:
+        if holder is not None:
+            say(
+                f"receiver: running (pid {holder})"
+                if holder
+                else "receiver: not running (no nas-receiver run or scan holds "
+                f"{config.lock_path}; nothing takes new backups in)"
+            )
         for source in status["sources"]:
             state = "ok" if source["healthy"] else "NEEDS ATTENTION"
             say(

@@ -100,10 +100,16 @@ def test_second_daemon_is_refused_and_list_works_meanwhile(
         listing = cli(config, "list", "--json")
         assert listing.returncode == 0
         assert json.loads(listing.stdout)[0]["copies"][0]["location"] == "library"
-        assert cli(config, "status", "--json").returncode == 0
+        status = cli(config, "status", "--json")
+        assert status.returncode == 0
+        assert json.loads(status.stdout)["receiver"] == {"running": True, "pid": first.pid}
+        assert f"receiver: running (pid {first.pid})" in cli(config, "status").stdout
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(30)
+    status = cli(config, "status", "--json")  # stopped: status says so, not "ok" alone
+    assert json.loads(status.stdout)["receiver"] == {"running": False, "pid": None}
+    assert "receiver: not running" in cli(config, "status").stdout
 
 
 def test_sighup_reload_keeps_old_config_when_new_one_is_bad(
