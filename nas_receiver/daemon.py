@@ -88,27 +88,6 @@ class DaemonLock:
             self._file = None
 
 
-def lock_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
-    """The process id holding DaemonLock on ``path`` (a daemon, or a ``scan``), 0 when no
-    one does; None when the system cannot say (no /proc/locks).  Read from the kernel's
-    table of locks, never by taking the lock: a probe holding it for an instant would make
-    a daemon starting at that instant refuse to run."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return 0
-    try:
-        table = locks.read_text()
-    except OSError:
-        return None
-    file_id = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    for line in table.splitlines():
-        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
-            return int(fields[4])
-    return 0
-
-
 class Daemon:
     """``nas-receiver run``: the long-running receiver."""
 

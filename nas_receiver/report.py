@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog, CopyState, Sighting, SightingState
@@ -117,6 +118,34 @@ def _drill_summary(drill: dict[str, Any] | None) -> dict[str, Any] | None:
         "changes": drill["changes"],
         "at": when(drill["at"]),
     }
+
+
+def lock_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
+    """The process id holding DaemonLock on ``path`` (a daemon, or a ``scan``), 0 when no
+    one does; None when the system cannot say (no /proc/locks).  Read from the kernel's
+    table of locks, never by taking the lock: a probe holding it for an instant would make
+    a daemon starting at that instant refuse to run."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return 0
+    try:
+        table = locks.read_text()
+    except OSError:
+        return None
+    file_id = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
+            return int(fields[4])
+    return 0
+
+
+def receiver_state(config: Config) -> dict[str, Any]:
+    """Whether a receiver holds ``config``'s data folder: ``running`` True (with its
+    ``pid``), False, or None where the system cannot say."""
+    holder = lock_holder(config.lock_path)
+    return {"running": None if holder is None else bool(holder), "pid": holder or None}
 
 
 def source_status(config: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ..haformat.keys import KeyRing
 from ..library import sha256_of
 from ..logs import setup_from_config, setup_logging
 from ..progress import Progress
-from ..report import list_archives, source_status
+from ..report import list_archives, receiver_state, source_status
 from .output import print_json, say
 
 
@@ -111,23 +111,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config, _where = _config(args)
-    from ..daemon import lock_holder
-
     status = source_status(config, _read_catalog(config))
-    holder = lock_holder(config.lock_path)
-    status["receiver"] = {
-        "running": None if holder is None else bool(holder),
-        "pid": holder or None,
-    }
+    status["receiver"] = receiver = receiver_state(config)
     if args.json:
         print_json(status)
     else:
-        if holder is not None:
+        if receiver["running"]:
+            say(f"receiver: running (pid {receiver['pid']})")
+        elif receiver["running"] is False:
             say(
-                f"receiver: running (pid {holder})"
-                if holder
-                else "receiver: not running (no nas-receiver run or scan holds "
-                f"{config.lock_path}; nothing takes new backups in)"
+                f"receiver: not running (no nas-receiver run or scan holds {config.lock_path}; "
+                "nothing takes new backups in)"
             )
         for source in status["sources"]:
             state = "ok" if source["healthy"] else "NEEDS ATTENTION"

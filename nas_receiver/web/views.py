@@ -9,7 +9,7 @@ from typing import Any
 
 from ..catalog import Catalog, SightingState
 from ..config import Config
-from ..report import PENDING, list_archives, source_status, when
+from ..report import PENDING, list_archives, receiver_state, source_status, when
 from .chart import instant
 
 DELIVERY_SHOWN = 7 * 86400.0  # notification failures of the last week are on the overview
@@ -100,6 +100,7 @@ def overview(config: Config, catalog: Catalog, now: float | None = None) -> dict
         {**row, "drill": drills.get(row["sha256"], {}).get("verdict")}
         for row in catalog.newest_archives(LATEST_SHOWN)
     ]
+    status["receiver"] = receiver_state(config)
     status["now"] = when(now)
     return status
 

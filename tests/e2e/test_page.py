@@ -284,6 +284,7 @@ def test_overview_shows_health_and_problems(browser: Any, site: Site, filled: Fi
     browser.set_window_size(*DESKTOP)
     text = _open(browser, site)
     assert "Needs attention" in text  # the newest archive is damaged
+    assert "The receiver is not running" in text  # no daemon holds this data folder
     assert "home" in text
     valid = sum(r["verdict"] == "valid" for r in filled.archives)
     assert f"{valid} valid of {COUNT}" in text

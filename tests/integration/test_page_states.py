@@ -133,3 +133,18 @@ def test_following_the_log_never_reads_more_than_a_tail(tmp_path: Path) -> None:
     page = logview.read_log(log, after=0)  # a page that looked before the file grew
     assert 0 < len(page.lines) <= logview.TAIL_BYTES // len(line)
     assert all(entry.text == "x" * 200 for entry in page.lines)
+
+
+def test_the_overview_says_when_the_receiver_is_not_running(tmp_path: Path) -> None:
+    """A stopped daemon leaves its last state in the catalog, all of it "in order": the
+    overview says that nothing takes new backups in, and says nothing while one runs."""
+    from nas_receiver.daemon import DaemonLock
+
+    app, config_path = _app(tmp_path)
+    status, body = _get(app, "view=overview")
+    assert status.startswith("200")
+    assert "The receiver is not running" in body
+    with DaemonLock(load_config(config_path).lock_path):
+        status, body = _get(app, "view=overview")
+    assert status.startswith("200")
+    assert "not running" not in body

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nas_receiver.daemon import DaemonLock, lock_holder
+from nas_receiver.daemon import DaemonLock
+from nas_receiver.report import lock_holder
 
 
 def test_the_holder_is_read_from_the_kernels_table_of_locks(tmp_path: Path) -> None:
