@@ -129,6 +129,8 @@ def lock_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
         info = path.stat()
     except FileNotFoundError:
         return 0
+    except OSError:  # a folder this user may not look into (the page's CGI user in DSM)
+        return None
     try:
         table = locks.read_text()
     except OSError:

@@ -33,3 +33,11 @@ def test_asking_never_takes_the_lock(tmp_path: Path) -> None:
         lock_holder(path)
         with DaemonLock(path):  # raises AlreadyRunning if the question held it
             pass
+
+
+def test_a_lock_file_this_user_cannot_look_at_cannot_say(tmp_path: Path) -> None:
+    """The page's CGI user in DSM may not enter the data folder: "cannot say", not an
+    error page.  (Tests run as root, who may enter any folder: a file where a folder
+    should be stands in for any error but "not there".)"""
+    (tmp_path / "file").write_text("")
+    assert lock_holder(tmp_path / "file" / "lock") is None
