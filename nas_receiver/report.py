@@ -124,9 +124,15 @@ def lock_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
     """The process id holding DaemonLock on ``path`` (a daemon, or a ``scan``), 0 when no
     one does; None when the system cannot say (no /proc/locks).  Read from the kernel's
     table of locks, never by taking the lock: a probe holding it for an instant would make
-    a daemon starting at that instant refuse to run."""
+    a daemon starting at that instant refuse to run.
+
+    The table names a file by device and inode.  On btrfs (Synology's volumes) the device
+    there is the filesystem's while ``stat`` gives each subvolume a device of its own, and
+    inodes repeat across subvolumes: a lock on our inode under another device is ours only
+    when its holder is the process that wrote its id into the file (DaemonLock does)."""
     try:
         info = path.stat()
+        written = path.read_text(errors="replace").strip()
     except FileNotFoundError:
         return 0
     except OSError:  # a folder this user may not look into (the page's CGI user in DSM)
@@ -135,10 +141,15 @@ def lock_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
         table = locks.read_text()
     except OSError:
         return None
-    file_id = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
     for line in table.splitlines():
         fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        where, _, inode = fields[5].rpartition(":")
+        if inode != str(info.st_ino):
+            continue
+        if where == device or fields[4] == written:
             return int(fields[4])
     return 0
 
