@@ -101,56 +101,56 @@ class Clock:
 def gzip_stream(
     path: Path, member: tarfile.TarInfo, version: int | None, clock: Clock
 ) -> Iterator[bytes]:
-    """The member's gzip stream in pieces, decrypted (v2: AES-128-CBC with cryptography; v3:
-    XChaCha20-Poly1305 secretstream with libsodium, as securetar calls it); ``clock`` times
-    the decryption alone."""
+    """The member's gzip stream in pieces, decrypted (see ``_cipher``); ``clock`` times the
+    decryption alone."""
     with path.open("rb") as file:
-        file.seek(member.offset_data)
-        if version is None:
-            left = member.size
-            while left:
-                piece = file.read(min(CHUNK, left))
-                left -= len(piece)
-                yield piece
-            return
-        if version == 2:
-            header = file.read(32)
-            plain_size = int.from_bytes(header[16:24], "big")
-            salt = file.read(16)
-            key, iv = v2_key(KEY, salt)
-            decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-            left, produced = member.size - 48, 0
-            while left:
-                piece = file.read(min(CHUNK, left))
-                left -= len(piece)
-                plain = clock.time(lambda p=piece: decryptor.update(p))
-                if not left:
-                    plain += clock.time(decryptor.finalize)
-                plain = plain[: max(0, plain_size - produced)]
-                produced += len(plain)
-                yield plain
-            return
-        yield from _secretstream(file, member, clock)
+        decrypt, offset, step = _cipher(file, member, version)
+        end = member.offset_data + member.size
+        file.seek(offset)
+        while offset < end and (piece := file.read(min(step, end - offset))):
+            offset += len(piece)
+            yield piece if decrypt is None else clock.time(lambda p=piece: decrypt(p))
 
 
-def _secretstream(file: Any, member: tarfile.TarInfo, clock: Clock) -> Iterator[bytes]:
+def _cipher(
+    file: Any, member: tarfile.TarInfo, version: int | None
+) -> tuple[Callable[[bytes], bytes] | None, int, int]:
+    """How to decrypt ``member``'s pieces: (decrypt, or None for a plain member; where its
+    ciphertext starts; the size of a piece).  v2: AES-128-CBC with cryptography, the padding
+    cut (an inflater stopped at the stream's end with bytes left would never move on); v3:
+    XChaCha20-Poly1305 secretstream with libsodium, as securetar calls it.  Keys are
+    derived here, untimed."""
+    start = member.offset_data
+    if version is None:
+        return None, start, CHUNK
+    if version == 2:
+        file.seek(start + 16)
+        left = int.from_bytes(file.read(8), "big")  # the plaintext's size: the padding is cut
+        file.seek(start + 32)
+        key, iv = v2_key(KEY, file.read(16))
+        update = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor().update
+
+        def unpadded(piece: bytes) -> bytes:
+            nonlocal left
+            plain = update(piece)[:left]
+            left -= len(plain)
+            return plain
+
+        return unpadded, start + 48, CHUNK
     import nacl.bindings.crypto_secretstream as nss
     from securetar import SecureTarHeader, SecureTarRootKeyContext
 
-    start = file.tell()
+    file.seek(start)
     header = SecureTarHeader.from_bytes(file)
     material = SecureTarRootKeyContext(KEY).restore_key_material(header)
     state = nss.crypto_secretstream_xchacha20poly1305_state()
     nss.crypto_secretstream_xchacha20poly1305_init_pull(state, material.iv, material.key)
-    left = member.size - (file.tell() - start)
-    chunk = (1 << 20) + nss.crypto_secretstream_xchacha20poly1305_ABYTES
-    while left > 0:
-        piece = file.read(min(chunk, left))
-        left -= len(piece)
-        plain, _tag = clock.time(
-            lambda p=piece: nss.crypto_secretstream_xchacha20poly1305_pull(state, p, None)
-        )
-        yield plain
+
+    def decrypt(piece: bytes) -> bytes:
+        plain, _tag = nss.crypto_secretstream_xchacha20poly1305_pull(state, piece, None)
+        return bytes(plain)
+
+    return decrypt, file.tell(), CHUNK + nss.crypto_secretstream_xchacha20poly1305_ABYTES
 
 
 def stage_seconds(path: Path, version: int | None) -> dict[str, float]:
@@ -248,36 +248,15 @@ Source = Callable[[int, "queue.Queue[bytes]"], None]
 
 def _ideal_source(file: Any, member: tarfile.TarInfo, version: int | None) -> Source:
     """A function that reads ``member``'s gzip stream (decrypted) into a queue, b"" last."""
-    start, end = member.offset_data, member.offset_data + member.size
-    if version is None:
-        decrypt: Callable[[bytes], bytes] = bytes
-        step, body = CHUNK, start
-    elif version == 2:
-        file.seek(start + 32)
-        key, iv = v2_key(KEY, file.read(16))
-        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        decrypt, step, body = decryptor.update, CHUNK, start + 48
-    else:
-        import nacl.bindings.crypto_secretstream as nss
-        from securetar import SecureTarHeader, SecureTarRootKeyContext
-
-        file.seek(start)
-        header = SecureTarHeader.from_bytes(file)
-        material = SecureTarRootKeyContext(KEY).restore_key_material(header)
-        state = nss.crypto_secretstream_xchacha20poly1305_state()
-        nss.crypto_secretstream_xchacha20poly1305_init_pull(state, material.iv, material.key)
-        step, body = CHUNK + nss.crypto_secretstream_xchacha20poly1305_ABYTES, file.tell()
-
-        def decrypt(piece: bytes) -> bytes:
-            plain, _tag = nss.crypto_secretstream_xchacha20poly1305_pull(state, piece, None)
-            return bytes(plain)
+    decrypt, body, step = _cipher(file, member, version)
+    end = member.offset_data + member.size
 
     def read(descriptor: int, pieces: queue.Queue[bytes]) -> None:
         offset = body
-        while offset < end:
-            piece = os.pread(descriptor, min(step, end - offset), offset)
+        while offset < end and (piece := os.pread(descriptor, min(step, end - offset), offset)):
             offset += len(piece)
-            pieces.put(decrypt(piece))
+            if plain := piece if decrypt is None else decrypt(piece):
+                pieces.put(plain)  # b"" is the end
         pieces.put(b"")
 
     return read
