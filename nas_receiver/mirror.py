@@ -20,7 +20,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from . import prune
 from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
 from .destinations.base import (
+    FOREIGN,
     MARKER,
     Destination,
     DestinationError,
@@ -200,7 +201,8 @@ class _Mirror:
         library = library_archives(self.catalog)
         archives = to_send(self.config, self.catalog, self.settings, [a for a, _p in library])
         paths = {archive["sha256"]: path for archive, path in library}
-        owed, todo = [], []
+        owed = self._cut_short(library, {a["sha256"] for a in archives})
+        todo = list(owed)
         for archive in archives:
             copies = self.catalog.copies(archive["sha256"], self.settings.name)
             if any(c.state == CopyState.PRESENT for c in copies):
@@ -241,6 +243,25 @@ class _Mirror:
     def name(self) -> str:
         return self.settings.name
 
+    def _cut_short(
+        self, library: list[tuple[dict[str, Any], Path]], sending: Set[str]
+    ) -> list[dict[str, Any]]:
+        """The archives, no longer to be sent here, whose copy a stop cut short: each is
+        finished where it was begun (retention then deletes it like any other copy, floors
+        permitting), so that nothing of ours is left at the destination untracked.  One
+        whose library copy is gone is recorded as failed, its object left as it is."""
+        begun = {
+            c.sha256: c
+            for c in self.catalog.copies(location=self.name)
+            if c.state == CopyState.PLACING and c.sha256 not in sending
+        }
+        in_library = [archive for archive, _path in library if archive["sha256"] in begun]
+        for sha in begun.keys() - {a["sha256"] for a in in_library}:
+            reason = "cut short by a stop; the library no longer holds the archive to finish it"
+            self.catalog.fail_copy(begun[sha].id, reason, time.time(), next_try=None)
+            log.warning("mirror: %s: %s: %s", self.name, begun[sha].path, reason)
+        return in_library
+
     def _clean_partials(self) -> None:
         """Remove what a stop left half-written in a local destination (one run at a time
         works here: nothing else is writing)."""
@@ -249,19 +270,24 @@ class _Mirror:
             for partial in clean_partials(self.settings.path, depth=depth):
                 log.info("mirror: %s: removed %s, left by a stop", self.name, partial)
 
-    def _key(self, archive: dict[str, Any], *, probe: bool = False) -> str:
+    def _key(
+        self, archive: dict[str, Any], *, probe: bool = False, begun: Set[str] = frozenset()
+    ) -> str:
         """The archive's key here: one it already holds, else the first no other archive
         holds in the catalog (which refuses a second) and, with ``probe``, that nothing
-        occupies at the destination but this archive's own copy."""
+        occupies at the destination but this archive's own copy.  At a key in ``begun``
+        (the catalog says a copy of this archive was begun there) an object without our
+        marker is that copy, cut short before its sidecar."""
         keys = object_keys(self.settings, archive, packed=self._cipher(archive) == "7z")
         holders = [self.catalog.holder(self.name, key) for key in keys]
         for key, holder in zip(keys, holders, strict=True):
             if holder == archive["sha256"]:
                 return key
         for key, holder in zip(keys, holders, strict=True):
-            if holder is None and (
-                not probe or self.destination.occupant(key) in (None, archive["sha256"])
-            ):
+            if holder is not None:
+                continue
+            ours = {None, archive["sha256"], *((FOREIGN,) if key in begun else ())}
+            if not probe or self.destination.occupant(key) in ours:
                 return key
         raise DestinationError(f"{self.name}: {keys[0]} and its variants belong to other archives")
 
@@ -281,7 +307,7 @@ class _Mirror:
             if stale.state == CopyState.PLACING:  # a run killed mid-copy; this one redoes it
                 self.catalog.drop_copy(stale.id)
         try:
-            key = self._key(archive, probe=True)
+            key = self._key(archive, probe=True, begun=begun)
         except DestinationError as err:
             copy_id = self.catalog.begin_copy(sha, self.name, time.time())
             return self._failed(copy_id, archive, err)

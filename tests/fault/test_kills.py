@@ -162,7 +162,7 @@ def _run_until_done(config_path: Path, site: Path, feeder: Feeder, log: object) 
             status = cli(config_path, "list", "--json")
             rows = json.loads(status.stdout) if status.returncode == 0 else []
             valid = sum(r["verdict"] == "valid" for r in rows)
-            at_usb = sum(c["location"] == "usb" for r in rows for c in r["copies"])
+            at_usb = sum(_at_usb(r) for r in rows)
             waiting = [  # cut short and not yet given up on (the damaged end in quarantine)
                 r
                 for r in rows
@@ -182,6 +182,11 @@ def _run_until_done(config_path: Path, site: Path, feeder: Feeder, log: object) 
         assert process.wait(60) == 0
     finally:
         process.kill()
+
+
+def _at_usb(row: dict[str, Any]) -> bool:
+    """Whether the archive has a checked copy at the destination (not one to be sent)."""
+    return any(c["location"] == "usb" and c["state"] == "verified" for c in row["copies"])
 
 
 def _waiting(site: Path) -> bool:
@@ -217,6 +222,8 @@ def check_site(config_path: Path, site: Path, feeder: Feeder) -> None:
         assert [c["location"] for c in row["copies"]] == ["quarantine"]
     leftovers = [p for p in site.rglob("*") if ".partial-" in p.name or p.name.startswith(".tmp")]
     assert leftovers == [], "partial files left behind"
+    usb_states = {c["state"] for r in rows for c in r["copies"] if c["location"] == "usb"}
+    assert usb_states <= {"verified"}, f"copies at the destination not done: {usb_states}"
     for row in rows:
         for copy in row["copies"]:
             remote = copy["location"] == "usb"
@@ -238,7 +245,7 @@ def check_site(config_path: Path, site: Path, feeder: Feeder) -> None:
     assert resent == [], "archives retention removed from the destination were sent again"
     assert stuck == 0
     valid = sorted((r for r in rows if r["verdict"] == "valid"), key=lambda r: r["date"])
-    at_usb = [r for r in valid if any(c["location"] == "usb" for c in r["copies"])]
+    at_usb = [r for r in valid if _at_usb(r)]
     assert [r["slug"] for r in at_usb] == [r["slug"] for r in valid[-3:]]
     in_library = [r for r in valid if any(c["location"] == "library" for c in r["copies"])]
     assert valid[-1] in in_library and len(in_library) >= 2

@@ -109,6 +109,102 @@ def test_a_copy_left_half_done_by_a_killed_run_is_redone_once(
     assert [c["state"] for c in rows[0]["copies"] if c["location"] == "usb"] == ["verified"]
 
 
+def test_a_copy_killed_before_its_sidecar_is_finished_in_its_place(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """A kill after the copy reached its name and before its sidecar was written leaves an
+    unmarked file there.  The catalog's row says it is this archive's: the next run
+    finishes it in that place, and leaves no second copy under another name."""
+    from nas_receiver.catalog import Catalog
+
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])  # into the library first
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    config_path.write_text(full)
+    catalog = Catalog(config.catalog_path)
+    (archive,) = catalog.archives()
+    (library_copy,) = archives_in(tmp_path / "library")
+    key = f"homeassistant/{library_copy.name}"
+    catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key)
+    (usb / "homeassistant").mkdir(parents=True)
+    shutil.copyfile(library_copy, usb / key)  # in place, no sidecar yet: then killed
+    assert cli(config_path, "mirror").returncode == 0
+    assert {p.name for p in (usb / "homeassistant").iterdir()} == {
+        library_copy.name,
+        library_copy.name.removesuffix(".tar") + ".metadata.json",
+    }
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
+    usb_copies = [c for c in rows[0]["copies"] if c["location"] == "usb"]
+    assert [(c["state"], c["path"]) for c in usb_copies] == [("verified", key)]
+
+
+def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_not_left_untracked(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """A copy cut short by a kill, and before the next run newer archives arrived, so that
+    retention no longer sends this one there: the copy is finished where it was begun and
+    then pruned like any other, rather than left at the destination with a row that says
+    'uploading' for ever."""
+    from nas_receiver.catalog import Catalog
+
+    usb = tmp_path / "usb"
+    destination = f"{{name: usb, type: local, path: {usb}, retention: {{keep_last: 1}}}}"
+    config_path = _site(tmp_path, make_backup, destination, 2)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])  # into the library first
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid", "valid"]
+    config_path.write_text(full)
+    catalog = Catalog(config.catalog_path)
+    older = min(catalog.archives(), key=lambda a: a["date"])
+    older_copy = next(p for p in archives_in(tmp_path / "library") if "11-01" in p.name)
+    key = f"homeassistant/{older_copy.name}"
+    catalog.begin_copy(older["sha256"], "usb", 0.0, key=key)
+    (usb / "homeassistant").mkdir(parents=True)
+    (usb / key).write_bytes(older_copy.read_bytes()[:10_000])  # cut short: then killed
+    assert cli(config_path, "mirror").returncode == 0
+    assert (usb / key).read_bytes() == older_copy.read_bytes()  # finished in its place
+    assert cli(config_path, "prune").returncode == 0
+    kept = [p.name for p in (usb / "homeassistant").glob("*.tar")]
+    assert kept == ["Automatic_backup_2026.11.1_2026-11-02_04.45_00000000.tar"]
+    states = {(c.sha256, c.state) for c in catalog.copies(location="usb")}
+    assert (older["sha256"], "placing") not in states
+    assert (older["sha256"], "deleted") in states
+
+
+def test_a_copy_cut_short_whose_library_copy_is_gone_is_shown_failed_and_left_alone(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Nothing is left to finish the copy with: the row says so (not 'uploading' for ever)
+    and what the destination holds is left as it is, never deleted on a guess."""
+    from nas_receiver.catalog import Catalog
+
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    config_path.write_text(full)
+    catalog = Catalog(config.catalog_path)
+    (archive,) = catalog.archives()
+    (library_copy,) = archives_in(tmp_path / "library")
+    key = f"homeassistant/{library_copy.name}"
+    catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key)
+    (usb / "homeassistant").mkdir(parents=True)
+    (usb / key).write_bytes(b"cut short")
+    library_copy.unlink()  # gone from the library (by hand) before the next run
+    result = cli(config_path, "mirror", "--json")
+    assert result.returncode == 0, result.stderr
+    assert (usb / key).read_bytes() == b"cut short"
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
+    (usb_copy,) = [c for c in rows[0]["copies"] if c["location"] == "usb"]
+    assert usb_copy["state"] == "failed" and "no longer holds" in usb_copy["reason"]
+
+
 def test_one_mirror_run_at_a_time(make_backup: MakeBackup, tmp_path: Path) -> None:
     import fcntl
     import os
