@@ -172,6 +172,11 @@ class Copy:
     attempts: int = 0
     next_try: float | None = None
 
+    @property
+    def claimed(self) -> bool:
+        """At a destination: the copy began writing at its key (see ``begin_copy``)."""
+        return self.path is not None and self.temp_path == self.path
+
 
 @dataclass(frozen=True)
 class Upload:
@@ -502,19 +507,30 @@ class Catalog:
         *,
         temp_path: str | None = None,
         key: str | None = None,
+        resumes: bool = False,
     ) -> int:
         """Record, before the work, that a copy is being made at the place ``key`` (a final
         path, or a destination's object key), written under ``temp_path`` where it is a file
         of ours (removed by recovery).  An earlier failed attempt is replaced (its count
-        carries on).  Raise PlaceTaken when another archive holds ``key``."""
+        carries on), and with ``resumes`` one a stop cut short too, in the same transaction
+        (a kill in between never loses the record of what was written).  Raise PlaceTaken
+        when another archive holds ``key``.
+
+        At a destination ``temp_path`` is the key itself once the copy has claimed it
+        (``claim_copy``): from then on an object there without our marker is this copy,
+        cut short.  Pass ``temp_path=key`` to carry a claim over to the new attempt."""
+        replaced = (CopyState.FAILED, CopyState.PLACING) if resumes else (CopyState.FAILED,)
+        marks = ",".join("?" * len(replaced))
         with self.transaction() as db:
             failed = db.execute(
-                "SELECT MAX(attempts) FROM copies WHERE sha256 = ? AND location = ? AND state = ?",
-                (sha256, location, CopyState.FAILED),
+                "SELECT MAX(attempts) FROM copies WHERE sha256 = ? AND location = ?"  # noqa: S608
+                f" AND state IN ({marks})",
+                (sha256, location, *replaced),
             ).fetchone()[0]
             db.execute(
-                "DELETE FROM copies WHERE sha256 = ? AND location = ? AND state = ?",
-                (sha256, location, CopyState.FAILED),
+                "DELETE FROM copies WHERE sha256 = ? AND location = ?"  # noqa: S608
+                f" AND state IN ({marks})",
+                (sha256, location, *replaced),
             )
             try:
                 cursor = db.execute(
@@ -567,6 +583,11 @@ class Catalog:
                 )
         except sqlite3.IntegrityError as err:
             raise PlaceTaken(f"{path} belongs to another archive") from err
+
+    def claim_copy(self, copy_id: int) -> None:
+        """The destination's place is this copy's: its first byte is about to be written."""
+        with self.transaction() as db:
+            db.execute("UPDATE copies SET temp_path = path WHERE id = ?", (copy_id,))
 
     def drop_copy(self, copy_id: int) -> None:
         with self.transaction() as db:

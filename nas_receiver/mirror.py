@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from . import prune
-from .catalog import Catalog, CopyState
+from .catalog import Catalog, Copy, CopyState
 from .config import Config, DestinationConfig
 from .destinations.base import (
-    FOREIGN,
     MARKER,
     Destination,
     DestinationError,
@@ -201,17 +200,17 @@ class _Mirror:
         library = library_archives(self.catalog)
         archives = to_send(self.config, self.catalog, self.settings, [a for a, _p in library])
         paths = {archive["sha256"]: path for archive, path in library}
-        owed = self._cut_short(library, {a["sha256"] for a in archives})
-        todo = list(owed)
+        owed, todo = [], []
         for archive in archives:
             copies = self.catalog.copies(archive["sha256"], self.settings.name)
             if any(c.state == CopyState.PRESENT for c in copies):
                 continue
             owed.append(archive)
-            failed = [c for c in copies if c.state == CopyState.FAILED]
-            if waits and failed and (failed[-1].next_try or 0) > now:
-                continue  # waits for its next try; its upload so far is kept for it
-            todo.append(archive)
+            if not (waits and _waits(copies, now)):  # else its upload so far is kept for it
+                todo.append(archive)
+        cut_short = self._cut_short(library, {a["sha256"] for a in archives}, now, waits=waits)
+        owed += cut_short
+        todo += cut_short
         wanted = {self._key(a) for a in owed}
         self._tidy_outbox(wanted)
         try:
@@ -223,9 +222,7 @@ class _Mirror:
             log.error("mirror: %s is unreachable: %s", self.name, err)
             if err.permanent:  # a refusal: each archive shows it, the user is alerted once
                 for archive in todo:
-                    copy_id = self.catalog.begin_copy(
-                        archive["sha256"], self.name, time.time(), key=self._key(archive)
-                    )
+                    copy_id, _claim = self._begin(archive, self._key(archive))
                     self._failed(copy_id, archive, err, alert=archive is todo[0])
             return [Outcome(self.name, "", "", "unreachable", str(err), err.permanent)]
         outcomes = []
@@ -244,23 +241,36 @@ class _Mirror:
         return self.settings.name
 
     def _cut_short(
-        self, library: list[tuple[dict[str, Any], Path]], sending: Set[str]
+        self,
+        library: list[tuple[dict[str, Any], Path]],
+        sending: Set[str],
+        now: float,
+        *,
+        waits: bool,
     ) -> list[dict[str, Any]]:
-        """The archives, no longer to be sent here, whose copy a stop cut short: each is
-        finished where it was begun (retention then deletes it like any other copy, floors
-        permitting), so that nothing of ours is left at the destination untracked.  One
-        whose library copy is gone is recorded as failed, its object left as it is."""
-        begun = {
-            c.sha256: c
-            for c in self.catalog.copies(location=self.name)
-            if c.state == CopyState.PLACING and c.sha256 not in sending
-        }
-        in_library = [archive for archive, _path in library if archive["sha256"] in begun]
-        for sha in begun.keys() - {a["sha256"] for a in in_library}:
-            reason = "cut short by a stop; the library no longer holds the archive to finish it"
-            self.catalog.fail_copy(begun[sha].id, reason, time.time(), next_try=None)
-            log.warning("mirror: %s: %s: %s", self.name, begun[sha].path, reason)
-        return in_library
+        """The archives no longer to be sent here (retention, the send filter) whose copy a
+        stop or a failure cut short after it had begun writing: each is finished where it
+        was begun, and retention then deletes it like any other copy, floors permitting, so
+        nothing of ours is left at the destination untracked.  A row of a copy that never
+        wrote anything is dropped.  One whose library copy is gone is shown as failed, and
+        what it wrote is left as it is."""
+        rows: dict[str, list[Copy]] = {}
+        for copy in self.catalog.copies(location=self.name):
+            if copy.sha256 not in sending and copy.state in (CopyState.PLACING, CopyState.FAILED):
+                rows.setdefault(copy.sha256, []).append(copy)
+        for sha, copies in list(rows.items()):
+            if not any(c.claimed for c in copies):
+                for copy in copies:
+                    self.catalog.drop_copy(copy.id)  # nothing of ours there
+                del rows[sha]
+        finish = [a for a, _path in library if a["sha256"] in rows]
+        for sha in rows.keys() - {a["sha256"] for a in finish}:
+            for copy in rows[sha]:
+                if copy.state == CopyState.PLACING:
+                    reason = "cut short; the library no longer holds the archive to finish it"
+                    self.catalog.fail_copy(copy.id, reason, now)
+                    log.warning("mirror: %s: %s: %s", self.name, copy.path, reason)
+        return [a for a in finish if not (waits and _waits(rows[a["sha256"]], now))]
 
     def _clean_partials(self) -> None:
         """Remove what a stop left half-written in a local destination (one run at a time
@@ -271,25 +281,38 @@ class _Mirror:
                 log.info("mirror: %s: removed %s, left by a stop", self.name, partial)
 
     def _key(
-        self, archive: dict[str, Any], *, probe: bool = False, begun: Set[str] = frozenset()
+        self, archive: dict[str, Any], *, probe: bool = False, claimed: Set[str] = frozenset()
     ) -> str:
-        """The archive's key here: one it already holds, else the first no other archive
-        holds in the catalog (which refuses a second) and, with ``probe``, that nothing
-        occupies at the destination but this archive's own copy.  At a key in ``begun``
-        (the catalog says a copy of this archive was begun there) an object without our
-        marker is that copy, cut short before its sidecar."""
+        """The archive's key here: one its rows hold, else the first no other archive holds
+        in the catalog (which refuses a second).  With ``probe`` only a key where nothing
+        is but this archive's own copy, or one in ``claimed``: a copy of this archive began
+        writing there (``Copy.claimed``), so an object without our marker there is that
+        copy, cut short before its sidecar."""
+        sha = archive["sha256"]
         keys = object_keys(self.settings, archive, packed=self._cipher(archive) == "7z")
         holders = [self.catalog.holder(self.name, key) for key in keys]
-        for key, holder in zip(keys, holders, strict=True):
-            if holder == archive["sha256"]:
-                return key
-        for key, holder in zip(keys, holders, strict=True):
-            if holder is not None:
-                continue
-            ours = {None, archive["sha256"], *((FOREIGN,) if key in begun else ())}
-            if not probe or self.destination.occupant(key) in ours:
-                return key
+
+        def fits(key: str) -> bool:
+            return not probe or key in claimed or self.destination.occupant(key) in (None, sha)
+
+        for wanted_holder in (sha, None):
+            for key, holder in zip(keys, holders, strict=True):
+                if holder == wanted_holder and fits(key):
+                    return key
         raise DestinationError(f"{self.name}: {keys[0]} and its variants belong to other archives")
+
+    def _claimed(self, sha: str) -> set[str]:
+        return {c.path for c in self.catalog.copies(sha, self.name) if c.claimed and c.path}
+
+    def _begin(self, archive: dict[str, Any], key: str) -> tuple[int, str | None]:
+        """Record a new attempt at ``key`` in place of the earlier ones, in one transaction;
+        a claim on ``key`` carries over (a kill in between loses nothing).  Return the row
+        and the claimed key, if any."""
+        claim = key if key in self._claimed(archive["sha256"]) else None
+        copy_id = self.catalog.begin_copy(
+            archive["sha256"], self.name, time.time(), key=key, temp_path=claim, resumes=True
+        )
+        return copy_id, claim
 
     def _cipher(self, archive: dict[str, Any]) -> str:
         """How this archive travels: as it is (HA encrypted it, or plain is allowed here),
@@ -300,18 +323,12 @@ class _Mirror:
     def _copy(self, archive: dict[str, Any], source: Path) -> Outcome | None:
         sha = archive["sha256"]
         cipher = self._cipher(archive)
-        begun = set()
-        for stale in self.catalog.copies(sha, self.name):
-            if stale.state in (CopyState.PLACING, CopyState.FAILED) and stale.path:
-                begun.add(stale.path)  # our own copy there may be cut short: ours to redo
-            if stale.state == CopyState.PLACING:  # a run killed mid-copy; this one redoes it
-                self.catalog.drop_copy(stale.id)
         try:
-            key = self._key(archive, probe=True, begun=begun)
+            key = self._key(archive, probe=True, claimed=self._claimed(sha))
         except DestinationError as err:
             copy_id = self.catalog.begin_copy(sha, self.name, time.time())
             return self._failed(copy_id, archive, err)
-        copy_id = self.catalog.begin_copy(sha, self.name, time.time(), key=key)
+        copy_id, claim = self._begin(archive, key)
         on_bytes = stoppable(
             self.progress(f"{self.name}: {key.rsplit('/', 1)[-1]}", int(archive["size"]))
             if self.progress
@@ -320,9 +337,15 @@ class _Mirror:
         )
         try:
             payload, sidecar = self._payload(archive, source, cipher, key)
-            stored = self.destination.put(payload, key, sidecar, on_bytes, resume=key in begun)
-        except Stopped:
-            self.catalog.drop_copy(copy_id)
+            stored = self.destination.put(
+                payload,
+                key,
+                sidecar,
+                on_bytes,
+                resume=claim is not None,
+                on_claim=lambda: self.catalog.claim_copy(copy_id),
+            )
+        except Stopped:  # the row stays 'placing', as a kill leaves it: the next run goes on
             return None
         except DestinationError as err:
             return self._failed(copy_id, archive, err)
@@ -442,6 +465,12 @@ class _Mirror:
 
     def _outbox(self, key: str) -> Path:
         return self.config.data_dir / "outbox" / self.name / key.rsplit("/", 1)[-1]
+
+
+def _waits(copies: list[Copy], now: float) -> bool:
+    """Whether the last attempt failed and its next try is still to come."""
+    failed = [c for c in copies if c.state == CopyState.FAILED]
+    return bool(failed) and (failed[-1].next_try or 0) > now
 
 
 def library_archives(catalog: Catalog) -> list[tuple[dict[str, Any], Path]]:

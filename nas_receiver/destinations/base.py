@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 MARKER = "nas_receiver"  # the sidecar key that says: this object is ours
 OnBytes = Callable[[int], None] | None
+OnClaim = Callable[[], None] | None
 
 
 class Stopped(Exception):
@@ -96,13 +97,16 @@ class Destination(ABC):
         on_bytes: OnBytes = None,
         *,
         resume: bool = False,
+        on_claim: OnClaim = None,
     ) -> StoredObject:
         """Store ``payload`` under ``key``, check that what arrived is what was sent, then
         write the sidecar (its ``size`` and our marker describe the stored object).
 
         A place holding another archive's copy, or anything without our marker, is never
         written, except with ``resume``: the caller knows from its catalog that an unmarked
-        object there is its own copy of this archive, cut short before its sidecar.
+        object there is its own copy of this archive, cut short before its sidecar.  It
+        knows so from ``on_claim``, called once the place is found free (or ours) and
+        before anything is written there (see ``take_place``).
 
         Raise DestinationError (``permanent`` for auth, permission or missing bucket)."""
 
@@ -164,16 +168,23 @@ def marker_archive(sidecar: dict[str, Any] | None) -> str:
     return value if isinstance(value, str) and value else UNNAMED
 
 
-def refuse_occupied(
-    name: str, key: str, occupant: str | None, sidecar: dict[str, Any], *, resume: bool
+def take_place(
+    name: str,
+    key: str,
+    occupant: str | None,
+    sidecar: dict[str, Any],
+    *,
+    resume: bool,
+    on_claim: OnClaim,
 ) -> None:
-    """Raise DestinationError unless ``key`` may take the copy ``sidecar`` describes."""
-    if occupant is None or (occupant != FOREIGN and occupant == marker_archive(sidecar)):
-        return
-    if occupant == FOREIGN and resume:
-        return
-    what = "an object nas-receiver did not write" if occupant == FOREIGN else "another archive"
-    raise DestinationError(f"{name}: {key} holds {what}; not replaced", permanent=True)
+    """Raise DestinationError unless ``key`` may take the copy ``sidecar`` describes; else
+    call ``on_claim``, before the first byte is written there."""
+    mine = occupant != FOREIGN and occupant == marker_archive(sidecar)
+    if not (occupant is None or mine or (occupant == FOREIGN and resume)):
+        what = "an object nas-receiver did not write" if occupant == FOREIGN else "another archive"
+        raise DestinationError(f"{name}: {key} holds {what}; not replaced", permanent=True)
+    if on_claim is not None:
+        on_claim()
 
 
 def marker_sha(sidecar: dict[str, Any] | None) -> str | None:

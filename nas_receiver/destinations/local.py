@@ -14,12 +14,13 @@ from .base import (
     Destination,
     DestinationError,
     OnBytes,
+    OnClaim,
     Payload,
     StoredObject,
     marker_archive,
     marker_sha,
-    refuse_occupied,
     sidecar_key,
+    take_place,
     with_marker,
 )
 
@@ -41,11 +42,14 @@ class LocalDestination(Destination):
         on_bytes: OnBytes = None,
         *,
         resume: bool = False,
+        on_claim: OnClaim = None,
     ) -> StoredObject:
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            refuse_occupied(self.name, key, self.occupant(key), sidecar, resume=resume)
+            take_place(
+                self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=on_claim
+            )
             if payload.sha256 and target.exists() and sha256_of(target) == payload.sha256:
                 sha = payload.sha256  # already there: a repeated or resumed run
             else:

@@ -27,12 +27,13 @@ from .base import (
     Destination,
     DestinationError,
     OnBytes,
+    OnClaim,
     Payload,
     StoredObject,
     marker_archive,
     marker_sha,
-    refuse_occupied,
     sidecar_key,
+    take_place,
     with_marker,
 )
 
@@ -62,8 +63,9 @@ class RcloneDestination(Destination):
         on_bytes: OnBytes = None,
         *,
         resume: bool = False,
+        on_claim: OnClaim = None,
     ) -> StoredObject:
-        refuse_occupied(self.name, key, self.occupant(key), sidecar, resume=resume)
+        take_place(self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=on_claim)
         if payload.path is not None:
             assert payload.sha256 is not None
             self._run(["copyto", str(payload.path), self._where(key)], f"upload {key}")

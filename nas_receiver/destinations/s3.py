@@ -43,13 +43,14 @@ from .base import (
     Destination,
     DestinationError,
     OnBytes,
+    OnClaim,
     Payload,
     Stopped,
     StoredObject,
     marker_archive,
     marker_sha,
-    refuse_occupied,
     sidecar_key,
+    take_place,
     with_marker,
 )
 from .throttle import Throttle
@@ -145,8 +146,9 @@ class S3Destination(Destination):
         on_bytes: OnBytes = None,
         *,
         resume: bool = False,
+        on_claim: OnClaim = None,
     ) -> StoredObject:
-        refuse_occupied(self.name, key, self.occupant(key), sidecar, resume=resume)
+        take_place(self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=on_claim)
         existing = self._head(key)
         if existing is not None:
             stored_sha = existing.get("Metadata", {}).get(META_SHA)

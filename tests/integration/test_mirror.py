@@ -128,7 +128,7 @@ def test_a_copy_killed_before_its_sidecar_is_finished_in_its_place(
     (archive,) = catalog.archives()
     (library_copy,) = archives_in(tmp_path / "library")
     key = f"homeassistant/{library_copy.name}"
-    catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key)
+    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
     (usb / "homeassistant").mkdir(parents=True)
     shutil.copyfile(library_copy, usb / key)  # in place, no sidecar yet: then killed
     assert cli(config_path, "mirror").returncode == 0
@@ -162,7 +162,7 @@ def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_not_left_untracked(
     older = min(catalog.archives(), key=lambda a: a["date"])
     older_copy = next(p for p in archives_in(tmp_path / "library") if "11-01" in p.name)
     key = f"homeassistant/{older_copy.name}"
-    catalog.begin_copy(older["sha256"], "usb", 0.0, key=key)
+    catalog.claim_copy(catalog.begin_copy(older["sha256"], "usb", 0.0, key=key))
     (usb / "homeassistant").mkdir(parents=True)
     (usb / key).write_bytes(older_copy.read_bytes()[:10_000])  # cut short: then killed
     assert cli(config_path, "mirror").returncode == 0
@@ -193,7 +193,7 @@ def test_a_copy_cut_short_whose_library_copy_is_gone_is_shown_failed_and_left_al
     (archive,) = catalog.archives()
     (library_copy,) = archives_in(tmp_path / "library")
     key = f"homeassistant/{library_copy.name}"
-    catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key)
+    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
     (usb / "homeassistant").mkdir(parents=True)
     (usb / key).write_bytes(b"cut short")
     library_copy.unlink()  # gone from the library (by hand) before the next run
@@ -203,6 +203,75 @@ def test_a_copy_cut_short_whose_library_copy_is_gone_is_shown_failed_and_left_al
     rows = json.loads(cli(config_path, "list", "--json").stdout)
     (usb_copy,) = [c for c in rows[0]["copies"] if c["location"] == "usb"]
     assert usb_copy["state"] == "failed" and "no longer holds" in usb_copy["reason"]
+
+
+def test_a_file_where_a_copy_failed_before_writing_is_never_taken_for_ours(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """A copy that failed before it wrote anything (a refusal, a destination away) left a
+    row naming its key but no claim on it.  A file the user put there since is theirs:
+    the next run copies beside it and never overwrites it."""
+    from nas_receiver.catalog import Catalog
+
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    config_path.write_text(full)
+    catalog = Catalog(config.catalog_path)
+    (archive,) = catalog.archives()
+    (library_copy,) = archives_in(tmp_path / "library")
+    key = f"homeassistant/{library_copy.name}"
+    copy_id = catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key)
+    catalog.fail_copy(copy_id, "usb: unreachable", 0.0, next_try=0.0)
+    (usb / "homeassistant").mkdir(parents=True)
+    (usb / key).write_bytes(b"the user's own file")
+    assert cli(config_path, "mirror").returncode == 0
+    assert (usb / key).read_bytes() == b"the user's own file"
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
+    usb_copies = [c for c in rows[0]["copies"] if c["location"] == "usb"]
+    variant = f"homeassistant/{library_copy.stem}_{archive['sha256'][:8]}.tar"
+    assert [(c["state"], c["path"]) for c in usb_copies] == [("verified", variant)]
+
+
+def test_a_copy_stopped_midway_keeps_its_claim_and_is_finished_in_its_place(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """A stop (SIGTERM) during a copy leaves the catalog as a kill does: the row stays,
+    with its claim on the key, so whatever reached the destination (rclone finishes its
+    upload after the stop) is known as ours and finished there, never left untracked."""
+    import threading
+
+    from nas_receiver.catalog import Catalog
+    from nas_receiver.mirror import mirror_once
+
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    config_path.write_text(full)
+    config = load_config(config_path)
+    catalog = Catalog(config.catalog_path)
+    stop = threading.Event()
+
+    def progress(_label: str, _total: int) -> None:
+        stop.set()  # the stop comes as the copy starts: its first bytes raise Stopped
+
+    assert mirror_once(config, catalog, progress=progress, cancel=stop) == []
+    (library_copy,) = archives_in(tmp_path / "library")
+    key = f"homeassistant/{library_copy.name}"
+    (row,) = catalog.copies(location="usb")
+    assert (row.state, row.path, row.claimed) == ("placing", key, True)
+    (usb / key).write_bytes(library_copy.read_bytes()[:4096])  # what an upload left there
+    assert cli(config_path, "mirror").returncode == 0
+    assert {p.name for p in (usb / "homeassistant").glob("*.tar")} == {library_copy.name}
+    assert (usb / key).read_bytes() == library_copy.read_bytes()
+    (row,) = [c for c in catalog.copies(location="usb") if c.state != "deleted"]
+    assert (row.state, row.path) == ("present", key)
 
 
 def test_one_mirror_run_at_a_time(make_backup: MakeBackup, tmp_path: Path) -> None:
