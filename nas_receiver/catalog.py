@@ -174,7 +174,8 @@ class Copy:
 
     @property
     def claimed(self) -> bool:
-        """At a destination: the copy began writing at its key (see ``begin_copy``)."""
+        """At a destination: the copy may have left something at its key, an object
+        without our marker included (see ``begin_copy`` and ``claim_copy``)."""
         return self.path is not None and self.temp_path == self.path
 
 
@@ -507,19 +508,20 @@ class Catalog:
         *,
         temp_path: str | None = None,
         key: str | None = None,
-        resumes: bool = False,
+        replace_unfinished: bool = False,
     ) -> int:
         """Record, before the work, that a copy is being made at the place ``key`` (a final
         path, or a destination's object key), written under ``temp_path`` where it is a file
         of ours (removed by recovery).  An earlier failed attempt is replaced (its count
-        carries on), and with ``resumes`` one a stop cut short too, in the same transaction
+        carries on), and with ``replace_unfinished`` one a stop cut short too, in one transaction
         (a kill in between never loses the record of what was written).  Raise PlaceTaken
         when another archive holds ``key``.
 
         At a destination ``temp_path`` is the key itself once the copy has claimed it
         (``claim_copy``): from then on an object there without our marker is this copy,
         cut short.  Pass ``temp_path=key`` to carry a claim over to the new attempt."""
-        replaced = (CopyState.FAILED, CopyState.PLACING) if resumes else (CopyState.FAILED,)
+        unfinished = (CopyState.FAILED, CopyState.PLACING)
+        replaced = unfinished if replace_unfinished else (CopyState.FAILED,)
         marks = ",".join("?" * len(replaced))
         with self.transaction() as db:
             failed = db.execute(
@@ -584,10 +586,14 @@ class Catalog:
         except sqlite3.IntegrityError as err:
             raise PlaceTaken(f"{path} belongs to another archive") from err
 
-    def claim_copy(self, copy_id: int) -> None:
-        """The destination's place is this copy's: its first byte is about to be written."""
+    def claim_copy(self, copy_id: int, *, claimed: bool = True) -> None:
+        """At a destination: the copy is about to appear at its key (see ``begin_copy``);
+        with ``claimed=False``, the place turned out not to be this copy's."""
         with self.transaction() as db:
-            db.execute("UPDATE copies SET temp_path = path WHERE id = ?", (copy_id,))
+            db.execute(
+                "UPDATE copies SET temp_path = CASE WHEN ? THEN path END WHERE id = ?",
+                (int(claimed), copy_id),
+            )
 
     def drop_copy(self, copy_id: int) -> None:
         with self.transaction() as db:

@@ -34,6 +34,7 @@ from .destinations.base import (
     Destination,
     DestinationError,
     Payload,
+    PlaceRefused,
     Stopped,
     stoppable,
 )
@@ -208,14 +209,13 @@ class _Mirror:
             owed.append(archive)
             if not (waits and _waits(copies, now)):  # else its upload so far is kept for it
                 todo.append(archive)
-        cut_short = self._cut_short(library, {a["sha256"] for a in archives}, now, waits=waits)
-        owed += cut_short
-        todo += cut_short
+        ended = self._ended({a["sha256"]: a for a in archives})
         wanted = {self._key(a) for a in owed}
         self._tidy_outbox(wanted)
         try:
-            if todo:
+            if todo or ended:
                 self.destination.reachable()
+            self._settle(ended)
             for key in self.destination.tidy(wanted):
                 log.info("mirror: %s: aborted an upload no longer wanted: %s", self.name, key)
         except DestinationError as err:
@@ -240,37 +240,32 @@ class _Mirror:
     def name(self) -> str:
         return self.settings.name
 
-    def _cut_short(
-        self,
-        library: list[tuple[dict[str, Any], Path]],
-        sending: Set[str],
-        now: float,
-        *,
-        waits: bool,
-    ) -> list[dict[str, Any]]:
-        """The archives no longer to be sent here (retention, the send filter) whose copy a
-        stop or a failure cut short after it had begun writing: each is finished where it
-        was begun, and retention then deletes it like any other copy, floors permitting, so
-        nothing of ours is left at the destination untracked.  A row of a copy that never
-        wrote anything is dropped.  One whose library copy is gone is shown as failed, and
-        what it wrote is left as it is."""
-        rows: dict[str, list[Copy]] = {}
+    def _ended(self, sending: dict[str, dict[str, Any]]) -> list[Copy]:
+        """The copies a stop or a failure cut short that no attempt will continue: of
+        archives no longer sent here (retention, the send filter), or at a key the archive
+        no longer takes (the destination's prefix or encryption changed)."""
+        ended = []
         for copy in self.catalog.copies(location=self.name):
-            if copy.sha256 not in sending and copy.state in (CopyState.PLACING, CopyState.FAILED):
-                rows.setdefault(copy.sha256, []).append(copy)
-        for sha, copies in list(rows.items()):
-            if not any(c.claimed for c in copies):
-                for copy in copies:
-                    self.catalog.drop_copy(copy.id)  # nothing of ours there
-                del rows[sha]
-        finish = [a for a, _path in library if a["sha256"] in rows]
-        for sha in rows.keys() - {a["sha256"] for a in finish}:
-            for copy in rows[sha]:
-                if copy.state == CopyState.PLACING:
-                    reason = "cut short; the library no longer holds the archive to finish it"
-                    self.catalog.fail_copy(copy.id, reason, now)
-                    log.warning("mirror: %s: %s: %s", self.name, copy.path, reason)
-        return [a for a in finish if not (waits and _waits(rows[a["sha256"]], now))]
+            if copy.state not in (CopyState.PLACING, CopyState.FAILED):
+                continue
+            archive = sending.get(copy.sha256)
+            if archive is None or (copy.path is not None and copy.path not in self._keys(archive)):
+                ended.append(copy)
+        return ended
+
+    def _settle(self, ended: list[Copy]) -> None:
+        """Remove what each ended copy that claimed its key left there, then its row (a
+        removal that fails keeps the row for the next run): nothing of ours is left at
+        the destination untracked."""
+        for copy in ended:
+            if copy.claimed and copy.path:
+                try:
+                    self.destination.discard(copy.path, copy.sha256)
+                except DestinationError as err:
+                    log.warning("mirror: %s: %s stays for now: %s", self.name, copy.path, err)
+                    continue
+                log.info("mirror: %s: removed %s, a copy cut short", self.name, copy.path)
+            self.catalog.drop_copy(copy.id)
 
     def _clean_partials(self) -> None:
         """Remove what a stop left half-written in a local destination (one run at a time
@@ -289,7 +284,7 @@ class _Mirror:
         writing there (``Copy.claimed``), so an object without our marker there is that
         copy, cut short before its sidecar."""
         sha = archive["sha256"]
-        keys = object_keys(self.settings, archive, packed=self._cipher(archive) == "7z")
+        keys = self._keys(archive)
         holders = [self.catalog.holder(self.name, key) for key in keys]
 
         def fits(key: str) -> bool:
@@ -301,6 +296,9 @@ class _Mirror:
                     return key
         raise DestinationError(f"{self.name}: {keys[0]} and its variants belong to other archives")
 
+    def _keys(self, archive: dict[str, Any]) -> list[str]:
+        return object_keys(self.settings, archive, packed=self._cipher(archive) == "7z")
+
     def _claimed(self, sha: str) -> set[str]:
         return {c.path for c in self.catalog.copies(sha, self.name) if c.claimed and c.path}
 
@@ -310,7 +308,12 @@ class _Mirror:
         and the claimed key, if any."""
         claim = key if key in self._claimed(archive["sha256"]) else None
         copy_id = self.catalog.begin_copy(
-            archive["sha256"], self.name, time.time(), key=key, temp_path=claim, resumes=True
+            archive["sha256"],
+            self.name,
+            time.time(),
+            key=key,
+            temp_path=claim,
+            replace_unfinished=True,
         )
         return copy_id, claim
 
@@ -348,6 +351,8 @@ class _Mirror:
         except Stopped:  # the row stays 'placing', as a kill leaves it: the next run goes on
             return None
         except DestinationError as err:
+            if isinstance(err, PlaceRefused):  # not our copy there after all: no claim
+                self.catalog.claim_copy(copy_id, claimed=False)
             return self._failed(copy_id, archive, err)
         except NasReceiverError as err:  # e.g. the archive cannot be encrypted as configured
             return self._failed(copy_id, archive, DestinationError(str(err), permanent=True))

@@ -68,6 +68,13 @@ class DestinationError(Exception):
         self.permanent = permanent
 
 
+class PlaceRefused(DestinationError):
+    """The place holds what is not this copy's to replace (see ``claim_place``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
 @dataclass(frozen=True)
 class StoredObject:
     """An archive at a destination: ``key`` is ``<prefix>/<base>.tar`` (or ``.tar.7z``)."""
@@ -103,10 +110,11 @@ class Destination(ABC):
         write the sidecar (its ``size`` and our marker describe the stored object).
 
         A place holding another archive's copy, or anything without our marker, is never
-        written, except with ``resume``: the caller knows from its catalog that an unmarked
-        object there is its own copy of this archive, cut short before its sidecar.  It
-        knows so from ``on_claim``, called once the place is found free (or ours) and
-        before anything is written there (see ``take_place``).
+        written (PlaceRefused), except with ``resume``: the caller's catalog says an
+        unmarked object there is its own copy of this archive, cut short before its
+        sidecar.  The catalog knows so from ``on_claim``, which put calls once the place
+        is found free (or this archive's), before anything of the copy can appear there
+        (see ``claim_place``).
 
         Raise DestinationError (``permanent`` for auth, permission or missing bucket)."""
 
@@ -130,6 +138,12 @@ class Destination(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Delete the object at ``key`` and its sidecar; refuse an object we did not write."""
+
+    @abstractmethod
+    def discard(self, key: str, sha256: str) -> None:
+        """Remove what a copy of archive ``sha256`` that was cut short left at ``key`` (an
+        unfinished upload, the object, its sidecar).  The caller's claim says an unmarked
+        object there is that copy; another archive's copy is left alone."""
 
     def reachable(self) -> None:  # noqa: B027 - most destinations find out on first use
         """Raise DestinationError when the destination cannot be reached at all."""
@@ -168,7 +182,7 @@ def marker_archive(sidecar: dict[str, Any] | None) -> str:
     return value if isinstance(value, str) and value else UNNAMED
 
 
-def take_place(
+def claim_place(
     name: str,
     key: str,
     occupant: str | None,
@@ -177,12 +191,14 @@ def take_place(
     resume: bool,
     on_claim: OnClaim,
 ) -> None:
-    """Raise DestinationError unless ``key`` may take the copy ``sidecar`` describes; else
-    call ``on_claim``, before the first byte is written there."""
+    """Raise PlaceRefused unless ``key`` may take the copy ``sidecar`` describes: it is
+    free, holds this archive's copy, or (with ``resume``) holds an unmarked object the
+    caller knows to be its own copy cut short.  Then call ``on_claim``, before anything of
+    this copy can appear there."""
     mine = occupant != FOREIGN and occupant == marker_archive(sidecar)
     if not (occupant is None or mine or (occupant == FOREIGN and resume)):
         what = "an object nas-receiver did not write" if occupant == FOREIGN else "another archive"
-        raise DestinationError(f"{name}: {key} holds {what}; not replaced", permanent=True)
+        raise PlaceRefused(f"{name}: {key} holds {what}; not replaced")
     if on_claim is not None:
         on_claim()
 

@@ -11,16 +11,17 @@ from typing import Any
 from ..haformat.output import atomic_output
 from ..library import sha256_of, write_json
 from .base import (
+    FOREIGN,
     Destination,
     DestinationError,
     OnBytes,
     OnClaim,
     Payload,
     StoredObject,
+    claim_place,
     marker_archive,
     marker_sha,
     sidecar_key,
-    take_place,
     with_marker,
 )
 
@@ -47,14 +48,14 @@ class LocalDestination(Destination):
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            take_place(
-                self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=on_claim
-            )
+            claim_place(self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=None)
             if payload.sha256 and target.exists() and sha256_of(target) == payload.sha256:
                 sha = payload.sha256  # already there: a repeated or resumed run
+                if on_claim is not None:
+                    on_claim()
             else:
                 target.unlink(missing_ok=True)  # our own half-done or outdated copy
-                sha = self._copy(payload, target, on_bytes)
+                sha = self._copy(payload, target, on_bytes, on_claim)
             if sha256_of(target) != sha or (payload.sha256 and sha != payload.sha256):
                 target.unlink()
                 raise DestinationError(f"{self.name}: {key} arrived damaged")
@@ -105,6 +106,11 @@ class LocalDestination(Destination):
         self._path(key).unlink(missing_ok=True)
         self._path(sidecar_key(key)).unlink(missing_ok=True)
 
+    def discard(self, key: str, sha256: str) -> None:
+        if self.occupant(key) in (FOREIGN, sha256):
+            self._path(key).unlink(missing_ok=True)
+            self._path(sidecar_key(key)).unlink(missing_ok=True)
+
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if self.root.resolve() not in path.parents:
@@ -119,7 +125,9 @@ class LocalDestination(Destination):
         return value if isinstance(value, dict) else None
 
     @staticmethod
-    def _copy(payload: Payload, target: Path, on_bytes: OnBytes) -> str:
+    def _copy(payload: Payload, target: Path, on_bytes: OnBytes, on_claim: OnClaim) -> str:
+        """Write ``target`` through a temporary file, claimed just before it takes the name:
+        a copy stopped before has left nothing at ``target``, so makes no claim on it."""
         digest = hashlib.sha256()
         with atomic_output(target) as pending, payload.open() as file:
             while chunk := file.read(CHUNK):
@@ -127,6 +135,8 @@ class LocalDestination(Destination):
                 digest.update(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
+            if on_claim is not None:
+                on_claim()
         return digest.hexdigest()
 
 

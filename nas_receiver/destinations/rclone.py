@@ -30,10 +30,10 @@ from .base import (
     OnClaim,
     Payload,
     StoredObject,
+    claim_place,
     marker_archive,
     marker_sha,
     sidecar_key,
-    take_place,
     with_marker,
 )
 
@@ -65,7 +65,7 @@ class RcloneDestination(Destination):
         resume: bool = False,
         on_claim: OnClaim = None,
     ) -> StoredObject:
-        take_place(self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=on_claim)
+        claim_place(self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=on_claim)
         if payload.path is not None:
             assert payload.sha256 is not None
             self._run(["copyto", str(payload.path), self._where(key)], f"upload {key}")
@@ -134,6 +134,11 @@ class RcloneDestination(Destination):
             )
         for name in (sidecar_key(key), key):
             self._run(["deletefile", self._where(name)], f"delete {name}", missing_ok=True)
+
+    def discard(self, key: str, sha256: str) -> None:
+        if self.occupant(key) in (FOREIGN, sha256):
+            for name in (sidecar_key(key), key):
+                self._run(["deletefile", self._where(name)], f"delete {name}", missing_ok=True)
 
     def reachable(self) -> None:
         self._run(["lsf", "--max-depth", "1", self._where("")], "reach", missing_ok=True)

@@ -47,10 +47,10 @@ from .base import (
     Payload,
     Stopped,
     StoredObject,
+    claim_place,
     marker_archive,
     marker_sha,
     sidecar_key,
-    take_place,
     with_marker,
 )
 from .throttle import Throttle
@@ -148,7 +148,11 @@ class S3Destination(Destination):
         resume: bool = False,
         on_claim: OnClaim = None,
     ) -> StoredObject:
-        take_place(self.name, key, self.occupant(key), sidecar, resume=resume, on_claim=on_claim)
+        occupant = self.occupant(key)
+        if occupant == FOREIGN and resume:  # every object we write carries our mark
+            head = self._head(key)
+            resume = head is None or self._ours(key, head)
+        claim_place(self.name, key, occupant, sidecar, resume=resume, on_claim=on_claim)
         existing = self._head(key)
         if existing is not None:
             stored_sha = existing.get("Metadata", {}).get(META_SHA)
@@ -220,6 +224,14 @@ class S3Destination(Destination):
                 lambda name=name: self.client.delete_object(Bucket=self.bucket, Key=name),  # type: ignore[misc]
                 f"delete {name}",
             )
+
+    def discard(self, key: str, sha256: str) -> None:
+        for upload in self.journal.uploads(self.name):
+            if upload.key == key:
+                self._abort(key, upload.upload_id)
+        head = self._head(key)
+        if head is not None and self._ours(key, head) and self.occupant(key) in (FOREIGN, sha256):
+            self.delete(key)
 
     def reachable(self) -> None:
         self._call(

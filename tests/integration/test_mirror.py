@@ -141,13 +141,13 @@ def test_a_copy_killed_before_its_sidecar_is_finished_in_its_place(
     assert [(c["state"], c["path"]) for c in usb_copies] == [("verified", key)]
 
 
-def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_not_left_untracked(
+def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_removed(
     make_backup: MakeBackup, tmp_path: Path
 ) -> None:
-    """A copy cut short by a kill, and before the next run newer archives arrived, so that
-    retention no longer sends this one there: the copy is finished where it was begun and
-    then pruned like any other, rather than left at the destination with a row that says
-    'uploading' for ever."""
+    """A copy cut short by a kill after it took its name, and before the next run newer
+    archives arrived, so that retention no longer sends this one there: what it left is
+    removed with its row (it was never a checked copy), rather than left at the
+    destination untracked with a row that says 'uploading' for ever."""
     from nas_receiver.catalog import Catalog
 
     usb = tmp_path / "usb"
@@ -164,22 +164,52 @@ def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_not_left_untracked(
     key = f"homeassistant/{older_copy.name}"
     catalog.claim_copy(catalog.begin_copy(older["sha256"], "usb", 0.0, key=key))
     (usb / "homeassistant").mkdir(parents=True)
-    (usb / key).write_bytes(older_copy.read_bytes()[:10_000])  # cut short: then killed
+    shutil.copyfile(older_copy, usb / key)  # in place, no sidecar: then killed
     assert cli(config_path, "mirror").returncode == 0
-    assert (usb / key).read_bytes() == older_copy.read_bytes()  # finished in its place
-    assert cli(config_path, "prune").returncode == 0
-    kept = [p.name for p in (usb / "homeassistant").glob("*.tar")]
-    assert kept == ["Automatic_backup_2026.11.1_2026-11-02_04.45_00000000.tar"]
-    states = {(c.sha256, c.state) for c in catalog.copies(location="usb")}
-    assert (older["sha256"], "placing") not in states
-    assert (older["sha256"], "deleted") in states
+    kept = [p.name for p in (usb / "homeassistant").iterdir()]
+    assert sorted(kept) == [
+        "Automatic_backup_2026.11.1_2026-11-02_04.45_00000000.metadata.json",
+        "Automatic_backup_2026.11.1_2026-11-02_04.45_00000000.tar",
+    ]
+    assert [c.state for c in catalog.copies(older["sha256"], "usb")] == []
+    assert older_copy.exists()  # the library keeps it
 
 
-def test_a_copy_cut_short_whose_library_copy_is_gone_is_shown_failed_and_left_alone(
+def test_a_copy_cut_short_at_a_key_the_settings_no_longer_give_is_removed(
     make_backup: MakeBackup, tmp_path: Path
 ) -> None:
-    """Nothing is left to finish the copy with: the row says so (not 'uploading' for ever)
-    and what the destination holds is left as it is, never deleted on a guess."""
+    """Killed after the copy took its name; then the user changed the destination's
+    prefix.  The next attempt goes to the new key, and what the first one left at the old
+    key is removed, not left there untracked beside a second copy."""
+    from nas_receiver.catalog import Catalog
+
+    usb = tmp_path / "usb"
+    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    catalog = Catalog(config.catalog_path)
+    (archive,) = catalog.archives()
+    (library_copy,) = archives_in(tmp_path / "library")
+    key = f"homeassistant/{library_copy.name}"
+    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
+    (usb / "homeassistant").mkdir(parents=True)
+    shutil.copyfile(library_copy, usb / key)  # then killed
+    config_path.write_text(full.replace(f"path: {usb}}}", f"path: {usb}, prefix: ha2}}"))
+    assert cli(config_path, "mirror").returncode == 0
+    assert sorted(p.relative_to(usb).as_posix() for p in usb.rglob("*.tar")) == [
+        f"ha2/{library_copy.name}"
+    ]
+    rows = [(c.state, c.path) for c in catalog.copies(archive["sha256"], "usb")]
+    assert rows == [("present", f"ha2/{library_copy.name}")]
+
+
+def test_a_cut_short_copy_whose_library_copy_is_gone_is_removed(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Nothing is left to finish the copy with: what it left (never a checked copy) is
+    removed with its row, not left 'uploading' for ever."""
     from nas_receiver.catalog import Catalog
 
     usb = tmp_path / "usb"
@@ -195,14 +225,12 @@ def test_a_copy_cut_short_whose_library_copy_is_gone_is_shown_failed_and_left_al
     key = f"homeassistant/{library_copy.name}"
     catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
     (usb / "homeassistant").mkdir(parents=True)
-    (usb / key).write_bytes(b"cut short")
+    shutil.copyfile(library_copy, usb / key)
     library_copy.unlink()  # gone from the library (by hand) before the next run
     result = cli(config_path, "mirror", "--json")
     assert result.returncode == 0, result.stderr
-    assert (usb / key).read_bytes() == b"cut short"
-    rows = json.loads(cli(config_path, "list", "--json").stdout)
-    (usb_copy,) = [c for c in rows[0]["copies"] if c["location"] == "usb"]
-    assert usb_copy["state"] == "failed" and "no longer holds" in usb_copy["reason"]
+    assert list((usb / "homeassistant").iterdir()) == []
+    assert catalog.copies(archive["sha256"], "usb") == []
 
 
 def test_a_file_where_a_copy_failed_before_writing_is_never_taken_for_ours(
@@ -236,12 +264,12 @@ def test_a_file_where_a_copy_failed_before_writing_is_never_taken_for_ours(
     assert [(c["state"], c["path"]) for c in usb_copies] == [("verified", variant)]
 
 
-def test_a_copy_stopped_midway_keeps_its_claim_and_is_finished_in_its_place(
+def test_a_copy_stopped_before_it_took_its_name_claims_nothing(
     make_backup: MakeBackup, tmp_path: Path
 ) -> None:
-    """A stop (SIGTERM) during a copy leaves the catalog as a kill does: the row stays,
-    with its claim on the key, so whatever reached the destination (rclone finishes its
-    upload after the stop) is known as ours and finished there, never left untracked."""
+    """A stop (SIGTERM) during a copy keeps its row, as a kill does.  A local copy stopped
+    before it took its name left nothing there and claims nothing: a file the user puts
+    there afterwards is theirs, and the next run copies beside it."""
     import threading
 
     from nas_receiver.catalog import Catalog
@@ -265,13 +293,16 @@ def test_a_copy_stopped_midway_keeps_its_claim_and_is_finished_in_its_place(
     (library_copy,) = archives_in(tmp_path / "library")
     key = f"homeassistant/{library_copy.name}"
     (row,) = catalog.copies(location="usb")
-    assert (row.state, row.path, row.claimed) == ("placing", key, True)
-    (usb / key).write_bytes(library_copy.read_bytes()[:4096])  # what an upload left there
+    assert (row.state, row.path, row.claimed) == ("placing", key, False)
+    assert not (usb / key).exists()
+    (usb / key).write_bytes(b"the user's own file")
     assert cli(config_path, "mirror").returncode == 0
-    assert {p.name for p in (usb / "homeassistant").glob("*.tar")} == {library_copy.name}
-    assert (usb / key).read_bytes() == library_copy.read_bytes()
-    (row,) = [c for c in catalog.copies(location="usb") if c.state != "deleted"]
-    assert (row.state, row.path) == ("present", key)
+    assert (usb / key).read_bytes() == b"the user's own file"
+    (row,) = catalog.copies(location="usb")
+    assert (row.state, row.path) == (
+        "present",
+        f"homeassistant/{library_copy.stem}_{row.sha256[:8]}.tar",
+    )
 
 
 def test_one_mirror_run_at_a_time(make_backup: MakeBackup, tmp_path: Path) -> None:

@@ -414,3 +414,67 @@ def test_a_failed_upload_waiting_for_its_next_try_is_kept_and_resumed(
     proxy.requests.clear()
     assert cli(config_path, "mirror").returncode == 0  # the scheduled command: now
     assert set(proxy.part_uploads()) == {2, 3}  # part 1 was there already
+
+
+def _split_site(config_path: Path) -> tuple[str, Any]:
+    """The library first (no destination), the destination restored after."""
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])
+    config = load_config(config_path)
+    assert scan_once(config) == ["valid"]
+    config_path.write_text(full)
+    return full, load_config(config_path)
+
+
+def test_a_foreign_object_at_a_claimed_key_is_never_overwritten(
+    endpoint: str, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """A claim says an unmarked object at the key is our copy cut short, but every object
+    we write to S3 carries our mark: one without it (here HA's own S3 agent's, or the
+    user's) is not ours, claim or no claim.  It is left as it is, and the copy goes beside
+    it."""
+    from nas_receiver.mirror import mirror_once
+
+    config_path, share = s3_site(tmp_path, proxy, bucket)
+    big_backup(tmp_path, 1, password=KEY).rename(share / "a.tar")
+    _full, config = _split_site(config_path)
+    catalog = Catalog(config.catalog_path)
+    (archive,) = catalog.archives()
+    (library_copy,) = archives_in(config.library.path)
+    key = f"homeassistant/{library_copy.name}"
+    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "c2", 0.0, key=key))
+    s3 = client(endpoint)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"HA's own copy")  # no nas-receiver mark
+    first = mirror_once(config, catalog, waits=False)
+    assert [o.result for o in first] == ["failed"] and "did not write" in first[0].detail
+    second = mirror_once(config, catalog, waits=False)
+    assert [o.result for o in second] == ["copied"]
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"HA's own copy"
+    variant = f"homeassistant/{library_copy.stem}_{archive['sha256'][:8]}.tar"
+    assert [(c.state, c.path) for c in catalog.copies(archive["sha256"], "c2")] == [
+        ("present", variant)
+    ]
+
+
+def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_removed_from_the_bucket(
+    endpoint: str, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """Killed after the upload completed and before its sidecar; then the send filter
+    stopped sending this archive (here: only manual backups).  The object (ours: it
+    carries our mark) is removed with its row instead of staying untracked."""
+    from nas_receiver.mirror import mirror_once
+
+    config_path, share = s3_site(tmp_path, proxy, bucket)
+    big_backup(tmp_path, 1, password=KEY).rename(share / "a.tar")
+    full, config = _split_site(config_path)
+    catalog = Catalog(config.catalog_path)
+    (archive,) = catalog.archives()
+    (library_copy,) = archives_in(config.library.path)
+    key = f"homeassistant/{library_copy.name}"
+    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "c2", 0.0, key=key))
+    s3 = client(endpoint)
+    s3.upload_file(str(library_copy), bucket, key, ExtraArgs={"Metadata": {"nas-receiver": "1"}})
+    config_path.write_text(full + "    send: {kinds: [manual]}\n")
+    assert mirror_once(load_config(config_path), catalog, waits=False) == []
+    assert objects(endpoint, bucket) == {}
+    assert catalog.copies(archive["sha256"], "c2") == []
