@@ -7,7 +7,9 @@ import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from nas_receiver.catalog import Catalog
 from nas_receiver.config import load_config
 from nas_receiver.daemon import scan_once
 from tests.builders import AGENT_BACKUP_KEYS
@@ -25,6 +27,35 @@ def _site(tmp_path: Path, make_backup: MakeBackup, destination: str, days: int =
         backup = make_backup(slug=f"{day:08x}", date=BASE + timedelta(days=day), entities=5)
         shutil.copyfile(backup, config.sources[0].path / f"day{day}.tar")
     return config_path
+
+
+def _library_first(
+    tmp_path: Path, make_backup: MakeBackup, destination: str, days: int
+) -> tuple[Path, Catalog]:
+    """A site whose archives went into the library before its destination was configured:
+    the destination holds nothing yet, whatever state a test then builds there."""
+    config_path = _site(tmp_path, make_backup, destination, days)
+    full = config_path.read_text()
+    config_path.write_text(full.split("destinations:")[0])
+    assert scan_once(load_config(config_path)) == ["valid"] * days
+    config_path.write_text(full)
+    return config_path, Catalog(load_config(config_path).catalog_path)
+
+
+def _killed_after_rename(
+    catalog: Catalog, usb: Path, archive: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Path, str]:
+    """Leave what a copy to ``usb`` of ``archive`` (the only one if None) killed after its
+    rename and before its sidecar leaves: its row, which claimed the key, and the whole
+    file there, unmarked.  Return the archive, its library copy and the key."""
+    if archive is None:
+        (archive,) = catalog.archives()
+    (library_copy,) = [Path(c.path) for c in catalog.copies(archive["sha256"], "library") if c.path]
+    key = f"homeassistant/{library_copy.name}"
+    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
+    (usb / "homeassistant").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(library_copy, usb / key)
+    return archive, library_copy, key
 
 
 def test_mirror_copies_each_valid_archive_once(make_backup: MakeBackup, tmp_path: Path) -> None:
@@ -92,16 +123,10 @@ def test_destination_retention_deletes_only_its_own_objects(
 def test_a_copy_left_half_done_by_a_killed_run_is_redone_once(
     make_backup: MakeBackup, tmp_path: Path
 ) -> None:
-    from nas_receiver.catalog import Catalog
-
     usb = tmp_path / "usb"
-    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
-    full = config_path.read_text()
-    config_path.write_text(full.split("destinations:")[0])  # into the library first
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid"]
-    config_path.write_text(full)
-    catalog = Catalog(config.catalog_path)
+    config_path, catalog = _library_first(
+        tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
+    )
     (archive,) = catalog.archives()
     catalog.begin_copy(archive["sha256"], "usb", 0.0, key="homeassistant/x.tar")  # then killed
     assert cli(config_path, "mirror").returncode == 0
@@ -115,22 +140,11 @@ def test_a_copy_killed_before_its_sidecar_is_finished_in_its_place(
     """A kill after the copy reached its name and before its sidecar was written leaves an
     unmarked file there.  The catalog's row says it is this archive's: the next run
     finishes it in that place, and leaves no second copy under another name."""
-    from nas_receiver.catalog import Catalog
-
     usb = tmp_path / "usb"
-    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
-    full = config_path.read_text()
-    config_path.write_text(full.split("destinations:")[0])  # into the library first
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid"]
-    config_path.write_text(full)
-    catalog = Catalog(config.catalog_path)
-    (archive,) = catalog.archives()
-    (library_copy,) = archives_in(tmp_path / "library")
-    key = f"homeassistant/{library_copy.name}"
-    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
-    (usb / "homeassistant").mkdir(parents=True)
-    shutil.copyfile(library_copy, usb / key)  # in place, no sidecar yet: then killed
+    config_path, catalog = _library_first(
+        tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
+    )
+    _archive, library_copy, key = _killed_after_rename(catalog, usb)
     assert cli(config_path, "mirror").returncode == 0
     assert {p.name for p in (usb / "homeassistant").iterdir()} == {
         library_copy.name,
@@ -148,23 +162,11 @@ def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_removed(
     archives arrived, so that retention no longer sends this one there: what it left is
     removed with its row (it was never a checked copy), rather than left at the
     destination untracked with a row that says 'uploading' for ever."""
-    from nas_receiver.catalog import Catalog
-
     usb = tmp_path / "usb"
     destination = f"{{name: usb, type: local, path: {usb}, retention: {{keep_last: 1}}}}"
-    config_path = _site(tmp_path, make_backup, destination, 2)
-    full = config_path.read_text()
-    config_path.write_text(full.split("destinations:")[0])  # into the library first
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid", "valid"]
-    config_path.write_text(full)
-    catalog = Catalog(config.catalog_path)
+    config_path, catalog = _library_first(tmp_path, make_backup, destination, 2)
     older = min(catalog.archives(), key=lambda a: a["date"])
-    older_copy = next(p for p in archives_in(tmp_path / "library") if "11-01" in p.name)
-    key = f"homeassistant/{older_copy.name}"
-    catalog.claim_copy(catalog.begin_copy(older["sha256"], "usb", 0.0, key=key))
-    (usb / "homeassistant").mkdir(parents=True)
-    shutil.copyfile(older_copy, usb / key)  # in place, no sidecar: then killed
+    _older, older_copy, _key = _killed_after_rename(catalog, usb, older)
     assert cli(config_path, "mirror").returncode == 0
     kept = [p.name for p in (usb / "homeassistant").iterdir()]
     assert sorted(kept) == [
@@ -181,22 +183,13 @@ def test_a_copy_cut_short_at_a_key_the_settings_no_longer_give_is_removed(
     """Killed after the copy took its name; then the user changed the destination's
     prefix.  The next attempt goes to the new key, and what the first one left at the old
     key is removed, not left there untracked beside a second copy."""
-    from nas_receiver.catalog import Catalog
-
     usb = tmp_path / "usb"
-    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
-    full = config_path.read_text()
-    config_path.write_text(full.split("destinations:")[0])
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid"]
-    catalog = Catalog(config.catalog_path)
-    (archive,) = catalog.archives()
-    (library_copy,) = archives_in(tmp_path / "library")
-    key = f"homeassistant/{library_copy.name}"
-    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
-    (usb / "homeassistant").mkdir(parents=True)
-    shutil.copyfile(library_copy, usb / key)  # then killed
-    config_path.write_text(full.replace(f"path: {usb}}}", f"path: {usb}, prefix: ha2}}"))
+    config_path, catalog = _library_first(
+        tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
+    )
+    archive, library_copy, _key = _killed_after_rename(catalog, usb)
+    text = config_path.read_text()
+    config_path.write_text(text.replace(f"path: {usb}}}", f"path: {usb}, prefix: ha2}}"))
     assert cli(config_path, "mirror").returncode == 0
     assert sorted(p.relative_to(usb).as_posix() for p in usb.rglob("*.tar")) == [
         f"ha2/{library_copy.name}"
@@ -210,22 +203,11 @@ def test_a_cut_short_copy_whose_library_copy_is_gone_is_removed(
 ) -> None:
     """Nothing is left to finish the copy with: what it left (never a checked copy) is
     removed with its row, not left 'uploading' for ever."""
-    from nas_receiver.catalog import Catalog
-
     usb = tmp_path / "usb"
-    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
-    full = config_path.read_text()
-    config_path.write_text(full.split("destinations:")[0])
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid"]
-    config_path.write_text(full)
-    catalog = Catalog(config.catalog_path)
-    (archive,) = catalog.archives()
-    (library_copy,) = archives_in(tmp_path / "library")
-    key = f"homeassistant/{library_copy.name}"
-    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "usb", 0.0, key=key))
-    (usb / "homeassistant").mkdir(parents=True)
-    shutil.copyfile(library_copy, usb / key)
+    config_path, catalog = _library_first(
+        tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
+    )
+    archive, library_copy, _key = _killed_after_rename(catalog, usb)
     library_copy.unlink()  # gone from the library (by hand) before the next run
     result = cli(config_path, "mirror", "--json")
     assert result.returncode == 0, result.stderr
@@ -239,16 +221,10 @@ def test_a_file_where_a_copy_failed_before_writing_is_never_taken_for_ours(
     """A copy that failed before it wrote anything (a refusal, a destination away) left a
     row naming its key but no claim on it.  A file the user put there since is theirs:
     the next run copies beside it and never overwrites it."""
-    from nas_receiver.catalog import Catalog
-
     usb = tmp_path / "usb"
-    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
-    full = config_path.read_text()
-    config_path.write_text(full.split("destinations:")[0])
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid"]
-    config_path.write_text(full)
-    catalog = Catalog(config.catalog_path)
+    config_path, catalog = _library_first(
+        tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
+    )
     (archive,) = catalog.archives()
     (library_copy,) = archives_in(tmp_path / "library")
     key = f"homeassistant/{library_copy.name}"
@@ -272,24 +248,18 @@ def test_a_copy_stopped_before_it_took_its_name_claims_nothing(
     there afterwards is theirs, and the next run copies beside it."""
     import threading
 
-    from nas_receiver.catalog import Catalog
     from nas_receiver.mirror import mirror_once
 
     usb = tmp_path / "usb"
-    config_path = _site(tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1)
-    full = config_path.read_text()
-    config_path.write_text(full.split("destinations:")[0])
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid"]
-    config_path.write_text(full)
-    config = load_config(config_path)
-    catalog = Catalog(config.catalog_path)
+    config_path, catalog = _library_first(
+        tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
+    )
     stop = threading.Event()
 
     def progress(_label: str, _total: int) -> None:
         stop.set()  # the stop comes as the copy starts: its first bytes raise Stopped
 
-    assert mirror_once(config, catalog, progress=progress, cancel=stop) == []
+    assert mirror_once(load_config(config_path), catalog, progress=progress, cancel=stop) == []
     (library_copy,) = archives_in(tmp_path / "library")
     key = f"homeassistant/{library_copy.name}"
     (row,) = catalog.copies(location="usb")

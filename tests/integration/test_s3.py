@@ -416,14 +416,24 @@ def test_a_failed_upload_waiting_for_its_next_try_is_kept_and_resumed(
     assert set(proxy.part_uploads()) == {2, 3}  # part 1 was there already
 
 
-def _split_site(config_path: Path) -> tuple[str, Any]:
-    """The library first (no destination), the destination restored after."""
+def _claimed_copy(
+    proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> tuple[Path, str, Catalog, dict[str, Any], str]:
+    """An archive in the library (the destination configured after it) and a row that
+    claimed its key at the destination, as a copy a kill cut short leaves it.  Return the
+    config path, its text with the destination, the catalog, the archive and the key."""
+    config_path, share = s3_site(tmp_path, proxy, bucket)
+    big_backup(tmp_path, 1, password=KEY).rename(share / "a.tar")
     full = config_path.read_text()
     config_path.write_text(full.split("destinations:")[0])
-    config = load_config(config_path)
-    assert scan_once(config) == ["valid"]
+    assert scan_once(load_config(config_path)) == ["valid"]
     config_path.write_text(full)
-    return full, load_config(config_path)
+    catalog = Catalog(load_config(config_path).catalog_path)
+    (archive,) = catalog.archives()
+    (library_copy,) = archives_in(tmp_path / "library")
+    key = f"homeassistant/{library_copy.name}"
+    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "c2", 0.0, key=key))
+    return config_path, full, catalog, archive, key
 
 
 def test_a_foreign_object_at_a_claimed_key_is_never_overwritten(
@@ -435,14 +445,8 @@ def test_a_foreign_object_at_a_claimed_key_is_never_overwritten(
     it."""
     from nas_receiver.mirror import mirror_once
 
-    config_path, share = s3_site(tmp_path, proxy, bucket)
-    big_backup(tmp_path, 1, password=KEY).rename(share / "a.tar")
-    _full, config = _split_site(config_path)
-    catalog = Catalog(config.catalog_path)
-    (archive,) = catalog.archives()
-    (library_copy,) = archives_in(config.library.path)
-    key = f"homeassistant/{library_copy.name}"
-    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "c2", 0.0, key=key))
+    config_path, _full, catalog, archive, key = _claimed_copy(proxy, bucket, tmp_path)
+    config = load_config(config_path)
     s3 = client(endpoint)
     s3.put_object(Bucket=bucket, Key=key, Body=b"HA's own copy")  # no nas-receiver mark
     first = mirror_once(config, catalog, waits=False)
@@ -450,7 +454,7 @@ def test_a_foreign_object_at_a_claimed_key_is_never_overwritten(
     second = mirror_once(config, catalog, waits=False)
     assert [o.result for o in second] == ["copied"]
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"HA's own copy"
-    variant = f"homeassistant/{library_copy.stem}_{archive['sha256'][:8]}.tar"
+    variant = f"{key.removesuffix('.tar')}_{archive['sha256'][:8]}.tar"
     assert [(c.state, c.path) for c in catalog.copies(archive["sha256"], "c2")] == [
         ("present", variant)
     ]
@@ -464,14 +468,8 @@ def test_a_copy_cut_short_of_an_archive_no_longer_sent_is_removed_from_the_bucke
     carries our mark) is removed with its row instead of staying untracked."""
     from nas_receiver.mirror import mirror_once
 
-    config_path, share = s3_site(tmp_path, proxy, bucket)
-    big_backup(tmp_path, 1, password=KEY).rename(share / "a.tar")
-    full, config = _split_site(config_path)
-    catalog = Catalog(config.catalog_path)
-    (archive,) = catalog.archives()
-    (library_copy,) = archives_in(config.library.path)
-    key = f"homeassistant/{library_copy.name}"
-    catalog.claim_copy(catalog.begin_copy(archive["sha256"], "c2", 0.0, key=key))
+    config_path, full, catalog, archive, key = _claimed_copy(proxy, bucket, tmp_path)
+    (library_copy,) = archives_in(tmp_path / "library")
     s3 = client(endpoint)
     s3.upload_file(str(library_copy), bucket, key, ExtraArgs={"Metadata": {"nas-receiver": "1"}})
     config_path.write_text(full + "    send: {kinds: [manual]}\n")
