@@ -586,14 +586,15 @@ class Catalog:
         except sqlite3.IntegrityError as err:
             raise PlaceTaken(f"{path} belongs to another archive") from err
 
-    def claim_copy(self, copy_id: int, *, claimed: bool = True) -> None:
-        """At a destination: the copy is about to appear at its key (see ``begin_copy``);
-        with ``claimed=False``, the place turned out not to be this copy's."""
+    def claim_copy(self, copy_id: int) -> None:
+        """At a destination: the copy is about to appear at its key (see ``begin_copy``)."""
         with self.transaction() as db:
-            db.execute(
-                "UPDATE copies SET temp_path = CASE WHEN ? THEN path END WHERE id = ?",
-                (int(claimed), copy_id),
-            )
+            db.execute("UPDATE copies SET temp_path = path WHERE id = ?", (copy_id,))
+
+    def unclaim_copy(self, copy_id: int) -> None:
+        """At a destination: the copy's key turned out not to be its to take."""
+        with self.transaction() as db:
+            db.execute("UPDATE copies SET temp_path = NULL WHERE id = ?", (copy_id,))
 
     def drop_copy(self, copy_id: int) -> None:
         with self.transaction() as db:

@@ -215,7 +215,8 @@ class _Mirror:
         try:
             if todo or ended:
                 self.destination.reachable()
-            self._settle(ended)
+            held = self._settle(ended, paths.keys())
+            todo = [a for a in todo if a["sha256"] not in held]
             for key in self.destination.tidy(wanted):
                 log.info("mirror: %s: aborted an upload no longer wanted: %s", self.name, key)
         except DestinationError as err:
@@ -246,26 +247,53 @@ class _Mirror:
         no longer takes (the destination's prefix or encryption changed)."""
         ended = []
         for copy in self.catalog.copies(location=self.name):
-            if copy.state not in (CopyState.PLACING, CopyState.FAILED):
-                continue
+            if not (
+                copy.state == CopyState.PLACING or (copy.state == CopyState.FAILED and copy.claimed)
+            ):
+                continue  # a failed copy that claimed nothing stays as it is, shown failed
             archive = sending.get(copy.sha256)
             if archive is None or (copy.path is not None and copy.path not in self._keys(archive)):
                 ended.append(copy)
         return ended
 
-    def _settle(self, ended: list[Copy]) -> None:
-        """Remove what each ended copy that claimed its key left there, then its row (a
-        removal that fails keeps the row for the next run): nothing of ours is left at
-        the destination untracked."""
+    def _settle(self, ended: list[Copy], in_library: Set[str]) -> set[str]:
+        """Settle each ended copy that claimed its key, so that nothing of ours is left
+        there untracked: one found whole and checked is recorded as present (retention
+        then decides, floors included); else what it left is removed while the library
+        holds the archive, and kept, shown as failed, when it does not (it may be the last
+        of it).  An unclaimed one left nothing of ours: its row goes.  A destination that
+        cannot be reached keeps the rows for the next run.  Return the archives not to
+        be copied in this run: recorded here, or with a row kept (a new attempt would
+        replace it)."""
+        held = set()
         for copy in ended:
             if copy.claimed and copy.path:
                 try:
+                    if self.destination.verify(copy.path, copy.sha256):
+                        self.catalog.finish_copy(
+                            copy.id,
+                            copy.path,
+                            copy.sha256,
+                            verified=True,
+                            now=time.time(),
+                            detail="checked; found whole after a stop",
+                        )
+                        held.add(copy.sha256)
+                        continue
+                    if copy.sha256 not in in_library:
+                        if copy.state == CopyState.PLACING:
+                            reason = "cut short; the library no longer holds the archive"
+                            self.catalog.fail_copy(copy.id, reason, time.time())
+                            log.warning("mirror: %s: %s: %s", self.name, copy.path, reason)
+                        continue
                     self.destination.discard(copy.path, copy.sha256)
-                except DestinationError as err:
+                except (DestinationError, OSError) as err:
                     log.warning("mirror: %s: %s stays for now: %s", self.name, copy.path, err)
+                    held.add(copy.sha256)
                     continue
                 log.info("mirror: %s: removed %s, a copy cut short", self.name, copy.path)
             self.catalog.drop_copy(copy.id)
+        return held
 
     def _clean_partials(self) -> None:
         """Remove what a stop left half-written in a local destination (one run at a time
@@ -280,9 +308,9 @@ class _Mirror:
     ) -> str:
         """The archive's key here: one its rows hold, else the first no other archive holds
         in the catalog (which refuses a second).  With ``probe`` only a key where nothing
-        is but this archive's own copy, or one in ``claimed``: a copy of this archive began
-        writing there (``Copy.claimed``), so an object without our marker there is that
-        copy, cut short before its sidecar."""
+        is but this archive's own copy, or one in ``claimed``: a copy of this archive
+        claimed it (``Copy.claimed``: it may have left something there), so an object
+        without our marker there is that copy, cut short before its sidecar."""
         sha = archive["sha256"]
         keys = self._keys(archive)
         holders = [self.catalog.holder(self.name, key) for key in keys]
@@ -352,7 +380,7 @@ class _Mirror:
             return None
         except DestinationError as err:
             if isinstance(err, PlaceRefused):  # not our copy there after all: no claim
-                self.catalog.claim_copy(copy_id, claimed=False)
+                self.catalog.unclaim_copy(copy_id)
             return self._failed(copy_id, archive, err)
         except NasReceiverError as err:  # e.g. the archive cannot be encrypted as configured
             return self._failed(copy_id, archive, DestinationError(str(err), permanent=True))

@@ -142,8 +142,10 @@ class Destination(ABC):
     @abstractmethod
     def discard(self, key: str, sha256: str) -> None:
         """Remove what a copy of archive ``sha256`` that was cut short left at ``key`` (an
-        unfinished upload, the object, its sidecar).  The caller's claim says an unmarked
-        object there is that copy; another archive's copy is left alone."""
+        unfinished upload, the object, its sidecar).  The caller's claim says an object
+        without our sidecar there is that copy, except where the destination can tell
+        its own objects apart (S3's metadata mark): there only those go.  Another
+        archive's copy is left alone."""
 
     def reachable(self) -> None:  # noqa: B027 - most destinations find out on first use
         """Raise DestinationError when the destination cannot be reached at all."""
@@ -194,7 +196,8 @@ def claim_place(
     """Raise PlaceRefused unless ``key`` may take the copy ``sidecar`` describes: it is
     free, holds this archive's copy, or (with ``resume``) holds an unmarked object the
     caller knows to be its own copy cut short.  Then call ``on_claim``, before anything of
-    this copy can appear there."""
+    this copy can appear there (a destination that writes through a temporary file, as
+    the local one does, passes None here and claims just before the rename)."""
     mine = occupant != FOREIGN and occupant == marker_archive(sidecar)
     if not (occupant is None or mine or (occupant == FOREIGN and resume)):
         what = "an object nas-receiver did not write" if occupant == FOREIGN else "another archive"

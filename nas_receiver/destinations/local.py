@@ -107,9 +107,12 @@ class LocalDestination(Destination):
         self._path(sidecar_key(key)).unlink(missing_ok=True)
 
     def discard(self, key: str, sha256: str) -> None:
-        if self.occupant(key) in (FOREIGN, sha256):
-            self._path(key).unlink(missing_ok=True)
-            self._path(sidecar_key(key)).unlink(missing_ok=True)
+        try:
+            if self.occupant(key) in (FOREIGN, sha256):
+                self._path(key).unlink(missing_ok=True)
+                self._path(sidecar_key(key)).unlink(missing_ok=True)
+        except OSError as err:
+            raise DestinationError(f"{self.name}: {key}: {err.strerror or err}") from err
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -126,17 +129,16 @@ class LocalDestination(Destination):
 
     @staticmethod
     def _copy(payload: Payload, target: Path, on_bytes: OnBytes, on_claim: OnClaim) -> str:
-        """Write ``target`` through a temporary file, claimed just before it takes the name:
-        a copy stopped before has left nothing at ``target``, so makes no claim on it."""
+        """Write ``target`` through a temporary file, claimed once it is on disk, just
+        before it takes the name: a copy stopped before that left nothing at ``target``
+        and claims nothing there."""
         digest = hashlib.sha256()
-        with atomic_output(target) as pending, payload.open() as file:
+        with atomic_output(target, before_publish=on_claim) as pending, payload.open() as file:
             while chunk := file.read(CHUNK):
                 pending.file.write(chunk)
                 digest.update(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
-            if on_claim is not None:
-                on_claim()
         return digest.hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -50,8 +50,11 @@ class PendingFile:
 
 
 @contextlib.contextmanager
-def atomic_output(final: Path) -> Iterator[PendingFile]:
-    """Yield a temporary file beside ``final``; on success fsync it and publish it.
+def atomic_output(
+    final: Path, before_publish: Callable[[], None] | None = None
+) -> Iterator[PendingFile]:
+    """Yield a temporary file beside ``final``; on success fsync it, call
+    ``before_publish``, and publish it.
 
     On any error the temporary file is removed and ``final`` is untouched.
     """
@@ -65,6 +68,8 @@ def atomic_output(final: Path) -> Iterator[PendingFile]:
             yield PendingFile(file, temporary)
             file.flush()
             os.fsync(file.fileno())
+        if before_publish is not None:
+            before_publish()
         publish(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from nas_receiver.catalog import Catalog
 from nas_receiver.config import load_config
 from nas_receiver.daemon import scan_once
@@ -198,21 +200,48 @@ def test_a_copy_cut_short_at_a_key_the_settings_no_longer_give_is_removed(
     assert rows == [("present", f"ha2/{library_copy.name}")]
 
 
-def test_a_cut_short_copy_whose_library_copy_is_gone_is_removed(
+def test_a_cut_short_copy_whose_library_copy_is_gone_is_kept_and_shown_failed(
     make_backup: MakeBackup, tmp_path: Path
 ) -> None:
-    """Nothing is left to finish the copy with: what it left (never a checked copy) is
-    removed with its row, not left 'uploading' for ever."""
+    """Nothing is left to finish the copy with, and what it left may be the last of the
+    archive: it is kept, and its row says why (not 'uploading' for ever)."""
     usb = tmp_path / "usb"
     config_path, catalog = _library_first(
         tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
     )
-    archive, library_copy, _key = _killed_after_rename(catalog, usb)
-    library_copy.unlink()  # gone from the library (by hand) before the next run
+    _archive, library_copy, key = _killed_after_rename(catalog, usb)
+    kept = library_copy.read_bytes()
+    library_copy.unlink()  # gone from the library (a dead disk) before the next run
     result = cli(config_path, "mirror", "--json")
     assert result.returncode == 0, result.stderr
-    assert list((usb / "homeassistant").iterdir()) == []
-    assert catalog.copies(archive["sha256"], "usb") == []
+    assert (usb / key).read_bytes() == kept
+    rows = json.loads(cli(config_path, "list", "--json").stdout)
+    (usb_copy,) = [c for c in rows[0]["copies"] if c["location"] == "usb"]
+    assert usb_copy["state"] == "failed" and "no longer holds" in usb_copy["reason"]
+    assert cli(config_path, "mirror").returncode == 0  # and stays so
+    assert (usb / key).read_bytes() == kept
+
+
+def test_a_whole_copy_of_an_archive_no_longer_sent_is_recorded_not_removed(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Killed after the sidecar and before the catalog said 'present': the copy is whole
+    and checks out, so it is recorded as present and retention decides (floors too)."""
+    usb = tmp_path / "usb"
+    config_path, catalog = _library_first(
+        tmp_path, make_backup, f"{{name: usb, type: local, path: {usb}}}", 1
+    )
+    archive, library_copy, key = _killed_after_rename(catalog, usb)
+    assert cli(config_path, "mirror").returncode == 0  # finished: its sidecar written
+    (row,) = catalog.copies(archive["sha256"], "usb")
+    with catalog.transaction() as db:  # as if killed before finish_copy
+        db.execute("UPDATE copies SET state = 'placing', temp_path = path WHERE id = ?", (row.id,))
+    text = config_path.read_text()
+    manual = f"path: {usb}, send: {{kinds: [manual]}}}}"
+    config_path.write_text(text.replace(f"path: {usb}}}", manual))
+    assert cli(config_path, "mirror").returncode == 0
+    assert (usb / key).read_bytes() == library_copy.read_bytes()
+    assert [c.state for c in catalog.copies(archive["sha256"], "usb")] == ["present"]
 
 
 def test_a_file_where_a_copy_failed_before_writing_is_never_taken_for_ours(
@@ -294,3 +323,35 @@ def test_one_mirror_run_at_a_time(make_backup: MakeBackup, tmp_path: Path) -> No
         os.close(fd)
     assert cli(config_path, "mirror").returncode == 0
     assert len(list((usb / "homeassistant").glob("*.tar"))) == 1
+
+
+def test_a_destination_that_refuses_removal_stops_nothing_else(
+    make_backup: MakeBackup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The USB disk went read-only (EROFS, which stops root too): removing what a cut-short
+    copy left fails.  The row stays for the next run, and the run goes on: the next
+    destination still gets its copy (the error is the destination's, not the run's)."""
+    import errno
+
+    from nas_receiver.mirror import mirror_once
+
+    usb, usb2 = tmp_path / "usb", tmp_path / "usb2"
+    both = f"{{name: usb, type: local, path: {usb}}}, {{name: usb2, type: local, path: {usb2}}}"
+    config_path, catalog = _library_first(tmp_path, make_backup, both, 1)
+    archive, _copy, key = _killed_after_rename(catalog, usb)
+    text = config_path.read_text()
+    config_path.write_text(text.replace(f"path: {usb}}}", f"path: {usb}, prefix: ha2}}"))
+
+    unlink = Path.unlink
+
+    def read_only(path: Path, missing_ok: bool = False) -> None:
+        if usb in path.parents:  # the OS refuses, as on a read-only mount
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    mirror_once(load_config(config_path), catalog, waits=False)
+    monkeypatch.undo()
+    assert (usb / key).exists()
+    assert [c.path for c in catalog.copies(archive["sha256"], "usb")] == [key]  # kept
+    assert [c.state for c in catalog.copies(archive["sha256"], "usb2")] == ["present"]
