@@ -212,21 +212,23 @@ class _Mirror:
         ended = self._ended({a["sha256"]: a for a in archives})
         wanted = {self._key(a) for a in owed}
         self._tidy_outbox(wanted)
+        outcomes: list[Outcome] = []
         try:
             if todo or ended:
                 self.destination.reachable()
-            held = self._settle(ended, paths.keys())
+            in_library = {archive["sha256"]: archive for archive, _path in library}
+            held = self._settle(ended, in_library, outcomes)
             todo = [a for a in todo if a["sha256"] not in held]
             for key in self.destination.tidy(wanted):
                 log.info("mirror: %s: aborted an upload no longer wanted: %s", self.name, key)
         except DestinationError as err:
             log.error("mirror: %s is unreachable: %s", self.name, err)
             if err.permanent:  # a refusal: each archive shows it, the user is alerted once
-                for archive in todo:
+                unsettled = {c.sha256 for c in ended}  # a new row would replace theirs
+                for archive in [a for a in todo if a["sha256"] not in unsettled]:
                     copy_id, _claim = self._begin(archive, self._key(archive))
                     self._failed(copy_id, archive, err, alert=archive is todo[0])
             return [Outcome(self.name, "", "", "unreachable", str(err), err.permanent)]
-        outcomes = []
         for archive in todo:
             outcome = self._copy(archive, paths[archive["sha256"]])
             if outcome is None:
@@ -256,31 +258,35 @@ class _Mirror:
                 ended.append(copy)
         return ended
 
-    def _settle(self, ended: list[Copy], in_library: Set[str]) -> set[str]:
+    def _settle(
+        self, ended: list[Copy], library: dict[str, dict[str, Any]], outcomes: list[Outcome]
+    ) -> set[str]:
         """Settle each ended copy that claimed its key, so that nothing of ours is left
-        there untracked: one found whole and checked is recorded as present (retention
-        then decides, floors included); else what it left is removed while the library
-        holds the archive, and kept, shown as failed, when it does not (it may be the last
-        of it).  An unclaimed one left nothing of ours: its row goes.  A destination that
-        cannot be reached keeps the rows for the next run.  Return the archives not to
-        be copied in this run: recorded here, or with a row kept (a new attempt would
-        replace it)."""
+        there untracked: one found whole (its sidecar names the archive, the object has
+        the SHA-256 the sidecar records) is recorded as present, and retention decides,
+        floors included; else what it left is removed while the library holds the
+        archive, and kept, shown as failed, when it does not (it may be the last of it).
+        An unclaimed one left nothing of ours: its row goes.  A removal that fails is
+        recorded as the copy's failure (``outcomes``; alerted as any other) and tried
+        again next run.  Return the archives not to be copied in this run: recorded
+        here, or with a row kept (a new attempt would replace it)."""
         held = set()
         for copy in ended:
             if copy.claimed and copy.path:
+                held.add(copy.sha256)
                 try:
-                    if self.destination.verify(copy.path, copy.sha256):
+                    stored = self.destination.whole_copy(copy.path, copy.sha256)
+                    if stored is not None:
                         self.catalog.finish_copy(
                             copy.id,
                             copy.path,
-                            copy.sha256,
+                            stored,
                             verified=True,
                             now=time.time(),
                             detail="checked; found whole after a stop",
                         )
-                        held.add(copy.sha256)
                         continue
-                    if copy.sha256 not in in_library:
+                    if copy.sha256 not in library:
                         if copy.state == CopyState.PLACING:
                             reason = "cut short; the library no longer holds the archive"
                             self.catalog.fail_copy(copy.id, reason, time.time())
@@ -288,9 +294,13 @@ class _Mirror:
                         continue
                     self.destination.discard(copy.path, copy.sha256)
                 except (DestinationError, OSError) as err:
-                    log.warning("mirror: %s: %s stays for now: %s", self.name, copy.path, err)
-                    held.add(copy.sha256)
+                    failure = DestinationError(f"{copy.path}, cut short, stays for now: {err}")
+                    if copy.sha256 in library:
+                        outcomes.append(self._failed(copy.id, library[copy.sha256], failure))
+                    else:
+                        log.warning("mirror: %s: %s", self.name, failure)
                     continue
+                held.discard(copy.sha256)
                 log.info("mirror: %s: removed %s, a copy cut short", self.name, copy.path)
             self.catalog.drop_copy(copy.id)
         return held

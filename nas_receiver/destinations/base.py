@@ -140,6 +140,20 @@ class Destination(ABC):
         """Delete the object at ``key`` and its sidecar; refuse an object we did not write."""
 
     @abstractmethod
+    def sidecar(self, key: str) -> dict[str, Any] | None:
+        """The sidecar beside ``key``, if there is one that reads as JSON."""
+
+    def whole_copy(self, key: str, archive: str) -> str | None:
+        """The SHA-256 of the object at ``key`` when it is a whole, checked copy of archive
+        ``archive``: its sidecar names the archive, and the object has the SHA-256 the
+        sidecar records (for an encrypted copy, that of the encrypted bytes)."""
+        sidecar = self.sidecar(key)
+        sha = marker_sha(sidecar)
+        if marker_archive(sidecar) != archive or sha is None:
+            return None
+        return sha if self.verify(key, sha) else None
+
+    @abstractmethod
     def discard(self, key: str, sha256: str) -> None:
         """Remove what a copy of archive ``sha256`` that was cut short left at ``key`` (an
         unfinished upload, the object, its sidecar).  The caller's claim says an object

@@ -106,6 +106,9 @@ class LocalDestination(Destination):
         self._path(key).unlink(missing_ok=True)
         self._path(sidecar_key(key)).unlink(missing_ok=True)
 
+    def sidecar(self, key: str) -> dict[str, Any] | None:
+        return self._sidecar(key)
+
     def discard(self, key: str, sha256: str) -> None:
         try:
             if self.occupant(key) in (FOREIGN, sha256):

@@ -135,6 +135,9 @@ class RcloneDestination(Destination):
         for name in (sidecar_key(key), key):
             self._run(["deletefile", self._where(name)], f"delete {name}", missing_ok=True)
 
+    def sidecar(self, key: str) -> dict[str, Any] | None:
+        return self._sidecar(key)
+
     def discard(self, key: str, sha256: str) -> None:
         if self.occupant(key) in (FOREIGN, sha256):
             for name in (sidecar_key(key), key):

@@ -225,6 +225,9 @@ class S3Destination(Destination):
                 f"delete {name}",
             )
 
+    def sidecar(self, key: str) -> dict[str, Any] | None:
+        return self._sidecar(key)
+
     def discard(self, key: str, sha256: str) -> None:
         for upload in self.journal.uploads(self.name):
             if upload.key == key:

@@ -329,8 +329,8 @@ def test_a_destination_that_refuses_removal_stops_nothing_else(
     make_backup: MakeBackup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The USB disk went read-only (EROFS, which stops root too): removing what a cut-short
-    copy left fails.  The row stays for the next run, and the run goes on: the next
-    destination still gets its copy (the error is the destination's, not the run's)."""
+    copy left fails.  The row stays for the next run, failed with the reason (alerted as
+    any copy's failure), and the run goes on: the next destination gets its copy."""
     import errno
 
     from nas_receiver.mirror import mirror_once
@@ -350,8 +350,43 @@ def test_a_destination_that_refuses_removal_stops_nothing_else(
         unlink(path, missing_ok=missing_ok)
 
     monkeypatch.setattr(Path, "unlink", read_only)
-    mirror_once(load_config(config_path), catalog, waits=False)
+    outcomes = mirror_once(load_config(config_path), catalog, waits=False)
     monkeypatch.undo()
     assert (usb / key).exists()
-    assert [c.path for c in catalog.copies(archive["sha256"], "usb")] == [key]  # kept
+    (row,) = catalog.copies(archive["sha256"], "usb")  # kept, and shown failed with why
+    assert (row.state, row.path, row.claimed) == ("failed", key, True)
+    assert "Read-only file system" in str(row.detail)
+    assert [(o.destination, o.result) for o in outcomes] == [("usb", "failed"), ("usb2", "copied")]
     assert [c.state for c in catalog.copies(archive["sha256"], "usb2")] == ["present"]
+
+
+def test_a_whole_encrypted_copy_killed_before_the_catalog_is_recorded(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """The same for a copy encrypted on its way out (SecureTar): whole means the SHA-256
+    its sidecar records, that of the encrypted bytes, not the archive's."""
+    from tests.builders import KEY, write_key
+
+    usb, key_file = tmp_path / "usb", write_key(tmp_path / "usb-key.txt", KEY)
+    destination = (
+        f"{{name: usb, type: local, path: {usb}, encryption: securetar, key_file: {key_file}}}"
+    )
+    config_path, catalog = _library_first(tmp_path, make_backup, destination, 1)
+    assert cli(config_path, "mirror").returncode == 0
+    (archive,) = catalog.archives()
+    (row,) = catalog.copies(archive["sha256"], "usb")
+    assert row.copy_sha256 != archive["sha256"]  # encrypted on the way
+    sent = (usb / str(row.path)).read_bytes()
+    with catalog.transaction() as db:  # as if killed before finish_copy
+        db.execute("UPDATE copies SET state = 'placing', temp_path = path WHERE id = ?", (row.id,))
+    text = config_path.read_text()
+    config_path.write_text(
+        text.replace(
+            f"key_file: {key_file}}}", f"key_file: {key_file}, send: {{kinds: [manual]}}}}"
+        )
+    )
+    assert cli(config_path, "mirror").returncode == 0
+    assert (usb / str(row.path)).read_bytes() == sent
+    assert [(c.state, c.copy_sha256) for c in catalog.copies(archive["sha256"], "usb")] == [
+        ("present", row.copy_sha256)
+    ]
