@@ -520,8 +520,7 @@ class Catalog:
         At a destination ``temp_path`` is the key itself once the copy has claimed it
         (``claim_copy``): from then on an object there without our marker is this copy,
         cut short.  Pass ``temp_path=key`` to carry a claim over to the new attempt."""
-        unfinished = (CopyState.FAILED, CopyState.PLACING)
-        replaced = unfinished if replace_unfinished else (CopyState.FAILED,)
+        replaced = [CopyState.FAILED] + ([CopyState.PLACING] if replace_unfinished else [])
         marks = ",".join("?" * len(replaced))
         with self.transaction() as db:
             failed = db.execute(

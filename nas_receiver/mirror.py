@@ -226,7 +226,8 @@ class _Mirror:
             if err.permanent:  # a refusal: each archive shows it, the user is alerted once
                 unsettled = {c.sha256 for c in ended}  # a new row would replace theirs
                 for archive in [a for a in todo if a["sha256"] not in unsettled]:
-                    copy_id, _claim = self._begin(archive, self._key(archive))
+                    claimed = self._claimed(archive["sha256"])
+                    copy_id, _claim = self._begin(archive, self._key(archive), claimed)
                     self._failed(copy_id, archive, err, alert=archive is todo[0])
             return [Outcome(self.name, "", "", "unreachable", str(err), err.permanent)]
         for archive in todo:
@@ -273,37 +274,42 @@ class _Mirror:
         held = set()
         for copy in ended:
             if copy.claimed and copy.path:
-                held.add(copy.sha256)
                 try:
-                    stored = self.destination.whole_copy(copy.path, copy.sha256)
-                    if stored is not None:
-                        self.catalog.finish_copy(
-                            copy.id,
-                            copy.path,
-                            stored,
-                            verified=True,
-                            now=time.time(),
-                            detail="checked; found whole after a stop",
-                        )
-                        continue
-                    if copy.sha256 not in library:
-                        if copy.state == CopyState.PLACING:
-                            reason = "cut short; the library no longer holds the archive"
-                            self.catalog.fail_copy(copy.id, reason, time.time())
-                            log.warning("mirror: %s: %s: %s", self.name, copy.path, reason)
-                        continue
-                    self.destination.discard(copy.path, copy.sha256)
+                    removed = self._settle_claimed(copy, library)
                 except (DestinationError, OSError) as err:
                     failure = DestinationError(f"{copy.path}, cut short, stays for now: {err}")
                     if copy.sha256 in library:
                         outcomes.append(self._failed(copy.id, library[copy.sha256], failure))
                     else:
                         log.warning("mirror: %s: %s", self.name, failure)
+                    removed = False
+                if not removed:
+                    held.add(copy.sha256)
                     continue
-                held.discard(copy.sha256)
-                log.info("mirror: %s: removed %s, a copy cut short", self.name, copy.path)
             self.catalog.drop_copy(copy.id)
         return held
+
+    def _settle_claimed(self, copy: Copy, library: dict[str, dict[str, Any]]) -> bool:
+        """Record ``copy`` if it is whole, keep it if the library no longer holds its
+        archive, else remove what it left.  Return whether it was removed."""
+        assert copy.path is not None
+        stored = self.destination.whole_copy(copy.path, copy.sha256)
+        if stored is not None:
+            detail = "checked; found whole after a stop"
+            now = time.time()
+            self.catalog.finish_copy(
+                copy.id, copy.path, stored, verified=True, now=now, detail=detail
+            )
+            return False
+        if copy.sha256 not in library:
+            if copy.state == CopyState.PLACING:
+                reason = "cut short; the library no longer holds the archive"
+                self.catalog.fail_copy(copy.id, reason, time.time())
+                log.warning("mirror: %s: %s: %s", self.name, copy.path, reason)
+            return False
+        self.destination.discard(copy.path, copy.sha256)
+        log.info("mirror: %s: removed %s, a copy cut short", self.name, copy.path)
+        return True
 
     def _clean_partials(self) -> None:
         """Remove what a stop left half-written in a local destination (one run at a time
@@ -340,11 +346,13 @@ class _Mirror:
     def _claimed(self, sha: str) -> set[str]:
         return {c.path for c in self.catalog.copies(sha, self.name) if c.claimed and c.path}
 
-    def _begin(self, archive: dict[str, Any], key: str) -> tuple[int, str | None]:
+    def _begin(
+        self, archive: dict[str, Any], key: str, claimed: Set[str]
+    ) -> tuple[int, str | None]:
         """Record a new attempt at ``key`` in place of the earlier ones, in one transaction;
-        a claim on ``key`` carries over (a kill in between loses nothing).  Return the row
-        and the claimed key, if any."""
-        claim = key if key in self._claimed(archive["sha256"]) else None
+        a claim on ``key`` (among ``claimed``) carries over (a kill in between loses
+        nothing).  Return the row and the claimed key, if any."""
+        claim = key if key in claimed else None
         copy_id = self.catalog.begin_copy(
             archive["sha256"],
             self.name,
@@ -364,12 +372,13 @@ class _Mirror:
     def _copy(self, archive: dict[str, Any], source: Path) -> Outcome | None:
         sha = archive["sha256"]
         cipher = self._cipher(archive)
+        claimed = self._claimed(sha)
         try:
-            key = self._key(archive, probe=True, claimed=self._claimed(sha))
+            key = self._key(archive, probe=True, claimed=claimed)
         except DestinationError as err:
             copy_id = self.catalog.begin_copy(sha, self.name, time.time())
             return self._failed(copy_id, archive, err)
-        copy_id, claim = self._begin(archive, key)
+        copy_id, claim = self._begin(archive, key, claimed)
         on_bytes = stoppable(
             self.progress(f"{self.name}: {key.rsplit('/', 1)[-1]}", int(archive["size"]))
             if self.progress

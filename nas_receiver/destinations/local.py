@@ -70,11 +70,11 @@ class LocalDestination(Destination):
 
     def occupant(self, key: str) -> str | None:
         there = [p for p in (self._path(key), self._path(sidecar_key(key))) if _exists(p)]
-        return marker_archive(self._sidecar(key)) if there else None
+        return marker_archive(self.sidecar(key)) if there else None
 
     def verify(self, key: str, sha256: str) -> bool:
         path = self._path(key)
-        stored = self._sidecar(key)
+        stored = self.sidecar(key)
         return path.is_file() and marker_sha(stored) == sha256 and sha256_of(path) == sha256
 
     def list(self) -> Iterator[StoredObject]:
@@ -83,7 +83,7 @@ class LocalDestination(Destination):
         for path in sorted(self.root.rglob("*")):
             if path.is_file() and path.name.endswith((".tar", ".tar.7z")):
                 key = path.relative_to(self.root).as_posix()
-                sidecar = self._sidecar(key)
+                sidecar = self.sidecar(key)
                 yield StoredObject(key, path.stat().st_size, marker_sha(sidecar), sidecar)
 
     def get(self, key: str, target: Path, on_bytes: OnBytes = None) -> None:
@@ -99,23 +99,23 @@ class LocalDestination(Destination):
     def delete(self, key: str) -> None:
         if self.occupant(key) is None:
             return  # nothing there (a deletion a stop cut short, finished by someone)
-        if marker_sha(self._sidecar(key)) is None:
+        if marker_sha(self.sidecar(key)) is None:
             raise DestinationError(
                 f"{self.name}: {key} was not written by nas-receiver; not deleted", permanent=True
             )
-        self._path(key).unlink(missing_ok=True)
-        self._path(sidecar_key(key)).unlink(missing_ok=True)
-
-    def sidecar(self, key: str) -> dict[str, Any] | None:
-        return self._sidecar(key)
+        self._remove(key)
 
     def discard(self, key: str, sha256: str) -> None:
         try:
             if self.occupant(key) in (FOREIGN, sha256):
-                self._path(key).unlink(missing_ok=True)
-                self._path(sidecar_key(key)).unlink(missing_ok=True)
+                self._remove(key)
         except OSError as err:
             raise DestinationError(f"{self.name}: {key}: {err.strerror or err}") from err
+
+    def _remove(self, key: str) -> None:
+        """The object at ``key`` and its sidecar go."""
+        self._path(key).unlink(missing_ok=True)
+        self._path(sidecar_key(key)).unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -123,7 +123,7 @@ class LocalDestination(Destination):
             raise DestinationError(f"{self.name}: key {key!r} leaves the folder", permanent=True)
         return path
 
-    def _sidecar(self, key: str) -> dict[str, Any] | None:
+    def sidecar(self, key: str) -> dict[str, Any] | None:
         try:
             value = json.loads(self._path(sidecar_key(key)).read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -85,7 +85,7 @@ class RcloneDestination(Destination):
         return StoredObject(key, size, sha, marked)
 
     def verify(self, key: str, sha256: str) -> bool:
-        return marker_sha(self._sidecar(key)) == sha256 and self._hash(key) == sha256
+        return marker_sha(self.sidecar(key)) == sha256 and self._hash(key) == sha256
 
     def list(self) -> Iterator[StoredObject]:
         prefix = self.settings.prefix.strip("/")
@@ -97,11 +97,11 @@ class RcloneDestination(Destination):
         for item in json.loads(result or b"[]"):
             key = f"{prefix}/{item['Path']}" if prefix else item["Path"]
             if key.endswith((".tar", ".tar.7z")):
-                sidecar = self._sidecar(key)
+                sidecar = self.sidecar(key)
                 yield StoredObject(key, int(item["Size"]), marker_sha(sidecar), sidecar)
 
     def get(self, key: str, target: Path, on_bytes: OnBytes = None) -> None:
-        expected = marker_sha(self._sidecar(key))
+        expected = marker_sha(self.sidecar(key))
         digest = hashlib.sha256()
         with atomic_output(target) as pending:
             process = subprocess.Popen(
@@ -122,26 +122,26 @@ class RcloneDestination(Destination):
                 raise DestinationError(f"{self.name}: {key} came back damaged (SHA-256 differs)")
 
     def occupant(self, key: str) -> str | None:
-        sidecar = self._sidecar(key)
+        sidecar = self.sidecar(key)
         if sidecar is not None:
             return marker_archive(sidecar)
         return FOREIGN if self._exists(key) else None
 
     def delete(self, key: str) -> None:
-        if self._exists(key) and marker_sha(self._sidecar(key)) is None:
+        if self._exists(key) and marker_sha(self.sidecar(key)) is None:
             raise DestinationError(
                 f"{self.name}: {key} was not written by nas-receiver; not deleted", permanent=True
             )
-        for name in (sidecar_key(key), key):
-            self._run(["deletefile", self._where(name)], f"delete {name}", missing_ok=True)
-
-    def sidecar(self, key: str) -> dict[str, Any] | None:
-        return self._sidecar(key)
+        self._remove(key)
 
     def discard(self, key: str, sha256: str) -> None:
         if self.occupant(key) in (FOREIGN, sha256):
-            for name in (sidecar_key(key), key):
-                self._run(["deletefile", self._where(name)], f"delete {name}", missing_ok=True)
+            self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        """The sidecar, then the object at ``key``, go (HA stops listing it first)."""
+        for name in (sidecar_key(key), key):
+            self._run(["deletefile", self._where(name)], f"delete {name}", missing_ok=True)
 
     def reachable(self) -> None:
         self._run(["lsf", "--max-depth", "1", self._where("")], "reach", missing_ok=True)
@@ -257,7 +257,7 @@ class RcloneDestination(Destination):
         result = self._run(["lsjson", self._where(key)], f"look at {key}", missing_ok=True)
         return bool(result and json.loads(result))
 
-    def _sidecar(self, key: str) -> dict[str, Any] | None:
+    def sidecar(self, key: str) -> dict[str, Any] | None:
         result = self._run(
             ["cat", self._where(sidecar_key(key))], f"read {sidecar_key(key)}", missing_ok=True
         )

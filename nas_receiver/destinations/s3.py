@@ -149,11 +149,10 @@ class S3Destination(Destination):
         on_claim: OnClaim = None,
     ) -> StoredObject:
         occupant = self.occupant(key)
-        if occupant == FOREIGN and resume:  # every object we write carries our mark
-            head = self._head(key)
-            resume = head is None or self._ours(key, head)
-        claim_place(self.name, key, occupant, sidecar, resume=resume, on_claim=on_claim)
         existing = self._head(key)
+        if occupant == FOREIGN and resume:  # every object we write carries our mark
+            resume = existing is None or self._ours(key, existing)
+        claim_place(self.name, key, occupant, sidecar, resume=resume, on_claim=on_claim)
         if existing is not None:
             stored_sha = existing.get("Metadata", {}).get(META_SHA)
             if payload.sha256 and stored_sha == payload.sha256:
@@ -168,7 +167,7 @@ class S3Destination(Destination):
         return self._finish(key, sidecar, sha, size)
 
     def occupant(self, key: str) -> str | None:
-        sidecar = self._sidecar(key)
+        sidecar = self.sidecar(key)
         if sidecar is not None:
             return marker_archive(sidecar)
         return None if self._head(key) is None else FOREIGN
@@ -177,7 +176,7 @@ class S3Destination(Destination):
         head = self._head(key)
         if head is None:
             return False
-        sidecar = self._sidecar(key)
+        sidecar = self.sidecar(key)
         return marker_sha(sidecar) == sha256 and int(head["ContentLength"]) == int(
             (sidecar or {}).get("size", -1)
         )
@@ -192,11 +191,11 @@ class S3Destination(Destination):
             for item in page.get("Contents", []):
                 key = item["Key"]
                 if key.endswith((".tar", ".tar.7z")):
-                    sidecar = self._sidecar(key)
+                    sidecar = self.sidecar(key)
                     yield StoredObject(key, int(item["Size"]), marker_sha(sidecar), sidecar)
 
     def get(self, key: str, target: Path, on_bytes: OnBytes = None) -> None:
-        sidecar = self._sidecar(key)
+        sidecar = self.sidecar(key)
         expected = marker_sha(sidecar)
         response = self._call(
             lambda: self.client.get_object(Bucket=self.bucket, Key=key), f"get {key}"
@@ -224,9 +223,6 @@ class S3Destination(Destination):
                 lambda name=name: self.client.delete_object(Bucket=self.bucket, Key=name),  # type: ignore[misc]
                 f"delete {name}",
             )
-
-    def sidecar(self, key: str) -> dict[str, Any] | None:
-        return self._sidecar(key)
 
     def discard(self, key: str, sha256: str) -> None:
         for upload in self.journal.uploads(self.name):
@@ -569,11 +565,9 @@ class S3Destination(Destination):
             raise self._error(err, f"look at {key}") from err
 
     def _ours(self, key: str, head: dict[str, Any]) -> bool:
-        return head.get("Metadata", {}).get(META_MARK) == "1" or bool(
-            marker_sha(self._sidecar(key))
-        )
+        return head.get("Metadata", {}).get(META_MARK) == "1" or bool(marker_sha(self.sidecar(key)))
 
-    def _sidecar(self, key: str) -> dict[str, Any] | None:
+    def sidecar(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
         try:
