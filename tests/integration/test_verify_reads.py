@@ -32,7 +32,7 @@ def test_a_file_written_to_while_it_is_verified_is_not_valid(
 ) -> None:
     """Bytes change near the end of the file once verification has started: whichever
     reader sees them first, the verdict is incomplete (HA still writing), never valid; with
-    the times put back (``touch -r``) too: the two reads' CRC-32s differ, or the ctime
+    the times put back (``touch -r``) too: the two reads' checksums differ, or the ctime
     (which no one can put back) did change."""
     path = make_backup(entities=4000)
     size = path.stat().st_size
@@ -142,7 +142,7 @@ def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
     tmp_path: Path, altered: int | None
 ) -> None:
     """An inner archive is read in pieces that straddle the 1 MiB chunks (v3 reads 1 MiB +
-    17 bytes): the CRC-32 of each chunk the range covers whole is built across the pieces
+    17 bytes): the checksum of each chunk the range covers whole is built across the pieces
     and compared with the other reader's; the chunk whose bytes differ between the two
     reads is the one named, and equal bytes name none."""
     from nas_receiver.haformat.sources import CHUNK, HashingReader
@@ -163,6 +163,6 @@ def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
                 chunk = b"\x55" + chunk[1:]
             reader._compare(index, chunk)
         assert reader._mismatch == altered
-        assert set(reader._crcs) == set()  # every whole chunk met its second read
+        assert set(reader._sums) == set()  # every whole chunk met its second read
     finally:
         reader.close()
