@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 WINDOW = 256 << 20  # how far the hash may run ahead of the verifier (in the page cache)
 ADLER_START = 1  # Adler-32 of no bytes
+FEED_DEPTH = 4  # chunks the hash hands a range ahead of it before the range reads for itself
 
 
 class SeekingFileSource:
@@ -73,13 +74,16 @@ class HashingReader:
     hash reads every byte anyway).  Memory stays at a chunk or two each, whatever the
     file's size.
 
-    Reading twice is safe because a file that changes between the reads is caught: every
-    reader takes the same aligned 1 MiB chunks and the checksums of the first two reads of
-    each are compared, and the file's size, mtime and ctime must be what they were at the
-    start (``finish`` raises FileChanged).  The checksum is Adler-32, which zlib-ng makes in
-    less than half the time of its CRC-32: a megabyte rewritten in between keeps its
-    Adler-32 about once in four billion times, as it would keep a CRC-32 (neither stops a
-    writer who means to deceive, and the times and size are checked besides).
+    Where a range is ahead of the hash, the hash hands it the chunks it reads instead (see
+    RangeReader): those bytes are read once, so the hash is of the very bytes checked.
+    Bytes read twice are safe because a file that changes between the reads is caught:
+    every reader takes the same aligned 1 MiB chunks and the checksums of the first two
+    reads of each are compared, and the file's size, mtime and ctime must be what they
+    were at the start (``finish`` raises FileChanged).  The checksum is Adler-32, which
+    zlib-ng makes in less than half the time of its CRC-32: a megabyte rewritten in
+    between keeps its Adler-32 about once in four billion times, as it would keep a CRC-32
+    (neither stops a writer who means to deceive, and the times and size are checked
+    besides).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -106,6 +110,13 @@ class HashingReader:
         self._unreported: collections.deque[int] = collections.deque()
         self._hash_waits = False
         self._ranged = (0, 0)  # the newest range's bytes: the walk skips them uncounted
+        # Ranges the hash hands its chunks to (see RangeReader), and the next chunk it reads;
+        # ranges are fed only once the hash has started, until it stops, and not while it
+        # waits for the window.
+        self._feeds: dict[int, _Feed] = {}
+        self._next = 0
+        self._feeding = False
+        self._crowded = False  # see member_waits
         self._moved = threading.Condition()
         self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
 
@@ -113,6 +124,8 @@ class HashingReader:
         """Begin hashing (once; ``with`` does it too): a caller may start it while it still
         has other things to do, such as loading the rest of the program."""
         if self._thread.ident is None:
+            with self._moved:
+                self._feeding = not self._stop
             self._thread.start()
         return self
 
@@ -174,6 +187,19 @@ class HashingReader:
         ``name`` of ``claimed`` bytes (for the message when the file ends inside it)."""
         self._ranged = (start, end)
         return RangeReader(self, start, end, name, claimed)
+
+    def member_waits(self, waits: bool) -> None:
+        """Say whether a member waits for a place to be checked: meanwhile no range waits
+        for the hash to reach it (it reads for itself), so that it ends and gives its place
+        up as soon as it can."""
+        with self._moved:
+            self._crowded = waits
+            if waits:
+                for cursor, feed in list(self._feeds.items()):
+                    if not feed.pieces:
+                        feed.closed = True
+                        del self._feeds[cursor]
+                self._moved.notify_all()
 
     def report_progress(self) -> None:
         """Pass on what the ranges read to ``on_bytes`` (on the caller's thread: it may raise
@@ -247,8 +273,82 @@ class HashingReader:
         return os.pread(self._fd, size, position)
 
     def _range_done(self, cursor: int) -> None:
+        with self._moved:
+            self._feeds.pop(cursor, None)
         self._cursors.pop(cursor, None)
         self._wake()
+
+    def _subscribe(
+        self, cursor: int, position: int, end: int, check: tuple[int, int] | None
+    ) -> _Feed | None:
+        """A feed of the hash's chunks from ``position`` on for the range ``cursor``, or
+        None when the hash has read that chunk already, or does not feed now, or the range
+        would wait for it while a member waits for a place.  ``check``: (where, Adler-32)
+        of what the range read itself of that chunk, up to ``position``."""
+        with self._moved:
+            chunk = position // CHUNK
+            if not self._feeding or chunk < self._next or (self._crowded and chunk > self._next):
+                return None
+            feed = self._feeds[cursor] = _Feed(position, end, check)
+            return feed
+
+    def _fed_piece(self, cursor: int, feed: _Feed) -> bytes | None:
+        """The next piece the hash handed ``feed``, waiting for it; None once the feed was
+        closed with nothing left in it."""
+        with self._moved:
+            while not feed.pieces:
+                if self._abandoned:
+                    raise Abandoned()
+                if self._crowded and not feed.closed:  # see member_waits
+                    feed.closed = True
+                    del self._feeds[cursor]
+                if feed.closed:
+                    return None
+                self._moved.wait(0.5)
+            piece = feed.pieces.popleft()
+            self._cursors[cursor] = (feed.taken, feed.end)
+            feed.taken += len(piece)
+            return piece
+
+    def _hand_out(self, index: int, data: bytes) -> bool:
+        """Hand the feeds their part of chunk ``index`` (under the lock); return whether one
+        took all of it, which no one else reads then (a range's chunk that holds no header
+        is not the walk's), so it needs no checksum.  A feed that already holds FEED_DEPTH
+        pieces is closed instead: its range reads the rest for itself."""
+        start, stop = index * CHUNK, index * CHUNK + len(data)
+        whole = False
+        for cursor, feed in list(self._feeds.items()):
+            if not start <= feed.position < stop:
+                continue
+            if len(feed.pieces) >= FEED_DEPTH:
+                feed.closed = True
+                del self._feeds[cursor]
+                continue
+            if feed.check is not None:
+                where, checksum = feed.check
+                feed.check = None
+                self._compare_part(index, data[where - start : feed.position - start], checksum)
+            until = min(feed.end, stop)
+            if feed.position == start and until == stop:
+                feed.pieces.append(data)
+                whole = len(data) == CHUNK
+            else:
+                feed.pieces.append(data[feed.position - start : until - start])
+            feed.position = until
+            if until == feed.end:
+                feed.closed = True
+                del self._feeds[cursor]
+        self._moved.notify_all()
+        return whole
+
+    def _stop_feeding(self) -> None:
+        """Close every feed and take no new ones (under the lock): ranges read for
+        themselves."""
+        for feed in self._feeds.values():
+            feed.closed = True
+        self._feeds.clear()
+        self._feeding = False
+        self._moved.notify_all()
 
     def _wake(self) -> None:
         """Wake the hash if it waits for the readers to move (no lock taken otherwise: this
@@ -264,21 +364,30 @@ class HashingReader:
             while True:
                 if not self._stop and self._hashed - self._slowest() > WINDOW:
                     with self._moved:
+                        self._stop_feeding()  # a range waiting for it would wait for the window
                         self._hash_waits = True
                         while not self._stop and self._hashed - self._slowest() > WINDOW:
                             self._moved.wait(0.5)
                         self._hash_waits = False
+                        self._feeding = True
                 if self._stop:
                     return
                 data = os.pread(self._fd, CHUNK, index * CHUNK)
                 if not data:
                     return
+                with self._moved:
+                    self._next = index + 1
+                    handed_whole = self._hand_out(index, data) if self._feeds else False
                 self._sha.update(data)
-                self._compare(index, data)
+                if not handed_whole:
+                    self._compare(index, data)
                 self._hashed += len(data)
                 index += 1
         except BaseException as err:  # raised by finish: a hash of part of the file is no hash
             self._error = err
+        finally:
+            with self._moved:
+                self._stop_feeding()
 
     def _slowest(self) -> int:
         """Where the slowest reader is that has still to read bytes the hash has not: the
@@ -290,6 +399,11 @@ class HashingReader:
 
     def _compare(self, index: int, data: bytes) -> None:
         self._compare_sum(index, zlib_ng.adler32(data))
+
+    def _compare_part(self, index: int, part: bytes, checksum: int) -> None:
+        """Compare what a range read itself of chunk ``index`` with what the hash read."""
+        if zlib_ng.adler32(part) != checksum and self._mismatch is None:
+            self._mismatch = index
 
     def _compare_sum(self, index: int, checksum: int) -> None:
         """Compare the checksums of the first two reads of chunk ``index`` (no lock: a dict's
@@ -303,24 +417,45 @@ class HashingReader:
             self._mismatch = index
 
 
+class _Feed:
+    """The pieces of a range the hash read and handed on (under the HashingReader's lock):
+    ``position`` is where the next piece starts, ``taken`` where the range is, ``check``
+    what the range read itself of the first chunk (see HashingReader._subscribe)."""
+
+    def __init__(self, position: int, end: int, check: tuple[int, int] | None) -> None:
+        self.position = self.taken = position
+        self.end = end
+        self.check = check
+        self.pieces: collections.deque[bytes] = collections.deque()
+        self.closed = False
+
+
 class RangeReader:
     """Bytes ``start`` to ``end`` of a HashingReader's file, read on a thread of its own.
 
-    Each read is one ``pread`` of exactly the bytes asked for (no copy to cut or join
-    chunks); the checksum of every aligned chunk the range reads whole is built up across
-    the reads and compared with the hash's (see HashingReader).  ``read`` is full (short
-    only at the end), ``read_some`` may be short.  Where the file ends before ``end`` (cut
-    short since the walk saw the member whole), reads raise MemberCut, as the walker would
-    have.  Call ``close`` when done."""
+    Where the range is ahead of the hash, the hash hands it the chunks it reads (a feed, at
+    most FEED_DEPTH chunks ahead): each byte is read once, and a chunk the range takes
+    whole needs no checksum, for no one else reads it.  Elsewhere each read is one
+    ``pread`` of exactly the bytes asked for (no copy to cut or join chunks), and the
+    checksum of every aligned chunk the range reads whole is built up across the reads and
+    compared with the hash's (see HashingReader).  ``read`` is full (short only at the
+    end), ``read_some`` may be short.  Where the file ends before ``end`` (cut short since
+    the walk saw the member whole), reads raise MemberCut, as the walker would have.  Call
+    ``close`` when done."""
 
     def __init__(self, reader: HashingReader, start: int, end: int, name: str, claimed: int):
         self._reader = reader
+        self._start = start
         self._position = start
         self._end = end
         self._name = name
         self._claimed = claimed
-        self._sum = ADLER_START  # of the current aligned chunk so far, if the range read its start
-        self._whole = start % CHUNK == 0
+        # The running checksum of what the range read itself since ``_sum_from`` (the start
+        # of the current chunk, or of the range).
+        self._sum = ADLER_START
+        self._sum_from = start
+        self._feed: _Feed | None = None
+        self._piece = memoryview(b"")  # what is left of the piece the hash handed last
 
     def read(self, size: int, /) -> bytes:
         return read_full(ShortReads(self.read_some), size)
@@ -329,12 +464,37 @@ class RangeReader:
         want = min(size, self._end - self._position)
         if want <= 0:
             return b""
-        data = self._reader._range_pread(id(self), want, self._position, self._end)
-        if not data:
-            self._cut()
-        self._checksum(data)
+        data = self._from_hash(want)
+        if data is None:
+            data = self._reader._range_pread(id(self), want, self._position, self._end)
+            if not data:
+                self._cut()
+            self._checksum(data)
         self._position += len(data)
         self._reader._range_read(len(data))
+        return data
+
+    def _from_hash(self, want: int) -> bytes | None:
+        """Up to ``want`` bytes the hash handed on, or None when the range is to read for
+        itself.  Where a feed begins inside a chunk, the hash compares what the range read
+        of it itself."""
+        if not self._piece:
+            if self._feed is None:
+                at = self._position
+                mid_chunk = (
+                    at % CHUNK and self._sum_from < at and self._sum_from // CHUNK == at // CHUNK
+                )
+                check = (self._sum_from, self._sum) if mid_chunk else None
+                self._feed = self._reader._subscribe(id(self), self._position, self._end, check)
+            if self._feed is None:
+                return None
+            piece = self._reader._fed_piece(id(self), self._feed)
+            if piece is None:
+                self._feed = None
+                return None
+            self._piece = memoryview(piece)
+        data = _take(self._piece, want)
+        self._piece = self._piece[len(data) :]
         return data
 
     def close(self) -> None:
@@ -347,10 +507,10 @@ class RangeReader:
         while view:
             index, offset = divmod(at, CHUNK)
             if offset == 0:
-                self._sum, self._whole = ADLER_START, True
+                self._sum, self._sum_from = ADLER_START, at
             piece = view[: CHUNK - offset]
             self._sum = zlib_ng.adler32(piece, self._sum)
-            if offset + len(piece) == CHUNK and self._whole:
+            if offset + len(piece) == CHUNK and self._sum_from == index * CHUNK:
                 self._reader._compare_sum(index, self._sum)
             view, at = view[len(piece) :], at + len(piece)
 

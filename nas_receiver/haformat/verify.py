@@ -3,11 +3,12 @@
 ``quick`` reads headers only (seeks over data): structure, backup.json, sizes, completeness
 and the key where the format allows.  ``full`` also decrypts and inflates every byte of every
 inner archive, checks gzip CRCs and v3 authentication, walks every inner tar member to its
-end, and hashes the whole file on a second thread that reads it at its own pace (a file
-written to meanwhile is caught and is incomplete).  Each inner archive is checked on a
-thread of its own, two at a time, while the walk goes on, and an encrypted one is decrypted
-on yet another: hashing, decrypting and inflating overlap on two cores.  Problems are
-reported in the order of the archive, as one reader going front to back would find them.
+end, and hashes the whole file on a second thread that reads it at its own pace and hands
+what it reads to the inner archives it is not behind (a file written to meanwhile is
+caught and is incomplete).  Each inner archive is checked on a thread of its own, two at a
+time, while the walk goes on, and an encrypted one is decrypted on yet another: hashing,
+decrypting and inflating overlap on two cores.  Problems are reported in the order of the
+archive, as one reader going front to back would find them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,15 @@ from .sources import (
     ReaderThread,
     SeekingFileSource,
 )
-from .tarstream import ByteSource, MemberCut, TarEntry, TarFormatError, TarTruncated, TarWalker
+from .tarstream import (
+    ByteSource,
+    MemberCut,
+    ShortReads,
+    TarEntry,
+    TarFormatError,
+    TarTruncated,
+    TarWalker,
+)
 
 METADATA_NAMES = ("backup.json", "snapshot.json")
 MAX_METADATA = 1 << 20
@@ -383,7 +392,9 @@ class _Checker:
         except BaseException:
             rest.close()
             raise
-        content = ChainedSource(prefix, rest) if stream is None else stream
+        # Plain content is read as it comes (the inflater and the walk take short reads): a
+        # piece the hash handed on passes whole, never cut or joined.
+        content = ChainedSource(prefix, ShortReads(rest.read_some)) if stream is None else stream
         problems = self.problems.at(entry.header_offset)
         self._start_inner(lambda: self._check_inner(content, fmt, inner, where, problems), rest)
 
@@ -411,8 +422,13 @@ class _Checker:
     def _start_inner(self, check: Callable[[], None], rest: RangeReader) -> None:
         """Run ``check`` on a thread once one of the INNER_AT_ONCE places is free."""
         assert self.reader is not None
-        while not self.slots.acquire(timeout=0.1):
-            self.reader.report_progress()  # may raise to cancel
+        if not self.slots.acquire(blocking=False):
+            self.reader.member_waits(True)  # ranges waiting for the hash would hold it up
+            try:
+                while not self.slots.acquire(timeout=0.1):
+                    self.reader.report_progress()  # may raise to cancel
+            finally:
+                self.reader.member_waits(False)
         thread = threading.Thread(
             target=self._inner_thread, args=(check, rest), name="inner", daemon=True
         )

@@ -166,3 +166,168 @@ def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
         assert set(reader._sums) == set()  # every whole chunk met its second read
     finally:
         reader.close()
+
+
+# -- a range ahead of the hash takes the hash's chunks (read once) --------------------------
+
+
+def _gated_hash(monkeypatch: pytest.MonkeyPatch, until: threading.Event) -> None:
+    """Hold every hash thread back until ``until`` is set (at most 10 s): ranges that ask
+    meanwhile are ahead of it."""
+    from nas_receiver.haformat.sources import HashingReader
+
+    hash_file = HashingReader._hash
+
+    def gated(self: HashingReader) -> None:
+        until.wait(10)
+        hash_file(self)
+
+    monkeypatch.setattr(HashingReader, "_hash", gated)
+
+
+def _read_on_a_thread(read: Callable[[], bytes]) -> tuple[threading.Thread, list[bytes]]:
+    out: list[bytes] = []
+    thread = threading.Thread(target=lambda: out.append(read()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_range_ahead_of_the_hash_is_handed_its_chunks_and_reads_none_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range the hash has not reached yet takes the chunks the hash reads: its bytes are
+    the file's, it reads none itself, the chunks it takes whole are checksummed by no one
+    (read once, nothing to compare), and the hash is of the whole file."""
+    from nas_receiver.haformat import sources
+
+    content = os.urandom(8 * sources.CHUNK + 1234)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    go = threading.Event()
+    _gated_hash(monkeypatch, go)
+    own_reads: list[int] = []
+    range_pread = sources.HashingReader._range_pread
+    monkeypatch.setattr(
+        sources.HashingReader,
+        "_range_pread",
+        lambda self, *args: own_reads.append(args[1]) or range_pread(self, *args),
+    )
+    with sources.HashingReader(path) as reader:
+        start = 100  # mid-chunk: the first piece is the rest of chunk 0
+        rest = reader.range(start, len(content), "inner", len(content) - start)
+        thread, out = _read_on_a_thread(lambda: rest.read(len(content)))
+        go.set()
+        thread.join(10)
+        rest.close()
+        assert out == [content[start:]]
+        assert own_reads == []
+        assert reader.finish() == hashlib.sha256(content).hexdigest()
+        whole = set(range(1, 8))  # chunk 0 is shared with what precedes the range
+        assert not whole & set(reader._sums), "a chunk taken whole was checksummed"
+
+
+@pytest.mark.parametrize("altered", [False, True], ids=["same-bytes", "changed-between"])
+def test_a_range_fed_inside_a_chunk_has_what_it_read_itself_compared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, altered: bool
+) -> None:
+    """A range that read the start of a chunk itself (the hash had not started) and is fed
+    the rest of it: the hash compares the part the range read with its own read of it, so
+    bytes changed in between are caught there (and never where they were not)."""
+    from nas_receiver.haformat import sources
+
+    content = os.urandom(3 * sources.CHUNK)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    go = threading.Event()
+    _gated_hash(monkeypatch, go)
+    reader = sources.HashingReader(path)
+    try:
+        rest = reader.range(100, len(content), "inner", len(content) - 100)
+        first = rest.read_some(1000)  # the hash is not running: the range reads it itself
+        assert first == content[100:1100]
+        if altered:
+            with path.open("r+b") as file:
+                file.seek(500)
+                file.write(b"\x55" * 100)
+        reader.start()
+        thread, out = _read_on_a_thread(lambda: rest.read(len(content)))
+        go.set()
+        thread.join(10)
+        rest.close()
+        assert out and len(out[0]) == len(content) - 1100
+        assert reader._mismatch == (0 if altered else None)
+    finally:
+        go.set()
+        reader.close()
+
+
+def test_while_a_member_waits_for_a_place_no_range_waits_for_the_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range waiting for the hash holds its place; once a member waits for one, the range
+    reads for itself and ends without the hash (held back here until the range is done)."""
+    from nas_receiver.haformat import sources
+
+    content = os.urandom(4 * sources.CHUNK)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    go = threading.Event()
+    _gated_hash(monkeypatch, go)
+    with sources.HashingReader(path) as reader:
+        start = 2 * sources.CHUNK + 100
+        rest = reader.range(start, len(content), "inner", len(content) - start)
+        thread, out = _read_on_a_thread(lambda: rest.read(len(content)))
+        thread.join(0.3)
+        assert thread.is_alive()  # it waits for the hash
+        reader.member_waits(True)
+        thread.join(5)  # the hash is held back for 10 s
+        assert not thread.is_alive()
+        assert out == [content[start:]]
+        assert reader._hashed == 0  # the hash never moved
+        reader.member_waits(False)
+        rest.close()
+        go.set()
+        assert reader.finish() == hashlib.sha256(content).hexdigest()
+
+
+def test_a_verify_whose_inner_archives_are_fed_is_valid_and_hashes_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end, with the hash held back until an inner archive asks for bytes: the inner
+    archives take the hash's chunks (some whole, so read once), the verdict is valid and
+    the hash is the file's."""
+    from nas_receiver.haformat import sources
+    from tests.builders import BackupSpec, write_backup_from
+
+    config, media = tmp_path / "config", tmp_path / "media"
+    config.mkdir()
+    (config / "configuration.yaml").write_text("default_config:\n")
+    media.mkdir()
+    for index in range(3):
+        (media / f"clip-{index}.mp4").write_bytes(os.urandom(3 * sources.CHUNK))
+    path = tmp_path / "backup.tar"
+    spec = BackupSpec(password=KEY, addons=(), folders=("media",))
+    write_backup_from(path, spec, [("homeassistant", config), ("media", media)])
+    asked = threading.Event()
+    _gated_hash(monkeypatch, asked)
+    subscribe, hand_out = sources.HashingReader._subscribe, sources.HashingReader._hand_out
+    handed_whole: list[int] = []
+
+    def asking(self: sources.HashingReader, *args: object) -> object:
+        feed = subscribe(self, *args)  # type: ignore[arg-type]
+        if feed is not None:
+            asked.set()
+        return feed
+
+    def counting(self: sources.HashingReader, index: int, data: bytes) -> bool:
+        whole = hand_out(self, index, data)
+        if whole:
+            handed_whole.append(index)
+        return whole
+
+    monkeypatch.setattr(sources.HashingReader, "_subscribe", asking)
+    monkeypatch.setattr(sources.HashingReader, "_hand_out", counting)
+    report = verify_archive(path, level=Level.FULL, keys=KeyRing([KEY]))
+    assert report.verdict is Verdict.VALID, report.problems
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert handed_whole
