@@ -106,10 +106,10 @@ def expected_ciphertext_size(fmt: InnerFormat) -> int | None:
 
 
 class ChainedSource:
-    """Read ``first`` then ``rest``, with file semantics: a short read only at the end.
-
-    securetar's v3 reader needs whole 1 MiB chunks from each ``read``, so a read that
-    crosses from ``first`` into ``rest`` is filled from both.
+    """Read ``first`` then ``rest``: a read that crosses from ``first`` into ``rest`` is
+    filled from both, and after that each read is one of ``rest``'s, short only where
+    ``rest``'s are (securetar's v3 reader needs whole 1 MiB chunks: its ``rest`` reads
+    full; the inflater and the walk take short reads).
     """
 
     def __init__(self, first: bytes, rest: ByteSource) -> None:

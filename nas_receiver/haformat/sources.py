@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 WINDOW = 256 << 20  # how far the hash may run ahead of the verifier (in the page cache)
-ADLER_START = 1  # Adler-32 of no bytes
-FEED_DEPTH = 4  # chunks the hash hands a range ahead of it before the range reads for itself
+FEED_DEPTH = 4  # chunks the hash may hand a range before the range takes one
 
 
 class SeekingFileSource:
@@ -79,11 +78,10 @@ class HashingReader:
     Bytes read twice are safe because a file that changes between the reads is caught:
     every reader takes the same aligned 1 MiB chunks and the checksums of the first two
     reads of each are compared, and the file's size, mtime and ctime must be what they
-    were at the start (``finish`` raises FileChanged).  The checksum is Adler-32, which
-    zlib-ng makes in less than half the time of its CRC-32: a megabyte rewritten in
-    between keeps its Adler-32 about once in four billion times, as it would keep a CRC-32
-    (neither stops a writer who means to deceive, and the times and size are checked
-    besides).
+    were at the start (``finish`` raises FileChanged).  The checksum is CRC-32, which no
+    change of up to 32 adjacent bits keeps (Adler-32, twice as fast, keeps some small ones).
+    The first read's checksum of each chunk is kept, so every later read of it (the walk,
+    the hash, a range: a header chunk has three readers) is compared with it.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -100,7 +98,7 @@ class HashingReader:
         self._position = 0  # where the verifier is
         self._eof = False
         self._hashed = 0
-        self._sums: dict[int, tuple[int, object]] = {}  # chunk -> (checksum, its first reader)
+        self._sums: dict[int, int] = {}  # chunk -> the CRC-32 of its first read
         self._mismatch: int | None = None
         self._error: BaseException | None = None
         self._stop = False
@@ -282,12 +280,16 @@ class HashingReader:
         self, cursor: int, position: int, end: int, check: tuple[int, int] | None
     ) -> _Feed | None:
         """A feed of the hash's chunks from ``position`` on for the range ``cursor``, or
-        None when the hash has read that chunk already, or does not feed now, or the range
-        would wait for it while a member waits for a place.  ``check``: (where, Adler-32)
-        of what the range read itself of that chunk, up to ``position``."""
+        None when the hash has read that chunk already, or is more than FEED_DEPTH chunks
+        behind it (the range would wait long: a slow member after a big fast one would not
+        be checked meanwhile), or does not feed now, or a member waits for a place.
+        ``check``: (where, CRC-32) of what the range read itself of that chunk, up to
+        ``position``.  A check that is dropped (the feed closed before the hash reached the
+        chunk) is not lost: the range goes on reading the chunk itself, its checksum with
+        it, and compares the whole."""
         with self._moved:
             chunk = position // CHUNK
-            if not self._feeding or chunk < self._next or (self._crowded and chunk > self._next):
+            if not self._feeding or self._crowded or not 0 <= chunk - self._next <= FEED_DEPTH:
                 return None
             feed = self._feeds[cursor] = _Feed(position, end, check)
             return feed
@@ -314,7 +316,9 @@ class HashingReader:
         """Hand the feeds their part of chunk ``index`` (under the lock); return whether one
         took all of it, which no one else reads then (a range's chunk that holds no header
         is not the walk's), so it needs no checksum.  A feed that already holds FEED_DEPTH
-        pieces is closed instead: its range reads the rest for itself."""
+        pieces is closed instead: its range reads the rest for itself (the hash never waits
+        for a range: with the other core on something else, a slow range would make it
+        late for the rest of the file)."""
         start, stop = index * CHUNK, index * CHUNK + len(data)
         whole = False
         for cursor, feed in list(self._feeds.items()):
@@ -398,22 +402,18 @@ class HashingReader:
         return min(self._position, *ahead) if ahead else self._position
 
     def _compare(self, index: int, data: bytes) -> None:
-        self._compare_sum(index, zlib_ng.adler32(data))
+        self._compare_sum(index, zlib_ng.crc32(data))
 
     def _compare_part(self, index: int, part: bytes, checksum: int) -> None:
         """Compare what a range read itself of chunk ``index`` with what the hash read."""
-        if zlib_ng.adler32(part) != checksum and self._mismatch is None:
+        if zlib_ng.crc32(part) != checksum and self._mismatch is None:
             self._mismatch = index
 
     def _compare_sum(self, index: int, checksum: int) -> None:
-        """Compare the checksums of the first two reads of chunk ``index`` (no lock: a dict's
-        setdefault and pop are atomic, and the first reader's token tells it apart)."""
-        token = object()
-        first_sum, first = self._sums.setdefault(index, (checksum, token))
-        if first is token:
-            return
-        self._sums.pop(index, None)
-        if first_sum != checksum and self._mismatch is None:
+        """Compare a read of chunk ``index`` with the first one (no lock: a dict's setdefault
+        is atomic).  The first read's checksum is kept for any later one: about 100 bytes a
+        chunk checked, 0.4 MiB for 4 GiB."""
+        if self._sums.setdefault(index, checksum) != checksum and self._mismatch is None:
             self._mismatch = index
 
 
@@ -452,7 +452,7 @@ class RangeReader:
         self._claimed = claimed
         # The running checksum of what the range read itself since ``_sum_from`` (the start
         # of the current chunk, or of the range).
-        self._sum = ADLER_START
+        self._sum = 0
         self._sum_from = start
         self._feed: _Feed | None = None
         self._piece = memoryview(b"")  # what is left of the piece the hash handed last
@@ -469,7 +469,11 @@ class RangeReader:
             data = self._reader._range_pread(id(self), want, self._position, self._end)
             if not data:
                 self._cut()
+            if self._position == self._start and self._start % CHUNK:
+                self._read_head()
             self._checksum(data)
+            if self._position + len(data) == self._end and self._end % CHUNK:
+                self._read_tail()
         self._position += len(data)
         self._reader._range_read(len(data))
         return data
@@ -500,6 +504,22 @@ class RangeReader:
     def close(self) -> None:
         self._reader._range_done(id(self))
 
+    def _read_head(self) -> None:
+        """Begin the checksum of the range's first chunk, which it starts inside, with the
+        bytes before the range (read for that alone): the chunk is compared whole."""
+        head = self._start - self._start % CHUNK
+        self._sum = zlib_ng.crc32(os.pread(self._reader._fd, self._start - head, head))
+        self._sum_from = head
+
+    def _read_tail(self) -> None:
+        """End the checksum of the range's last chunk, which it ends inside, with the bytes
+        after the range (read for that alone), and compare the chunk whole."""
+        index = self._end // CHUNK
+        if self._sum_from != index * CHUNK:  # the hash handed on part of it
+            return
+        tail = os.pread(self._reader._fd, (index + 1) * CHUNK - self._end, self._end)
+        self._reader._compare_sum(index, zlib_ng.crc32(tail, self._sum))
+
     def _checksum(self, data: bytes) -> None:
         """Add ``data`` (read at the position) to the running checksum of its aligned
         chunks; hand on each chunk's once it is whole."""
@@ -507,9 +527,9 @@ class RangeReader:
         while view:
             index, offset = divmod(at, CHUNK)
             if offset == 0:
-                self._sum, self._sum_from = ADLER_START, at
+                self._sum, self._sum_from = 0, at
             piece = view[: CHUNK - offset]
-            self._sum = zlib_ng.adler32(piece, self._sum)
+            self._sum = zlib_ng.crc32(piece, self._sum)
             if offset + len(piece) == CHUNK and self._sum_from == index * CHUNK:
                 self._reader._compare_sum(index, self._sum)
             view, at = view[len(piece) :], at + len(piece)

@@ -137,33 +137,38 @@ def test_a_cancel_raised_while_inner_archives_are_checked_stops_every_thread(
     assert threading.active_count() == threads
 
 
-@pytest.mark.parametrize("altered", [None, 2], ids=["same-bytes", "chunk-2-changed"])
+@pytest.mark.parametrize(
+    "altered",
+    [None, 0, 2, 5],
+    ids=["same-bytes", "first-chunk-changed", "chunk-2-changed", "last-chunk-changed"],
+)
 def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
     tmp_path: Path, altered: int | None
 ) -> None:
     """An inner archive is read in pieces that straddle the 1 MiB chunks (v3 reads 1 MiB +
-    17 bytes): the checksum of each chunk the range covers whole is built across the pieces
-    and compared with the other reader's; the chunk whose bytes differ between the two
-    reads is the one named, and equal bytes name none."""
+    17 bytes): the checksum of each chunk the range covers is built across the pieces and
+    compared with the other reader's, the first and last too, which the range covers only
+    in part (it reads the rest of them for the checksum); the chunk whose bytes differ
+    between the two reads is the one named, and equal bytes name none."""
     from nas_receiver.haformat.sources import CHUNK, HashingReader
 
     content = os.urandom(5 * CHUNK + 1234)
     path = tmp_path / "file"
     path.write_bytes(content)
-    reader = HashingReader(path)  # not entered: this test is the second reader itself
+    reader = HashingReader(path)  # not started: this test is the other reader itself
     try:
-        start = 100  # mid-chunk: chunk 0 is not whole in the range and is not compared
+        start = 100  # inside chunk 0; the range ends inside chunk 5, with the file
         rest = reader.range(start, len(content), "inner", len(content) - start)
         while rest.read((1 << 20) + 17):
             pass
         rest.close()
-        for index in range(1, 5):
+        for index in range(6):
             chunk = content[index * CHUNK : (index + 1) * CHUNK]
             if index == altered:
-                chunk = b"\x55" + chunk[1:]
+                chunk = chunk[:-1] + b"\x55" if chunk[-1] != 0x55 else chunk[:-1] + b"\x56"
             reader._compare(index, chunk)
         assert reader._mismatch == altered
-        assert set(reader._sums) == set()  # every whole chunk met its second read
+        assert set(reader._sums) == set(range(6))  # every chunk the range touched
     finally:
         reader.close()
 
@@ -331,3 +336,29 @@ def test_a_verify_whose_inner_archives_are_fed_is_valid_and_hashes_the_file(
     assert report.verdict is Verdict.VALID, report.problems
     assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert handed_whole
+
+
+def test_a_range_far_ahead_of_the_hash_reads_for_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range more than FEED_DEPTH chunks ahead of the hash does not wait for it (a slow
+    member after a big fast one would sit idle until the hash had read the fast one): it
+    reads for itself at once, with the hash still held back."""
+    from nas_receiver.haformat import sources
+
+    content = os.urandom((sources.FEED_DEPTH + 4) * sources.CHUNK)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    go = threading.Event()
+    _gated_hash(monkeypatch, go)
+    with sources.HashingReader(path) as reader:
+        start = (sources.FEED_DEPTH + 1) * sources.CHUNK + 100
+        rest = reader.range(start, len(content), "inner", len(content) - start)
+        thread, out = _read_on_a_thread(lambda: rest.read(len(content)))
+        thread.join(5)  # the hash is held back for 10 s
+        assert not thread.is_alive()
+        assert out == [content[start:]]
+        assert reader._hashed == 0
+        rest.close()
+        go.set()
+        assert reader.finish() == hashlib.sha256(content).hexdigest()
