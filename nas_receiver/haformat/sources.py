@@ -76,12 +76,11 @@ class HashingReader:
     Where a range is ahead of the hash, the hash hands it the chunks it reads instead (see
     RangeReader): those bytes are read once, so the hash is of the very bytes checked.
     Bytes read twice are safe because a file that changes between the reads is caught:
-    every reader takes the same aligned 1 MiB chunks and the checksums of the first two
-    reads of each are compared, and the file's size, mtime and ctime must be what they
-    were at the start (``finish`` raises FileChanged).  The checksum is CRC-32, which no
-    change of up to 32 adjacent bits keeps (Adler-32, twice as fast, keeps some small ones).
-    The first read's checksum of each chunk is kept, so every later read of it (the walk,
-    the hash, a range: a header chunk has three readers) is compared with it.
+    every reader checksums the same aligned 1 MiB chunks, each later read of a chunk (the
+    walk, the hash, a range: a header chunk has three readers) is compared with the first,
+    and the file's size, mtime and ctime must be what they were at the start (``finish``
+    raises FileChanged).  The checksum is CRC-32, which no change of up to 32 adjacent
+    bits keeps (Adler-32, twice as fast, keeps some small ones).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -515,7 +514,7 @@ class RangeReader:
         """End the checksum of the range's last chunk, which it ends inside, with the bytes
         after the range (read for that alone), and compare the chunk whole."""
         index = self._end // CHUNK
-        if self._sum_from != index * CHUNK:  # the hash handed on part of it
+        if self._sum_from != index * CHUNK:  # not read from its start by the range: a guard
             return
         tail = os.pread(self._reader._fd, (index + 1) * CHUNK - self._end, self._end)
         self._reader._compare_sum(index, zlib_ng.crc32(tail, self._sum))
