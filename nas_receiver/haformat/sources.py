@@ -191,12 +191,7 @@ class HashingReader:
         up as soon as it can."""
         with self._moved:
             self._crowded = waits
-            if waits:
-                for cursor, feed in list(self._feeds.items()):
-                    if not feed.pieces:
-                        feed.closed = True
-                        del self._feeds[cursor]
-                self._moved.notify_all()
+            self._moved.notify_all()  # a range waiting for its feed stops (see _fed_piece)
 
     def report_progress(self) -> None:
         """Pass on what the ranges read to ``on_bytes`` (on the caller's thread: it may raise
@@ -271,7 +266,7 @@ class HashingReader:
 
     def _range_done(self, cursor: int) -> None:
         with self._moved:
-            self._feeds.pop(cursor, None)
+            self._close_feed(cursor)
         self._cursors.pop(cursor, None)
         self._wake()
 
@@ -300,9 +295,8 @@ class HashingReader:
             while not feed.pieces:
                 if self._abandoned:
                     raise Abandoned()
-                if self._crowded and not feed.closed:  # see member_waits
-                    feed.closed = True
-                    del self._feeds[cursor]
+                if self._crowded:  # see member_waits
+                    self._close_feed(cursor)
                 if feed.closed:
                     return None
                 self._moved.wait(0.5)
@@ -324,8 +318,7 @@ class HashingReader:
             if not start <= feed.position < stop:
                 continue
             if len(feed.pieces) >= FEED_DEPTH:
-                feed.closed = True
-                del self._feeds[cursor]
+                self._close_feed(cursor)
                 continue
             if feed.check is not None:
                 where, checksum = feed.check
@@ -339,17 +332,22 @@ class HashingReader:
                 feed.pieces.append(data[feed.position - start : until - start])
             feed.position = until
             if until == feed.end:
-                feed.closed = True
-                del self._feeds[cursor]
+                self._close_feed(cursor)
         self._moved.notify_all()
         return whole
+
+    def _close_feed(self, cursor: int) -> None:
+        """Hand the range ``cursor`` no more pieces (under the lock): it takes those it has,
+        then reads for itself."""
+        feed = self._feeds.pop(cursor, None)
+        if feed is not None:
+            feed.closed = True
 
     def _stop_feeding(self) -> None:
         """Close every feed and take no new ones (under the lock): ranges read for
         themselves."""
-        for feed in self._feeds.values():
-            feed.closed = True
-        self._feeds.clear()
+        for cursor in list(self._feeds):
+            self._close_feed(cursor)
         self._feeding = False
         self._moved.notify_all()
 
