@@ -15,7 +15,7 @@ from typing import cast
 # bench archives: 1.0 s against 2.5 s), which is most of a full verification's time.
 from zlib_ng import zlib_ng as zlib
 
-from .tarstream import ByteSource
+from .tarstream import ByteSource, take
 
 ZlibError = cast(type[Exception], zlib.error)  # zlib_ng ships no stubs
 
@@ -44,6 +44,10 @@ class InflatingReader:
     ``legacy_trailer`` is then True once one was.  ``compressed`` counts the bytes taken from
     the source.  Memory is bounded: at most ``n`` bytes come out of one ``read``, however well
     the data compresses.
+
+    Small reads (a tar walk's headers, small files and paddings) are served from at most
+    READ_CHUNK bytes inflated ahead: zlib copies the input it has not used at every call
+    that limits its output, so a call per 512-byte read would copy most of a megabyte each.
     """
 
     def __init__(self, source: ByteSource, *, legacy: bool = False) -> None:
@@ -51,6 +55,7 @@ class InflatingReader:
         self._legacy = legacy
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS if legacy else 16 + zlib.MAX_WBITS)
         self._tail = b""
+        self._out = memoryview(b"")  # inflated, not yet read
         self._started = not legacy
         self._done = False
         self._crc = 0
@@ -68,23 +73,30 @@ class InflatingReader:
         return self._size
 
     def read(self, size: int = READ_CHUNK, /) -> bytes:
-        if self._done:
-            return b""
-        if not self._started:
-            self._read_header()
-            self._started = True
-        out = self._inflate(size)
-        if out:
+        if not self._out:
+            if self._done:
+                return b""
+            if not self._started:
+                self._read_header()
+                self._started = True
+            out = self._inflate(max(size, READ_CHUNK))
+            if not out:
+                self._end()
+                return b""
             if self._legacy:
                 self._crc = zlib.crc32(out, self._crc)
             self._size += len(out)
-            return out
+            self._out = memoryview(out)
+        data = take(self._out, size)
+        self._out = self._out[len(data) :]
+        return data
+
+    def _end(self) -> None:
         if self._legacy:
             self._check_trailer()
         else:
             self._check_nothing_follows()
         self._done = True
-        return b""
 
     def _take(self) -> bytes:
         data = self._source.read(READ_CHUNK)

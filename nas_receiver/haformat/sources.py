@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from zlib_ng import zlib_ng
 
-from .tarstream import MemberCut, ShortReads, TarTruncated, read_full
+from .tarstream import MemberCut, ShortReads, TarTruncated, read_full, take
 
 if TYPE_CHECKING:
     from .tarstream import ByteSource
@@ -157,7 +157,7 @@ class HashingReader:
         copy, no joins); ``b""`` only at the end of the file."""
         if not self._chunk and not self._next_chunk():
             return b""
-        data = _take(self._chunk, size)
+        data = take(self._chunk, size)
         self._move(len(data))
         self._progress(len(data))
         return data
@@ -494,7 +494,7 @@ class RangeReader:
                 self._feed = None
                 return None
             self._piece = memoryview(piece)
-        data = _take(self._piece, want)
+        data = take(self._piece, want)
         self._piece = self._piece[len(data) :]
         return data
 
@@ -539,15 +539,6 @@ class RangeReader:
                 f"stream ends inside '{self._name}' ({got} of {self._claimed} bytes)",
             )
         )
-
-
-def _take(chunk: memoryview, size: int) -> bytes:
-    """The first ``size`` bytes of ``chunk``: the chunk's own bytes object when all of it
-    is wanted (no copy of a megabyte per read), else a copy of the part."""
-    whole = chunk.obj
-    if size >= len(chunk) and isinstance(whole, bytes) and len(whole) == len(chunk):
-        return whole
-    return bytes(chunk[:size])
 
 
 def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -597,7 +588,7 @@ class ReaderThread:
                 self._ended = True
                 return b""
             self._chunk = memoryview(item)
-        data = _take(self._chunk, size)
+        data = take(self._chunk, size)
         self._chunk = self._chunk[len(data) :]
         return data
 

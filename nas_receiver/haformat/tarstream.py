@@ -32,6 +32,15 @@ class ShortReads:
         self.read = read
 
 
+def take(view: memoryview, size: int) -> bytes:
+    """The first ``size`` bytes of ``view``: the bytes object it views when all of it is
+    wanted (no copy of a megabyte per read), else a copy of the part."""
+    whole = view.obj
+    if size >= len(view) and isinstance(whole, bytes) and len(whole) == len(view):
+        return whole
+    return bytes(view[:size])
+
+
 def read_full(source: ByteSource, size: int) -> bytes:
     """Return ``size`` bytes from ``source``, fewer only where it ends."""
     data = source.read(size)

@@ -100,3 +100,28 @@ def test_raw_deflate_with_hand_made_header() -> None:
     trailer = struct.pack("<II", zlib.crc32(DATA), len(DATA))
     assert _read_all(header + body + trailer) == DATA
     assert _read_all(header + body + trailer, legacy=True) == DATA
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_small_reads_are_served_from_what_was_inflated_ahead(legacy: bool) -> None:
+    """A tar walk reads 512-byte headers, small files and paddings: each read returns
+    exactly the next bytes, never more than asked, and the trailer is still checked (its
+    CRC over every byte inflated) after the last of them."""
+    data = bytes(range(256)) * 4096 + DATA * 40  # 1 MiB, then text: more than one READ_CHUNK
+    standard = gzip.compress(data)
+    blob = _legacy(standard, 3) if legacy else standard
+    sizes = [512, 1, 700, 511, 4 << 20, 3, 65536]
+    reader = InflatingReader(io.BytesIO(blob), legacy=legacy)
+    got = bytearray()
+    turn = 0
+    while part := reader.read(sizes[turn % len(sizes)]):
+        assert len(part) <= sizes[turn % len(sizes)]
+        got += part
+        turn += 1
+    assert bytes(got) == data
+    assert reader.size == len(data)
+    assert reader.crc == (zlib.crc32(data) if legacy else 0)  # zlib checks it otherwise
+    damaged = standard[:-8] + struct.pack("<I", zlib.crc32(data) ^ 1) + standard[-4:]
+    damaged = _legacy(damaged, 3) if legacy else damaged
+    with pytest.raises(GzipError, match="CRC mismatch"):
+        _read_all(damaged, 512, legacy=legacy)
