@@ -73,23 +73,40 @@ class InflatingReader:
         return self._size
 
     def read(self, size: int = READ_CHUNK, /) -> bytes:
-        if not self._out:
-            if self._done:
-                return b""
-            if not self._started:
-                self._read_header()
-                self._started = True
-            out = self._inflate(max(size, READ_CHUNK))
-            if not out:
-                self._end()
-                return b""
-            if self._legacy:
-                self._crc = zlib.crc32(out, self._crc)
-            self._size += len(out)
-            self._out = memoryview(out)
+        if not self._out and not self._inflate_more(size):
+            return b""
         data = take(self._out, size)
         self._out = self._out[len(data) :]
         return data
+
+    def skip(self, size: int) -> int:
+        """Inflate and check ``size`` bytes without handing them out (no copies of a tar
+        member's data the walk does not read); return how many there were (fewer only at
+        the end)."""
+        skipped = 0
+        while skipped < size and (self._out or self._inflate_more(size - skipped)):
+            step = min(size - skipped, len(self._out))
+            self._out = self._out[step:]
+            skipped += step
+        return skipped
+
+    def _inflate_more(self, size: int) -> bool:
+        """Inflate at least READ_CHUNK bytes (``size`` if more) into ``_out``; at the end,
+        check the trailer and return False."""
+        if self._done:
+            return False
+        if not self._started:
+            self._read_header()
+            self._started = True
+        out = self._inflate(max(size, READ_CHUNK))
+        if not out:
+            self._end()
+            return False
+        if self._legacy:
+            self._crc = zlib.crc32(out, self._crc)
+        self._size += len(out)
+        self._out = memoryview(out)
+        return True
 
     def _end(self) -> None:
         if self._legacy:

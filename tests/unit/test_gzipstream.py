@@ -125,3 +125,24 @@ def test_small_reads_are_served_from_what_was_inflated_ahead(legacy: bool) -> No
     damaged = _legacy(damaged, 3) if legacy else damaged
     with pytest.raises(GzipError, match="CRC mismatch"):
         _read_all(damaged, 512, legacy=legacy)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_skip_inflates_and_checks_what_it_passes(legacy: bool) -> None:
+    """``skip`` (the tar walk passing data it does not read) moves exactly as far as asked,
+    says so, stops short only at the end, and the trailer is checked all the same."""
+    data = bytes(range(256)) * 8192 + DATA * 40
+    standard = gzip.compress(data)
+    reader = InflatingReader(
+        io.BytesIO(_legacy(standard, 3) if legacy else standard), legacy=legacy
+    )
+    assert reader.read(100) == data[:100]
+    assert reader.skip(1_500_000) == 1_500_000
+    assert reader.read(10) == data[1_500_100:1_500_110]
+    assert reader.skip(len(data)) == len(data) - 1_500_110
+    assert reader.read(10) == b""
+    assert reader.size == len(data)
+    damaged = standard[:-8] + struct.pack("<I", zlib.crc32(data) ^ 1) + standard[-4:]
+    reader = InflatingReader(io.BytesIO(_legacy(damaged, 3) if legacy else damaged), legacy=legacy)
+    with pytest.raises(GzipError, match="CRC mismatch"):
+        reader.skip(len(data) + 1)
