@@ -68,7 +68,7 @@ def _with_checksum(block: bytearray, *, signed: bool = False, form: str = "%06o\
     return bytes(block)
 
 
-NASTY = b" \0\t+-_0123456789" + bytes([0x80, 0xC3, 0xFF])
+NASTY = b" \0\t+-_89" + bytes([0x80, 0xC3, 0xFF]) + b"01234567" * 3  # octal digits keep the form
 
 
 def _mutated(rng: random.Random, block: bytes) -> bytes:
@@ -88,7 +88,7 @@ def _mutated(rng: random.Random, block: bytes) -> bytes:
             changed[start:end] = filler.ljust(end - start, filler[-1:])
     if changed[148] == 0o200 or rng.random() < 0.1:
         return bytes(changed)  # the checksum left as it is (or base-256: tarfile's own path)
-    form = rng.choice(["%06o\0 ", " %06o\0", "%07o\0", "%o"])
+    form = rng.choice(["%06o\0 "] * 4 + [" %06o\0", "%07o\0", "%o"])
     return _with_checksum(changed, signed=rng.random() < 0.2, form=form)
 
 
