@@ -98,6 +98,33 @@ def make_content(root: Path, total_mib: int, seed: int = 7) -> Path:
     return root
 
 
+def make_many_files(root: Path, count: int, seed: int = 11) -> Path:
+    """Lay out ``count`` small text files (200 B to 8 KiB, 100 to a folder) under root/ha,
+    as a configuration with custom components, blueprints and add-on data has them."""
+    rng = random.Random(seed)
+    text = b"".join(_text_block(rng) for _ in range(4))
+    for index in range(count):
+        folder = root / "ha" / "custom_components" / f"component_{index // 100:04d}"
+        if index % 100 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(200, 8192)
+        start = rng.randrange(len(text) - size)
+        (folder / f"module_{index % 100:02d}.py").write_bytes(text[start : start + size])
+    return root
+
+
+def many_files_backup(count: int, version: int | None) -> Path:
+    """Return the cached backup whose homeassistant.tar.gz holds ``count`` small files."""
+    path = OUT / f"backup-{count}files-{'plain' if version is None else f'v{version}'}.tar"
+    content = OUT / f"content-{count}files"
+    if not path.exists() and not (content / "ha").exists():
+        shutil.rmtree(content, ignore_errors=True)
+        make_many_files(content, count)
+    return _write_once(
+        path, f"Bench backup {count} files", version, [("homeassistant", content / "ha")]
+    )
+
+
 def backup_path(total_mib: int, version: int | None) -> Path:
     return OUT / f"backup-{total_mib}MiB-{'plain' if version is None else f'v{version}'}.tar"
 
@@ -112,19 +139,26 @@ def ensure_backup(total_mib: int, version: int | None) -> Path:
     if not (content / "media").exists():
         shutil.rmtree(content, ignore_errors=True)
         make_content(content, total_mib)
+    parts = [("homeassistant", content / "ha"), ("media", content / "media")]
+    return _write_once(path, f"Bench backup {total_mib} MiB", version, parts)
+
+
+def _write_once(path: Path, name: str, version: int | None, parts: list[tuple[str, Path]]) -> Path:
+    """Write the backup of ``parts`` at ``path`` unless it is there already."""
+    if path.exists():
+        return path
+    OUT.mkdir(parents=True, exist_ok=True)
     spec = BackupSpec(
-        name=f"Bench backup {total_mib} MiB",
+        name=name,
         password=KEY if version else None,
         securetar_version=version or 3,
         addons=(),
-        folders=("media",),
+        folders=tuple(part for part, _ in parts if part != "homeassistant"),
     )
     started = time.monotonic()
     partial = path.with_suffix(".partial")
     partial.unlink(missing_ok=True)
-    write_backup_from(
-        partial, spec, [("homeassistant", content / "ha"), ("media", content / "media")]
-    )
+    write_backup_from(partial, spec, parts)
     partial.rename(path)
     print(
         f"wrote {path.name}: {path.stat().st_size / MIB:.0f} MiB in "
