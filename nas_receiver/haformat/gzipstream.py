@@ -21,6 +21,7 @@ ZlibError = cast(type[Exception], zlib.error)  # zlib_ng ships no stubs
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 READ_CHUNK = 1 << 20
+SKIP_STEP = 4 << 20  # inflated at a time while skipping (fewer calls; memory stays bounded)
 MAX_TRAILING = 64
 _FTEXT, _FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 1, 2, 4, 8, 16
 _LEGACY_FILL = b"\x0c" * 12
@@ -84,7 +85,7 @@ class InflatingReader:
         member's data the walk does not read); return how many there were (fewer only at
         the end)."""
         skipped = 0
-        while skipped < size and (self._out or self._inflate_more(size - skipped)):
+        while skipped < size and (self._out or self._inflate_more(min(size - skipped, SKIP_STEP))):
             step = min(size - skipped, len(self._out))
             self._out = self._out[step:]
             skipped += step

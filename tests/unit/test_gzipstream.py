@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import tracemalloc
 import zlib
 
 import pytest
@@ -146,3 +147,16 @@ def test_skip_inflates_and_checks_what_it_passes(legacy: bool) -> None:
     reader = InflatingReader(io.BytesIO(_legacy(damaged, 3) if legacy else damaged), legacy=legacy)
     with pytest.raises(GzipError, match="CRC mismatch"):
         reader.skip(len(data) + 1)
+
+
+def test_memory_is_bounded_while_skipping() -> None:
+    """Skipping a member of 256 MiB of zeros (a thousandfold compression) never holds more
+    than a few MiB of it."""
+    reader = InflatingReader(io.BytesIO(gzip.compress(bytes(256 << 20), compresslevel=1)))
+    tracemalloc.start()
+    try:
+        assert reader.skip(256 << 20) == 256 << 20
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
