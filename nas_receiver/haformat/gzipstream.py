@@ -94,6 +94,7 @@ class InflatingReader:
     def _inflate_more(self, size: int) -> bool:
         """Inflate at least READ_CHUNK bytes (``size`` if more) into ``_out``; at the end,
         check the trailer and return False."""
+        self._out = memoryview(b"")  # the last output is freed before the next is made
         if self._done:
             return False
         if not self._started:
