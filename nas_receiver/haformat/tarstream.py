@@ -185,15 +185,15 @@ def parse_header(block: bytes) -> Header:
     mode, size, mtime, checksum = numbers.groups()
     if int(checksum, 8) != 256 + _byte_sum(block) - sum(block[148:156]):
         return _parsed_by_tarfile(block)  # a signed checksum (accepted), or a wrong one
-    name = _text(block[0:100])
+    name = _text(block, 0, 100)
     if kind == tarfile.AREGTYPE and name.endswith("/"):
         kind = tarfile.DIRTYPE  # a V7 directory
     if kind == tarfile.DIRTYPE:
         name = name.rstrip("/")
-    prefix = _text(block[345:500])
+    prefix = _text(block, 345, 500)
     if prefix and kind not in tarfile.GNU_TYPES:
         name = prefix + "/" + name
-    linkname = _text(block[157:257])
+    linkname = _text(block, 157, 257)
     return Header(name, int(mode, 8), int(size, 8), int(mtime, 8), kind, linkname)
 
 
@@ -210,10 +210,12 @@ def _parsed_by_tarfile(block: bytes) -> Header:
     return Header(info.name, info.mode, info.size, info.mtime, info.type, info.linkname)
 
 
-def _text(field: bytes) -> str:
-    """A NUL-terminated field as tarfile decodes it."""
-    end = field.find(b"\0")
-    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
+def _text(block: bytes, start: int, end: int) -> str:
+    """The NUL-terminated field at ``start:end`` as tarfile decodes it."""
+    nul = block.find(b"\0", start, end)
+    if nul == start:
+        return ""  # most prefixes and link names
+    return block[start : end if nul < 0 else nul].decode("utf-8", "surrogateescape")
 
 
 class TarWalker:
@@ -308,12 +310,13 @@ class TarWalker:
         self.ended = True
 
     def _read_exact(self, size: int, what: str, *, allow_eof: bool = False) -> bytes:
-        parts: list[bytes] = []
-        got = 0
-        while got < size:
+        data = self._source.read(size)
+        if len(data) == size:  # nearly always: no loop, no join
+            self.offset += size
+            return data
+        parts, got = [data], len(data)
+        while data and got < size:
             data = self._source.read(size - got)
-            if not data:
-                break
             parts.append(data)
             got += len(data)
         self.offset += got
