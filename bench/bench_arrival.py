@@ -10,6 +10,10 @@ the outputs hold (the library copy, the decrypted copy, the browse tree) into th
 folder, 1 MiB at a time, with an fsync per tar file as the receiver does.
 
     .venv/bin/python bench/bench_arrival.py [--mib 1024] [--version 2]
+    .venv/bin/python bench/bench_arrival.py --files 20000 --version 3  # many small files
+
+A browse tree's files are written once as many files of the same sizes (a tree of many
+small files costs what creating them costs on that disk).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.generate import KEY, MIB, OUT, ensure_backup
+from bench.generate import KEY, MIB, OUT, ensure_backup, many_files_backup
 from nas_receiver.config import load_config
 from nas_receiver.daemon import scan_once
 from nas_receiver.haformat import KeyRing, verify_archive
@@ -65,23 +69,29 @@ def written_bytes() -> int:
     return 0
 
 
-def tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+def tree_sizes(folder: Path) -> list[int]:
+    """The size of every file in a browse tree."""
+    return [p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
 
 
-def write_once_seconds(folder: Path, sizes: list[int]) -> float:
-    """Write ``sizes`` bytes as files in ``folder``, 1 MiB at a time, fsync each; the time."""
+def write_once_seconds(folder: Path, sizes: list[int], *, fsync: bool) -> float:
+    """Write ``sizes`` bytes as files in ``folder`` (100 to a subfolder), 1 MiB at a time,
+    fsync'ing each if ``fsync`` (as the receiver does a tar file, not a browse tree's
+    files); the time."""
     block = os.urandom(MIB)
+    where = folder / "write-once"
     started = time.perf_counter()
     for index, size in enumerate(sizes):
-        with (folder / f"write-once-{index}").open("wb", buffering=0) as file:
+        if index % 100 == 0:
+            (where / str(index // 100)).mkdir(parents=True)
+        with (where / str(index // 100) / str(index)).open("wb", buffering=0) as file:
             left = size
             while left > 0:
                 left -= file.write(block[: min(MIB, left)])
-            os.fsync(file.fileno())
+            if fsync:
+                os.fsync(file.fileno())
     seconds = time.perf_counter() - started
-    for index in range(len(sizes)):
-        (folder / f"write-once-{index}").unlink()
+    shutil.rmtree(where)
     return seconds
 
 
@@ -107,9 +117,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=1024, help="content size of the backup")
     parser.add_argument("--version", choices=["plain", "1", "2", "3"], default="2")
+    parser.add_argument("--files", type=int, default=0, help="a backup of this many small files")
     args = parser.parse_args()
     version = None if args.version == "plain" else int(args.version)
-    backup = ensure_backup(args.mib, version)
+    if args.files:
+        backup = many_files_backup(args.files, version)
+    else:
+        backup = ensure_backup(args.mib, version)
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=OUT, prefix="arrival-") as tmp:  # the disk of the NAS
         root = Path(tmp)
@@ -134,8 +148,10 @@ def main() -> None:
         library = root / "library" / "home"
         tars = sorted(p for p in library.rglob("*.tar") if p.is_file())
         browse = [p for p in library.iterdir() if p.is_dir() and p.name != "decrypted"]
-        outputs = [p.stat().st_size for p in tars] + [tree_bytes(p) for p in browse]
-        write_once = write_once_seconds(library, outputs)
+        tree_files = [size for tree in browse for size in tree_sizes(tree)]
+        outputs = [p.stat().st_size for p in tars] + tree_files
+        write_once = write_once_seconds(library, outputs[: len(tars)], fsync=True)
+        write_once += write_once_seconds(library, tree_files, fsync=False)
         shutil.rmtree(root / "library", ignore_errors=True)
 
     begun = clock.started or started
@@ -150,7 +166,8 @@ def main() -> None:
     ratio = total / bound
     print(
         f"  total {total:.2f} s; bytes written {wrote / MIB:.0f} MiB, outputs "
-        f"{sum(outputs) / MIB:.0f} MiB ({len(tars)} tar files, {len(browse)} browse tree)"
+        f"{sum(outputs) / MIB:.0f} MiB ({len(tars)} tar files, {len(browse)} browse tree of "
+        f"{len(tree_files)} files)"
     )
     print(
         f"  bound: verification alone {verify_seconds:.2f} s + writing the outputs once "

@@ -310,6 +310,8 @@ class TarWalker:
         self.ended = True
 
     def _read_exact(self, size: int, what: str, *, allow_eof: bool = False) -> bytes:
+        if size == 0:  # an empty PAX or long-name record: no read (not every source takes 0)
+            return b""
         data = self._source.read(size)
         if len(data) == size:  # nearly always: no loop, no join
             self.offset += size
