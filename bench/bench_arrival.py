@@ -148,9 +148,10 @@ def main() -> None:
         library = root / "library" / "home"
         tars = sorted(p for p in library.rglob("*.tar") if p.is_file())
         browse = [p for p in library.iterdir() if p.is_dir() and p.name != "decrypted"]
+        tar_sizes = [p.stat().st_size for p in tars]
         tree_files = [size for tree in browse for size in tree_sizes(tree)]
-        outputs = [p.stat().st_size for p in tars] + tree_files
-        write_once = write_once_seconds(library, outputs[: len(tars)], fsync=True)
+        outputs = tar_sizes + tree_files
+        write_once = write_once_seconds(library, tar_sizes, fsync=True)
         write_once += write_once_seconds(library, tree_files, fsync=False)
         shutil.rmtree(root / "library", ignore_errors=True)
 

@@ -117,9 +117,10 @@ def many_files_backup(count: int, version: int | None) -> Path:
     """Return the cached backup whose homeassistant.tar.gz holds ``count`` small files."""
     path = OUT / f"backup-{count}files-{'plain' if version is None else f'v{version}'}.tar"
     content = OUT / f"content-{count}files"
-    if not path.exists() and not (content / "ha").exists():
-        shutil.rmtree(content, ignore_errors=True)
-        make_many_files(content, count)
+    if not path.exists() and not content.exists():
+        partial = content.with_suffix(".partial")  # renamed once whole: never half reused
+        shutil.rmtree(partial, ignore_errors=True)
+        make_many_files(partial, count).rename(content)
     return _write_once(
         path, f"Bench backup {count} files", version, [("homeassistant", content / "ha")]
     )

@@ -403,14 +403,19 @@ class HashingReader:
 
     def _compare_part(self, index: int, part: bytes, checksum: int) -> None:
         """Compare what a range read itself of chunk ``index`` with what the hash read."""
-        if zlib_ng.crc32(part) != checksum and self._mismatch is None:
-            self._mismatch = index
+        if zlib_ng.crc32(part) != checksum:
+            self._changed(index)
 
     def _compare_sum(self, index: int, checksum: int) -> None:
         """Compare a read of chunk ``index`` with the first one (no lock: a dict's setdefault
         is atomic).  The first read's checksum is kept for any later one: about 100 bytes a
         chunk checked, 0.4 MiB for 4 GiB."""
-        if self._sums.setdefault(index, checksum) != checksum and self._mismatch is None:
+        if self._sums.setdefault(index, checksum) != checksum:
+            self._changed(index)
+
+    def _changed(self, index: int) -> None:
+        """Note that chunk ``index`` read differently twice (the first such chunk is told)."""
+        if self._mismatch is None:
             self._mismatch = index
 
 

@@ -169,16 +169,18 @@ def parse_header(block: bytes) -> Header:
     does, raising its HeaderError where it would.
 
     The usual header (number fields as ``_USUAL_NUMBERS`` has them, the unsigned checksum
-    right, not GNU sparse) is read here, at a fifth of frombuf's cost: a backup of many
-    small files has two headers per file (PAX and ustar), and frombuf was most of the time
-    spent walking them.  Any other header goes to frombuf itself, so its rules (other
-    number forms, base-256, signed checksums, its errors) stay tarfile's own."""
+    right, not GNU sparse) is read here, at about a quarter of frombuf's cost (8.5 against
+    37 us): a backup of many small files has two headers per file (PAX and ustar), and
+    frombuf was most of the time spent walking them.  Any other header goes to frombuf
+    itself, so its rules (other number forms, base-256, signed checksums, its errors) stay
+    tarfile's own."""
+    if len(block) != BLOCK:
+        return _parsed_by_tarfile(block)
     numbers = _USUAL_NUMBERS.match(block, 100, 156)
     kind = block[156:157]
     if (
         numbers is None
         or _USUAL_DEVICES.match(block, 329, 345) is None
-        or len(block) != BLOCK
         or kind == tarfile.GNUTYPE_SPARSE
     ):
         return _parsed_by_tarfile(block)
