@@ -13,7 +13,9 @@ archive, as one reader going front to back would find them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +63,14 @@ from .tarstream import (
 METADATA_NAMES = ("backup.json", "snapshot.json")
 MAX_METADATA = 1 << 20
 INNER_AT_ONCE = 2  # inner archives checked at the same time (a NAS has two to four cores)
+# How much lower (nice) the CPU priority of an inner archive's check is when it starts while
+# an earlier one is still checked.  The earlier one is the longer chain (HA's own archive,
+# text that inflates slowly, comes first); shared fairly, the two end apart and the last
+# stretch runs on one core.  With the later one yielding, the earlier ends sooner and the
+# later fills what the earlier leaves of the cores, so both end nearer together (1 GiB v3
+# backup: 0.90 s to 0.84 s; 4 GiB v2: 2.92 s to 2.80 s).  A priority is never raised back:
+# an unprivileged process may lower its priority only.
+BEHIND_NICE = 5
 
 
 class Verdict(StrEnum):
@@ -429,14 +439,17 @@ class _Checker:
                     self.reader.report_progress()  # may raise to cancel
             finally:
                 self.reader.member_waits(False)
+        behind = any(thread.is_alive() for thread in self.inner_threads)
         thread = threading.Thread(
-            target=self._inner_thread, args=(check, rest), name="inner", daemon=True
+            target=self._inner_thread, args=(check, rest, behind), name="inner", daemon=True
         )
         self.inner_threads.append(thread)
         thread.start()
 
-    def _inner_thread(self, check: Callable[[], None], rest: RangeReader) -> None:
+    def _inner_thread(self, check: Callable[[], None], rest: RangeReader, behind: bool) -> None:
         try:
+            if behind:
+                lower_thread_priority(BEHIND_NICE)
             check()
         except MemberCut as err:  # the file shrank since the walk passed: see _wait_for_inner
             self.inner_cuts.append(err)
@@ -592,6 +605,19 @@ class _Checker:
                 f"{inner.name}: SecureTar v{inner.securetar}, but backup.json says not protected "
                 "(HA would fail to restore it)",
             )
+
+
+def lower_thread_priority(steps: int) -> None:
+    """Lower the calling thread's CPU priority by ``steps`` nice levels (to 19 at most), and
+    that of the threads it starts from now on, which inherit it.  Only on Linux, where each
+    thread has a nice value of its own (elsewhere the call would lower the whole process);
+    where it is refused, nothing changes."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        nice = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, nice + steps))
 
 
 class _InnerTarError(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -362,3 +363,57 @@ def test_a_range_far_ahead_of_the_hash_reads_for_itself(
         rest.close()
         go.set()
         assert reader.finish() == hashlib.sha256(content).hexdigest()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives a thread a nice value")
+def test_an_inner_archive_checked_beside_an_earlier_one_yields_the_cpu_to_it(
+    tmp_path: Path,
+) -> None:
+    """The first inner archive's check runs at the caller's priority; one that starts while
+    the first is still checked runs BEHIND_NICE lower, and so do the threads it starts (its
+    decryption); one that starts once both ended runs at the caller's again, and the
+    caller's own priority never changes."""
+    from nas_receiver.haformat import sources, verify
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    caller = priority()
+    if caller > 19 - verify.BEHIND_NICE:
+        pytest.skip(f"this process runs at nice {caller}: no lower priority to be seen")
+    path = tmp_path / "file"
+    path.write_bytes(bytes(3 * sources.CHUNK))
+    seen: dict[str, int] = {}
+    first_may_end = threading.Event()
+
+    def first() -> None:
+        seen["first"] = priority()
+        first_may_end.wait(10)
+
+    def second() -> None:
+        seen["second"] = priority()
+        child = threading.Thread(target=lambda: seen.update(started_by_second=priority()))
+        child.start()
+        child.join()
+        first_may_end.set()
+
+    def third() -> None:
+        seen["third"] = priority()
+
+    checker = verify._Checker(path, Level.FULL, KeyRing(), None)
+    with sources.HashingReader(path) as reader:
+        checker.reader = reader
+        for index, check in enumerate([first, second]):
+            start = index * sources.CHUNK
+            checker._start_inner(check, reader.range(start, start + 100, "inner", 100))
+        checker._wait_for_inner(None)
+        checker._start_inner(third, reader.range(2 * sources.CHUNK, 3 * sources.CHUNK, "c", 1))
+        checker._wait_for_inner(None)
+    behind = caller + verify.BEHIND_NICE
+    assert seen == {
+        "first": caller,
+        "second": behind,
+        "started_by_second": behind,
+        "third": caller,
+    }
+    assert priority() == caller
