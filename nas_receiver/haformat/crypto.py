@@ -23,7 +23,7 @@ from securetar import (
 
 from .gzipstream import GZIP_MAGIC
 from .keys import KeyRing
-from .tarstream import ByteSource, ShortReads
+from .tarstream import ByteSource, ShortReads, take
 
 PREFIX_SIZE = 4096
 _MAGIC = securetar.SECURETAR_MAGIC
@@ -134,7 +134,8 @@ class CbcDecryptStream:
     securetar's own reader copies its buffer on every read and does not check the padding;
     this one passes each decrypted chunk on as it is and checks the PKCS#7 padding at the
     end.  The ciphertext's size is known, so the last read is known, and it always holds the
-    whole last block (CBC returns whole blocks only).  Reads may be short; ``b""`` is the end.
+    whole last block (CBC returns whole blocks only).  Reads may be short, never longer than
+    asked; ``b""`` is the end.
     """
 
     def __init__(self, source: ByteSource, key: bytes, iv: bytes, ciphertext_size: int) -> None:
@@ -143,8 +144,15 @@ class CbcDecryptStream:
         self._source = source
         self._decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         self._left = ciphertext_size
+        # Plaintext decrypted past what a read asked for: a block held back from an earlier
+        # piece and the next piece can make more whole blocks than the read wants.
+        self._over = memoryview(b"")
 
     def read(self, size: int, /) -> bytes:
+        if self._over:
+            data = take(self._over, size)
+            self._over = self._over[len(data) :]
+            return data
         while self._left:
             data = self._source.read(min(max(size, 16), self._left))
             if not data:
@@ -152,10 +160,16 @@ class CbcDecryptStream:
             self._left -= len(data)
             plain = self._decryptor.update(data)
             if not self._left:
-                return self._unpad(plain + self._decryptor.finalize())
-            if plain:
-                return plain
+                plain = self._unpad(plain + self._decryptor.finalize())
+            if plain or not self._left:
+                return self._at_most(plain, size)
         return b""
+
+    def _at_most(self, plain: bytes, size: int) -> bytes:
+        if len(plain) <= size:
+            return plain
+        self._over = memoryview(plain)[size:]
+        return plain[:size]
 
     @staticmethod
     def _unpad(last: bytes) -> bytes:
