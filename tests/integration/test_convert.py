@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import tarfile
 from collections.abc import Callable
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nas_receiver.errors import BackupError, OutputExistsError
-from nas_receiver.haformat import KeyRing, Verdict, verify_archive
+from nas_receiver.haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from nas_receiver.haformat.convert import decrypt_backup, encrypt_backup
 from tests.builders import KEY, OTHER_KEY, inner_files
 from tests.conftest import CORPUS_KEYS, corpus_file
@@ -150,3 +152,72 @@ def test_decrypt_refuses_bytes_changed_in_place_since_verified(
     with pytest.raises(BackupError, match="changed since"):
         decrypt_backup(source, out, KeyRing([KEY]), verified=verified)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_decrypted_copy_is_proven_as_written_not_read_back(
+    make_backup: MakeBackup, tmp_path: Path, version: int
+) -> None:
+    """Asserts: the decrypted copy's report has the SHA-256 of the file as it lies on disk
+    (made while writing) and, for each inner archive, what the source's full verification
+    found in the very stream written; a full verification of the copy finds the same."""
+    source = make_backup(password=KEY, securetar_version=version, entities=200)
+    verified = verify_archive(source, keys=KeyRing([KEY]))
+    out = tmp_path / "plain.tar"
+    report = decrypt_backup(source, out, KeyRing([KEY]), verified=verified)
+    assert report.verdict is Verdict.VALID
+    assert any("not read back" in note for note in report.notes)
+    assert report.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    again = verify_archive(out)
+    assert again.verdict is Verdict.VALID
+    assert again.sha256 == report.sha256
+
+    def content(found: VerifyReport) -> list[tuple[object, ...]]:
+        return [(i.name, i.files, i.content_bytes, i.stream_crc32) for i in found.inner]
+
+    assert content(report) == content(again)
+    assert inner_files(out) == inner_files(source, KEY)
+
+
+def test_a_decrypted_stream_unlike_the_verified_one_is_refused(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: where an inner archive decrypts to other bytes than its verification read
+    (told here by a verification that saw another CRC-32), no copy is made: the copy is
+    never of bytes that were not checked."""
+    source = make_backup(password=KEY, securetar_version=3)
+    verified = verify_archive(source, keys=KeyRing([KEY]))
+    share = next(i for i in verified.inner if i.name == "share.tar.gz")
+    assert share.stream_crc32 is not None
+    share.stream_crc32 ^= 1
+    out = tmp_path / "plain.tar"
+    with pytest.raises(BackupError, match=r"share\.tar\.gz .* not the .* that were verified"):
+        decrypt_backup(source, out, KeyRing([KEY]), verified=verified)
+    assert [p.name for p in tmp_path.iterdir() if "plain" in p.name] == []
+
+
+def test_a_securetar_v1_copy_is_read_back_in_full(tmp_path: Path) -> None:
+    """Asserts: a v1 part's gzip trailer is rewritten in the copy, so the copy is not the
+    stream verified: it is verified in full instead, and holds the same files.  The backup
+    is the real v1 file with its backup.json listing what it holds (as written, it lists
+    parts it lacks: see test_corpus)."""
+    name = "habackuptool_test_protected_v1.tar"
+    key = CORPUS_KEYS[name] or ""
+    source = tmp_path / "v1.tar"
+    with tarfile.open(corpus_file(name)) as old, tarfile.open(source, "w") as new:
+        for member in old.getmembers():
+            data = old.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "backup.json":
+                data = json.dumps({**json.loads(data), "homeassistant": None, "folders": ["test"]})
+                data = data.encode()
+                member.size = len(data)
+            new.addfile(member, io.BytesIO(data))
+    verified = verify_archive(source, keys=KeyRing([key]))
+    assert verified.verdict is Verdict.VALID, verified.problems
+    assert verified.inner[0].legacy_trailer
+    out = tmp_path / "plain.tar"
+    report = decrypt_backup(source, out, KeyRing([key]), verified=verified)
+    assert report.verdict is Verdict.VALID
+    assert report.level is Level.FULL
+    assert not any("not read back" in note for note in report.notes)
+    assert inner_files(out) == inner_files(source, key)
