@@ -82,7 +82,7 @@ def decrypt_backup(
         sink = _HashingWriter(pending.file)
         _rewrite(source, cast(BinaryIO, sink), content, metadata, names, sha256=report.sha256)
         pending.file.flush()
-        if all(i.stream_crc32 is not None and not i.legacy_trailer for i in report.inner):
+        if _provable(report):
             _require_verified_streams(written)
             result = verify_archive(pending.path, level=Level.QUICK)
             _require(result, "decrypted copy")
@@ -131,10 +131,22 @@ class _HashingWriter:
         return self._sha.hexdigest()
 
 
+def _provable(report: VerifyReport) -> bool:
+    """Whether a decrypted copy can be proven as it is written: the verification kept the
+    CRC-32 of every encrypted inner archive's stream, and no v1 trailer is rewritten."""
+    return all(
+        (i.stream_crc32 is not None or not i.securetar) and not i.legacy_trailer
+        for i in report.inner
+    )
+
+
 def _require_verified_streams(written: list[tuple[InnerArchive, _Checked]]) -> None:
-    """Each inner archive written is the stream the source's verification checked: as many
-    bytes, the same CRC-32."""
+    """Each encrypted inner archive written is the stream the source's verification
+    checked: as many bytes, the same CRC-32 (a plain one is its source's bytes, hashed as
+    they are read)."""
     for inner, checked in written:
+        if not inner.securetar:
+            continue
         if (checked.count, checked.crc) != (inner.decrypted_size, inner.stream_crc32):
             raise BackupError(
                 f"decrypted copy: {inner.name} (at byte {inner.offset}) was written as "
@@ -156,7 +168,6 @@ def _take_content(copy: VerifyReport, source: VerifyReport, sha256: str) -> None
         made.files = found.files
         made.content_bytes = found.content_bytes
         made.decrypted_size = found.decrypted_size
-        made.stream_crc32 = found.stream_crc32
         made.crc32 = found.crc32
     copy.sha256 = sha256
     copy.notes.append(
