@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from securetar import SecureTarEncryptStream, SecureTarRootKeyContext
-from zlib_ng import zlib_ng
 
 from ..errors import BackupError, UsageError
-from .crypto import PREFIX_SIZE, ChainedSource, KeySession
+from .crypto import PREFIX_SIZE, ChainedSource, DecryptError, KeySession
 from .keys import KeyRing
 from .names import inner_base_name
 from .output import atomic_output
 from .sources import FileChanged, HashingReader, SeekingFileSource
-from .tarstream import ByteSource, FileLike, TarEntry, TarWalker
+from .tarstream import ByteSource, Counted, FileLike, TarEntry, TarWalker
 from .verify import METADATA_NAMES, InnerArchive, Level, Verdict, VerifyReport, verify_archive
 
 OnBytes = Callable[[int], None] | None
@@ -60,7 +59,7 @@ def decrypt_backup(
         report = _require_valid(source, keys, on_bytes)
     inner = {i.offset: i for i in report.inner}  # by place: two may have one name
     session = KeySession(keys)
-    written: list[tuple[InnerArchive, _Checked]] = []
+    written: list[tuple[InnerArchive, Counted]] = []
 
     def content(entry: TarEntry, walker: TarWalker) -> tuple[int, ByteSource]:
         found = inner.get(entry.header_offset)
@@ -70,7 +69,7 @@ def decrypt_backup(
                 f"{entry.header_offset}, {entry.size} bytes): the source changed since"
             )
         size, stream = _decrypted_member(entry, walker, found, session)
-        checked = _Checked(stream)
+        checked = Counted(stream, crc=True)
         written.append((found, checked))
         return size, checked
 
@@ -80,7 +79,12 @@ def decrypt_backup(
     with atomic_output(output) as pending:
         names = {i.name for i in report.inner}
         sink = _HashingWriter(pending.file)
-        _rewrite(source, cast(BinaryIO, sink), content, metadata, names, sha256=report.sha256)
+        try:
+            _rewrite(source, cast(BinaryIO, sink), content, metadata, names, sha256=report.sha256)
+        except DecryptError as err:  # it decrypted whole when verified
+            raise BackupError(
+                f"{source}: {err}, though it decrypted whole when verified: it changed since"
+            ) from err
         pending.file.flush()
         if _provable(report):
             _require_verified_streams(written)
@@ -93,21 +97,6 @@ def decrypt_backup(
             _require_same_content(report, result)
     result.path = str(output)
     return result
-
-
-class _Checked:
-    """Pass reads on, counting their bytes and making their CRC-32 (what is written)."""
-
-    def __init__(self, source: ByteSource) -> None:
-        self._source = source
-        self.count = 0
-        self.crc = 0
-
-    def read(self, size: int, /) -> bytes:
-        data = self._source.read(size)
-        self.count += len(data)
-        self.crc = zlib_ng.crc32(data, self.crc)
-        return data
 
 
 class _HashingWriter:
@@ -140,7 +129,7 @@ def _provable(report: VerifyReport) -> bool:
     )
 
 
-def _require_verified_streams(written: list[tuple[InnerArchive, _Checked]]) -> None:
+def _require_verified_streams(written: list[tuple[InnerArchive, Counted]]) -> None:
     """Each encrypted inner archive written is the stream the source's verification
     checked: as many bytes, the same CRC-32 (a plain one is its source's bytes, hashed as
     they are read)."""
@@ -171,8 +160,10 @@ def _take_content(copy: VerifyReport, source: VerifyReport, sha256: str) -> None
         made.crc32 = found.crc32
     copy.sha256 = sha256
     copy.notes.append(
-        "not read back: each inner archive was checked as written against the source's full "
-        "verification (the same bytes: length and CRC-32)"
+        "not read back: its decrypted inner archives were checked as written against the "
+        "source's full verification (the same bytes: length and CRC-32)"
+        if any(i.securetar for i in source.inner)
+        else "not read back: it holds the source's bytes, hashed as they were read"
     )
 
 

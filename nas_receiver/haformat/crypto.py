@@ -128,7 +128,27 @@ class ChainedSource:
 _ABYTES = nss.crypto_secretstream_xchacha20poly1305_ABYTES
 
 
-class CbcDecryptStream:
+class _AtMost:
+    """A decrypting stream whose reads never return more than asked (``tarfile`` writes all a
+    read returns into a member of a fixed size): plaintext made past a read's size is held
+    and handed out by the next reads."""
+
+    def __init__(self) -> None:
+        self._over = memoryview(b"")
+
+    def _held(self, size: int) -> bytes:
+        data = take(self._over, size)
+        self._over = self._over[len(data) :]
+        return data
+
+    def _at_most(self, plain: bytes, size: int) -> bytes:
+        if len(plain) <= size:
+            return plain
+        self._over = memoryview(plain)[size:]
+        return plain[:size]
+
+
+class CbcDecryptStream(_AtMost):
     """AES-128-CBC decryption (SecureTar v1/v2) with the key material securetar derived.
 
     securetar's own reader copies its buffer on every read and does not check the padding;
@@ -141,18 +161,14 @@ class CbcDecryptStream:
     def __init__(self, source: ByteSource, key: bytes, iv: bytes, ciphertext_size: int) -> None:
         if ciphertext_size <= 0 or ciphertext_size % 16:
             raise DecryptError(f"ciphertext of {ciphertext_size} bytes is not whole AES blocks")
+        super().__init__()  # a block held back and the next piece can exceed a read's size
         self._source = source
         self._decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         self._left = ciphertext_size
-        # Plaintext decrypted past what a read asked for: a block held back from an earlier
-        # piece and the next piece can make more whole blocks than the read wants.
-        self._over = memoryview(b"")
 
     def read(self, size: int, /) -> bytes:
         if self._over:
-            data = take(self._over, size)
-            self._over = self._over[len(data) :]
-            return data
+            return self._held(size)
         while self._left:
             data = self._source.read(min(max(size, 16), self._left))
             if not data:
@@ -165,12 +181,6 @@ class CbcDecryptStream:
                 return self._at_most(plain, size)
         return b""
 
-    def _at_most(self, plain: bytes, size: int) -> bytes:
-        if len(plain) <= size:
-            return plain
-        self._over = memoryview(plain)[size:]
-        return plain[:size]
-
     @staticmethod
     def _unpad(last: bytes) -> bytes:
         pad = last[-1] if last else 0
@@ -179,14 +189,16 @@ class CbcDecryptStream:
         return last[:-pad]
 
 
-class SecretstreamDecryptStream:
+class SecretstreamDecryptStream(_AtMost):
     """XChaCha20-Poly1305 secretstream decryption (SecureTar v3) with libsodium, as
-    securetar calls it, one 1 MiB chunk per read and no copy of its output (securetar's own
-    reader copies its buffer on every read).  Every chunk is authenticated; the final tag
-    must come with the last chunk and only there.  Reads may be short; ``b""`` is the end.
+    securetar calls it, one 1 MiB chunk at a time and no copy of its output where a read
+    takes a whole chunk (securetar's own reader copies its buffer on every read).  Every
+    chunk is authenticated; the final tag must come with the last chunk and only there.
+    Reads may be short, never longer than asked; ``b""`` is the end.
     """
 
     def __init__(self, source: ByteSource, key: bytes, header: bytes, ciphertext_size: int) -> None:
+        super().__init__()
         self._source = source
         self._state = nss.crypto_secretstream_xchacha20poly1305_state()
         try:
@@ -194,10 +206,12 @@ class SecretstreamDecryptStream:
         except (CryptoError, ValueError) as err:
             raise DecryptError(f"decryption failed ({err or type(err).__name__})") from err
         self._left = ciphertext_size
+        self._chunks = 0
         self._done = False
 
     def read(self, size: int, /) -> bytes:
-        del size  # a chunk is what it is: 1 MiB of plaintext, the last one less
+        if self._over:
+            return self._held(size)
         if self._done:
             return b""
         want = min(securetar.V3_SECRETSTREAM_CHUNK_SIZE + _ABYTES, self._left)
@@ -205,16 +219,20 @@ class SecretstreamDecryptStream:
         if len(data) != want:
             raise DecryptError(f"ciphertext ends {self._left - len(data)} bytes early")
         self._left -= want
+        self._chunks += 1
         try:
             plain, tag = nss.crypto_secretstream_xchacha20poly1305_pull(self._state, data, None)
         except (CryptoError, ValueError) as err:
-            raise DecryptError(f"decryption failed ({err or type(err).__name__})") from err
+            raise DecryptError(
+                f"decryption failed: chunk {self._chunks} of the stream does not authenticate "
+                "(its bytes are damaged or altered)"
+            ) from err
         final = tag == nss.crypto_secretstream_xchacha20poly1305_TAG_FINAL
         if final != (self._left == 0):
             where = "before the end" if final else "missing at the end"
             raise DecryptError(f"decryption failed (the stream's final tag is {where})")
         self._done = final
-        return bytes(plain)
+        return self._at_most(bytes(plain), size)
 
 
 class KeySession:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from zlib_ng import zlib_ng
+
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 SKIP_CHUNK = 4 << 20  # big reads while skipping data cost fewer inflate calls
@@ -57,13 +59,38 @@ def read_full(source: ByteSource, size: int) -> bytes:
 
 
 class FileLike:
-    """A source as a file object for ``tarfile`` and ``securetar``: ``read`` is full."""
+    """A source as a file object for ``tarfile`` and ``securetar``: ``read`` is full, and
+    never longer than asked (tarfile writes all a read returns into a member of a fixed
+    size: a longer read would make a member longer than its header says)."""
 
     def __init__(self, source: ByteSource) -> None:
         self._source = source
 
     def read(self, size: int = -1, /) -> bytes:
-        return read_full(self._source, size if size >= 0 else 1 << 62)
+        want = size if size >= 0 else 1 << 62
+        data = read_full(self._source, want)
+        if len(data) > want:
+            raise ValueError(f"a read of {want} bytes returned {len(data)}")
+        return data
+
+
+class Counted:
+    """Pass reads on, counting their bytes, and with ``crc`` making their CRC-32 (zlib-ng:
+    a few ms a GiB where the bytes are in the cache, as decrypted ones are; 20 ms of a
+    plain 1 GiB backup's verification where they are not)."""
+
+    def __init__(self, source: ByteSource, *, crc: bool) -> None:
+        self._source = source
+        self._crc = crc
+        self.count = 0
+        self.crc = 0
+
+    def read(self, size: int, /) -> bytes:
+        data = self._source.read(size)
+        self.count += len(data)
+        if self._crc:
+            self.crc = zlib_ng.crc32(data, self.crc)
+        return data
 
 
 class TarFormatError(Exception):

@@ -24,8 +24,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from zlib_ng import zlib_ng
-
 from .crypto import (
     PREFIX_SIZE,
     ChainedSource,
@@ -54,6 +52,7 @@ from .sources import (
 )
 from .tarstream import (
     ByteSource,
+    Counted,
     MemberCut,
     ShortReads,
     TarEntry,
@@ -70,8 +69,10 @@ INNER_AT_ONCE = 2  # inner archives checked at the same time (a NAS has two to f
 # text that inflates slowly, comes first); shared fairly, the two end apart and the last
 # stretch runs on one core.  With the later one yielding, the earlier ends sooner and the
 # later fills what the earlier leaves of the cores, so both end nearer together (1 GiB v3
-# backup: 0.90 s to 0.84 s; 4 GiB v2: 2.92 s to 2.80 s).  A priority is never raised back:
-# an unprivileged process may lower its priority only.
+# backup: 0.90 s to 0.84 s; 4 GiB v2: 2.92 s to 2.80 s).  A priority is never raised back
+# (an unprivileged process may only lower one), so of a run of small parts after the first,
+# each starting beside another runs lower too, behind the hash only.  Where the disk
+# scheduler is CFQ or BFQ, a thread's disk priority follows its nice value as well.
 BEHIND_NICE = 5
 
 
@@ -254,6 +255,8 @@ class _Checker:
         self.reader: HashingReader | None = None  # full level: inner archives run on threads
         self.inner_threads: list[threading.Thread] = []
         self.slots = threading.Semaphore(INNER_AT_ONCE)
+        self.running = 0  # inner checks begun and not ended (see BEHIND_NICE)
+        self.running_lock = threading.Lock()
         self.inner_failures: list[BaseException] = []
         self.inner_cuts: list[MemberCut] = []
         self.tar_ended = False
@@ -445,7 +448,9 @@ class _Checker:
                     self.reader.report_progress()  # may raise to cancel
             finally:
                 self.reader.member_waits(False)
-        behind = any(thread.is_alive() for thread in self.inner_threads)
+        with self.running_lock:  # behind an earlier check that is still running?
+            behind = self.running > 0
+            self.running += 1
         thread = threading.Thread(
             target=self._inner_thread, args=(check, rest, behind), name="inner", daemon=True
         )
@@ -465,6 +470,8 @@ class _Checker:
             self.inner_failures.append(err)
         finally:
             rest.close()
+            with self.running_lock:
+                self.running -= 1
             self.slots.release()
 
     def _wait_for_inner(self, reader: HashingReader | None) -> None:
@@ -523,7 +530,7 @@ class _Checker:
         where: str,
         problems: ProblemSink,
     ) -> None:
-        counted = _Counting(stream, crc=fmt.encrypted)  # what a decrypted copy must hold
+        counted = Counted(stream, crc=fmt.encrypted)  # what a decrypted copy must hold
         first = counted.read(CHUNK)
         if not looks_plain(first):
             problems.add(Verdict.CORRUPT, f"{where}: content is neither gzip nor tar")
@@ -629,25 +636,6 @@ def lower_thread_priority(steps: int) -> None:
 
 class _InnerTarError(Exception):
     pass
-
-
-class _Counting:
-    """Pass reads on, counting their bytes, and with ``crc`` making their CRC-32 (zlib-ng:
-    a few ms a GiB where the bytes are in the cache, as decrypted ones are; 20 ms of a plain
-    1 GiB backup's verification where they are not)."""
-
-    def __init__(self, source: ByteSource, *, crc: bool) -> None:
-        self._source = source
-        self._crc = crc
-        self.count = 0
-        self.crc = 0
-
-    def read(self, size: int, /) -> bytes:
-        data = self._source.read(size)
-        self.count += len(data)
-        if self._crc:
-            self.crc = zlib_ng.crc32(data, self.crc)
-        return data
 
 
 def _walk_tar(content: ByteSource) -> int:

@@ -221,3 +221,35 @@ def test_a_securetar_v1_copy_is_read_back_in_full(tmp_path: Path) -> None:
     assert report.level is Level.FULL
     assert not any("not read back" in note for note in report.notes)
     assert inner_files(out) == inner_files(source, key)
+
+
+def test_a_v3_source_altered_since_verified_is_refused_as_changed(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a v3 source whose ciphertext changed after its verification (one byte in
+    the middle of an inner archive) stops the copy where it no longer authenticates, with
+    a message that says the source changed; no output is left, the source is untouched."""
+    source = make_backup(password=KEY, securetar_version=3, entities=400)
+    verified = verify_archive(source, keys=KeyRing([KEY]))
+    inner = next(i for i in verified.inner if i.name == "homeassistant.tar.gz")
+    data = bytearray(source.read_bytes())
+    data[inner.offset + 512 + inner.size // 2] ^= 0xFF  # after the tar header of the member
+    source.write_bytes(bytes(data))
+    out = tmp_path / "plain.tar"
+    with pytest.raises(BackupError, match=r"does not authenticate.*it changed since"):
+        decrypt_backup(source, out, KeyRing([KEY]), verified=verified)
+    assert [p.name for p in tmp_path.iterdir() if "plain" in p.name] == []
+    assert source.read_bytes() == bytes(data)
+
+
+def test_a_plain_backup_copied_by_decrypt_says_what_proves_it(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: decrypt of an unencrypted backup writes its bytes as they are, and its note
+    says so, not that decrypted streams were checked (none were)."""
+    source = make_backup()
+    out = tmp_path / "plain.tar"
+    report = decrypt_backup(source, out, KeyRing())
+    assert report.verdict is Verdict.VALID
+    assert report.notes == ["not read back: it holds the source's bytes, hashed as they were read"]
+    assert inner_files(out) == inner_files(source)

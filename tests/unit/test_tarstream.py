@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 from nas_receiver.haformat.tarstream import (
+    FileLike,
     MemberCut,
     TarFormatError,
     TarTruncated,
@@ -92,3 +93,15 @@ def test_damaged_pax_numbers_are_format_errors(key: str, value: str) -> None:
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(TarFormatError, match=f"PAX {key}"):
         _walk(buffer.getvalue())
+
+
+def test_a_file_like_refuses_a_read_longer_than_asked() -> None:
+    """tarfile writes all a read returns into a member of a fixed size: a source that
+    returns more than asked would make a member longer than its header says."""
+
+    class TooLong:
+        def read(self, size: int, /) -> bytes:
+            return bytes(size + 1)
+
+    with pytest.raises(ValueError, match="a read of 10 bytes returned 11"):
+        FileLike(TooLong()).read(10)
