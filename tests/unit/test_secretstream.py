@@ -43,7 +43,7 @@ def _push(messages: list[tuple[bytes, int]], key: bytes) -> tuple[bytes, list[by
 def test_what_libsodium_pushes_opens_to_the_same_messages_and_tags(seed: int) -> None:
     rng = random.Random(seed)
     sizes = [0, 1, 15, 16, 17, 63, 64, 65, 1 << 20, rng.randint(0, 5000)]
-    tags = [TAG_MESSAGE, TAG_PUSH, TAG_REKEY]
+    tags = [TAG_MESSAGE, TAG_PUSH, TAG_REKEY, TAG_FINAL]  # FINAL rekeys too (its 0x02 bit)
     messages = [
         (os.urandom(rng.choice(sizes)), rng.choice(tags)) for _ in range(rng.randint(1, 12))
     ]
