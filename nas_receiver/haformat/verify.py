@@ -69,13 +69,14 @@ INNER_AT_ONCE = 2  # inner archives checked at the same time (a NAS has two to f
 # text that inflates slowly, comes first); shared fairly, the two end apart and the last
 # stretch runs on one core.  With the later one yielding, the earlier ends sooner and the
 # later fills what the earlier and the hash leave of the cores, so all end nearer together.
-# Nice 10 weighs a tenth of nice 0.  In-process, bench backups, two or three runs each:
-# 1 GiB v2 0.78-0.84 s at nice 0 against 0.70-0.73 s at 10 (5: 0.78-0.84 s), v3 0.82-0.94
-# against 0.80-0.85 s; 4 GiB v2 2.75-3.18 against 2.68-2.73 s, v3 3.15-3.29 against
-# 3.00-3.14 s.  A priority is never raised back (an unprivileged process may only lower
-# one), so of a run of small parts after the first, each starting beside another runs lower
-# too, behind the hash only.  Where the disk scheduler is CFQ or BFQ, a thread's disk
-# priority follows its nice value as well.
+# Nice 10 weighs a tenth of nice 0.  In-process, bench backups, in turns, 2-5 runs each:
+# +10 against +5, 1 GiB v2 0.72-0.77 s against 0.78-0.84 s, v3 0.80-0.85 against
+# 0.82-0.94 s, 4 GiB v2 2.68-2.73 against 2.75-3.18 s, v3 3.00-3.15 against 3.15-3.29 s;
+# +5 against none (with libsodium decrypting v3 then), 1 GiB v3 0.83-0.85 against
+# 0.90-0.91 s, 4 GiB v2 2.80-2.87 against 2.91-2.93 s.  A priority is never raised back
+# (an unprivileged process may only lower one), so of a run of small parts after the first,
+# each starting beside another runs lower too, behind the hash only.  Where the disk
+# scheduler is CFQ or BFQ, a thread's disk priority follows its nice value as well.
 BEHIND_NICE = 10
 
 
