@@ -118,7 +118,7 @@ class InnerArchive:
     decrypted_size: int | None = None
     legacy_trailer: bool = False
     # Where the deflate data ends and the checked CRC/length: what decrypt needs to write a
-    # standard gzip trailer in place of SecureTar v1's split one.
+    # standard gzip trailer in place of SecureTar v1's split one (crc32 is None otherwise).
     deflate_end: int | None = None
     crc32: int | None = None
     # The CRC-32 of the decrypted_size bytes the check read of an encrypted inner archive
@@ -567,7 +567,8 @@ class _Checker:
             inner.content_bytes = inflater.size
             inner.legacy_trailer = inflater.legacy_trailer
             inner.deflate_end = inflater.deflate_end
-            inner.crc32 = inflater.crc
+            # zlib checks a standard trailer itself and tells no CRC: 0 would read as one
+            inner.crc32 = inflater.crc if inflater.legacy_trailer else None
         if fmt.plaintext_size is not None and counted.count != fmt.plaintext_size:
             problems.add(
                 Verdict.CORRUPT,
