@@ -17,8 +17,11 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import secrets
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -206,18 +209,31 @@ def _reflink(source: Path, temp: Path) -> None:
 
 
 def _stream_copy(source: Path, temp: Path) -> str:
-    """Copy ``source`` to ``temp``, fsync it; return the SHA-256 of the bytes written."""
+    """Copy ``source`` to ``temp``, fsync it; return the SHA-256 of the bytes written, made
+    on a second thread while the copy writes (hashing and writing overlap on two cores)."""
     digest = hashlib.sha256()
-    with source.open("rb", buffering=0) as src, temp.open("xb", buffering=0) as dst:
-        try:
-            os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except OSError as err:  # not every filesystem takes advice
-            if err.errno != errno.EINVAL:
-                raise
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-            view = memoryview(chunk)
-            while view:  # a write may be short (a full disk raises, a signal may cut it)
-                view = view[dst.write(view) :]
-        os.fsync(dst.fileno())
+    pieces: queue.Queue[bytes] = queue.Queue(4)
+    hashing = threading.Thread(target=_hash_pieces, args=(digest.update, pieces), name="sha256")
+    hashing.start()
+    try:
+        with source.open("rb", buffering=0) as src, temp.open("xb", buffering=0) as dst:
+            try:
+                os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except OSError as err:  # not every filesystem takes advice
+                if err.errno != errno.EINVAL:
+                    raise
+            while chunk := src.read(CHUNK):
+                pieces.put(chunk)
+                view = memoryview(chunk)
+                while view:  # a write may be short (a full disk raises, a signal may cut it)
+                    view = view[dst.write(view) :]
+            os.fsync(dst.fileno())
+    finally:
+        pieces.put(b"")  # the end: the thread takes every piece, so this never waits long
+        hashing.join()
     return digest.hexdigest()
+
+
+def _hash_pieces(update: Callable[[bytes], object], pieces: queue.Queue[bytes]) -> None:
+    while piece := pieces.get():
+        update(piece)

@@ -9,6 +9,7 @@ still extracted: recovering what is intact is the point.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import shutil
@@ -33,7 +34,7 @@ from .crypto import (
 from .gzipstream import GZIP_MAGIC, GzipError, InflatingReader
 from .keys import KeyRing
 from .names import inner_base_name
-from .sources import SeekingFileSource
+from .sources import ReaderThread, SeekingFileSource
 from .tarstream import ByteSource, FileLike, MemberCut, TarEntry, TarFormatError, TarWalker
 from .verify import METADATA_NAMES
 
@@ -181,15 +182,17 @@ class _Extraction:
         if not looks_plain(first):
             raise NotRecognised("content is neither gzip nor tar")
         content: ByteSource = ChainedSource(first, stream)
-        if first[:3] == GZIP_MAGIC:
-            content = InflatingReader(content, legacy=legacy)
         target.mkdir(exist_ok=True)
-        with tarfile.open(fileobj=cast(IO[bytes], FileLike(content)), mode="r|") as tar:
-            for member in tar:
-                if self._wanted(member):
-                    self._extract_one(tar, member, target)
-        while content.read(1 << 20):  # the CRC is checked only once all data is read
-            pass
+        with contextlib.ExitStack() as stack:
+            if first[:3] == GZIP_MAGIC:  # inflated (and decrypted) ahead while files are written
+                inflating = InflatingReader(content, legacy=legacy)
+                content = stack.enter_context(ReaderThread(inflating, name="inflate"))
+            with tarfile.open(fileobj=cast(IO[bytes], FileLike(content)), mode="r|") as tar:
+                for member in tar:
+                    if self._wanted(member):
+                        self._extract_one(tar, member, target)
+            while content.read(1 << 20):  # the CRC is checked only once all data is read
+                pass
 
     def _wanted(self, member: tarfile.TarInfo) -> bool:
         """Whether ``--path`` globs choose this member; HA keeps a part's files under

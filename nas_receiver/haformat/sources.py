@@ -552,18 +552,21 @@ def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
 
 class ReaderThread:
     """Read a stream on a thread of its own, a few chunks ahead of the consumer: decryption
-    then runs on the second core while the consumer inflates.  An error of the stream is
-    raised by the consumer's ``read`` at the place it happened.  Leaving the ``with`` block
-    stops and joins the thread, so the stream's own source is the caller's again."""
+    then runs on the second core while the consumer inflates (or inflating, while the
+    consumer writes files out).  An error of the stream is raised by the consumer's ``read``
+    at the place it happened.  Leaving the ``with`` block stops and joins the thread, so the
+    stream's own source is the caller's again."""
 
-    def __init__(self, stream: ByteSource, chunk: int = CHUNK, depth: int = 4) -> None:
+    def __init__(
+        self, stream: ByteSource, chunk: int = CHUNK, depth: int = 4, *, name: str = "decrypt"
+    ) -> None:
         self._stream = stream
         self._chunk_size = chunk
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
         self._stop = threading.Event()
         self._chunk = memoryview(b"")
         self._ended = False
-        self._thread = threading.Thread(target=self._produce, name="decrypt", daemon=True)
+        self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
 
     def __enter__(self) -> ReaderThread:
         self._thread.start()

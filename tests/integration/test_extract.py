@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,10 +113,12 @@ def test_hostile_members_are_refused_and_nothing_lands_outside(tmp_path: Path) -
 def test_decompression_bomb_stops_at_the_cap(tmp_path: Path) -> None:
     backup = _hostile_backup(tmp_path / "bomb.tar", [_file("zeros.bin", bytes(8 << 20))])
     assert backup.stat().st_size < 200_000  # 8 MiB of zeros compresses to almost nothing
+    threads = threading.active_count()
     with pytest.raises(UnsafeArchiveError, match="cap"):
         extract_backup(backup, tmp_path / "out", KeyRing([KEY]), max_bytes=1 << 20)
     written = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written <= 1 << 20
+    assert threading.active_count() == threads  # the thread inflating ahead was stopped
 
 
 def test_never_overwrites_without_force(make_backup: MakeBackup, tmp_path: Path) -> None:
@@ -139,7 +142,9 @@ def test_damaged_inner_archive_is_reported_and_others_still_extract(
     with backup.open("r+b") as file:
         file.seek(member.offset_data + member.size // 2)
         file.write(b"\xff\xff")
+    threads = threading.active_count()
     result = extract_backup(backup, tmp_path / "out", KeyRing([KEY]))
+    assert threading.active_count() == threads  # each inner archive's inflating thread ended
     assert any(p.startswith("share.tar.gz") for p in result.problems)
     assert (tmp_path / "out/homeassistant/data/configuration.yaml").exists()
     assert (tmp_path / "out/ssl").is_dir()
