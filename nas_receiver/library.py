@@ -21,7 +21,6 @@ import queue
 import secrets
 import shutil
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -211,10 +210,7 @@ def _reflink(source: Path, temp: Path) -> None:
 def _stream_copy(source: Path, temp: Path) -> str:
     """Copy ``source`` to ``temp``, fsync it; return the SHA-256 of the bytes written, made
     on a second thread while the copy writes (hashing and writing overlap on two cores)."""
-    digest = hashlib.sha256()
-    pieces: queue.Queue[bytes] = queue.Queue(4)
-    hashing = threading.Thread(target=_hash_pieces, args=(digest.update, pieces), name="sha256")
-    hashing.start()
+    hasher = _BackgroundHash()
     try:
         with source.open("rb", buffering=0) as src, temp.open("xb", buffering=0) as dst:
             try:
@@ -223,17 +219,60 @@ def _stream_copy(source: Path, temp: Path) -> str:
                 if err.errno != errno.EINVAL:
                     raise
             while chunk := src.read(CHUNK):
-                pieces.put(chunk)
+                hasher.feed(chunk)
                 view = memoryview(chunk)
                 while view:  # a write may be short (a full disk raises, a signal may cut it)
                     view = view[dst.write(view) :]
             os.fsync(dst.fileno())
+        return hasher.hexdigest()
     finally:
-        pieces.put(b"")  # the end: the thread takes every piece, so this never waits long
-        hashing.join()
-    return digest.hexdigest()
+        hasher.close()
 
 
-def _hash_pieces(update: Callable[[bytes], object], pieces: queue.Queue[bytes]) -> None:
-    while piece := pieces.get():
-        update(piece)
+class _BackgroundHash:
+    """SHA-256 of the pieces fed to it, made on a thread of its own (a few pieces behind).
+    The thread is a daemon and ``close`` ends it whatever happened, so a copy that failed
+    or was interrupted leaves no thread waiting; an error of the hash is raised by
+    ``feed`` or ``hexdigest``."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._pieces: queue.Queue[bytes] = queue.Queue(4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def feed(self, piece: bytes) -> None:
+        """Hand ``piece`` over (b"" ends the hash)."""
+        while True:
+            if not self._thread.is_alive():
+                raise RuntimeError("the hashing thread stopped") from self._error
+            try:
+                self._pieces.put(piece, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def hexdigest(self) -> str:
+        self.feed(b"")
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("the hashing thread failed") from self._error
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        """End the thread (once it took what it holds)."""
+        while self._thread.is_alive():
+            try:
+                self._pieces.put(b"", timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while piece := self._pieces.get():
+                self._digest.update(piece)
+        except BaseException as err:  # raised on the copying thread
+            self._error = err

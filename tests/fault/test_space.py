@@ -3,18 +3,21 @@ says why, and goes on by itself.  Each test says what it asserts."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from nas_receiver import library
 from nas_receiver.library import ROOM_MARGIN
 from tests.builders import KEY, write_key
 from tests.conftest import missing
@@ -132,3 +135,36 @@ def test_a_job_that_keeps_failing_is_retried_and_shown_never_stops_the_daemon(
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0
+
+
+def test_a_copy_that_runs_out_of_room_raises_and_leaves_no_thread(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Asserts: a library copy (its SHA-256 made on a second thread) that fills the disk
+    half-way raises ENOSPC at once, and its hashing thread has ended."""
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom((TMPFS_MIB + 8) << 20))
+    before = {thread.ident for thread in threading.enumerate()}
+    with pytest.raises(OSError, match="No space left") as raised:
+        library._stream_copy(source, small_disk / "copy.bin")
+    assert raised.value.errno == errno.ENOSPC
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []
+
+
+def test_an_error_of_the_hashing_thread_is_raised_by_the_copy_never_a_hang() -> None:
+    """Asserts: where the hash itself fails (a piece it cannot take), the next hand-over
+    or the digest raises on the copying thread, and the thread is gone."""
+    hasher = library._BackgroundHash()
+    hasher.feed("not bytes")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="hashing thread") as raised:
+        _feed_and_digest(hasher, 10)
+    assert isinstance(raised.value.__cause__, TypeError)
+    hasher.close()
+    assert not any(t.name == "sha256" and t.is_alive() for t in threading.enumerate())
+
+
+def _feed_and_digest(hasher: library._BackgroundHash, pieces: int) -> str:
+    for _ in range(pieces):
+        hasher.feed(b"x")
+    return hasher.hexdigest()
