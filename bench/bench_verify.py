@@ -105,7 +105,7 @@ class Clock:
 
 
 def gzip_stream(
-    path: Path, member: tarfile.TarInfo, version: int | None, clock: Clock, way: str = ""
+    path: Path, member: tarfile.TarInfo, version: int | None, clock: Clock, way: str
 ) -> Iterator[bytes]:
     """The member's gzip stream in pieces, decrypted (see ``_cipher``); ``clock`` times the
     decryption alone."""
@@ -123,7 +123,7 @@ DECRYPTERS = {2: ("cryptography",), 3: ("libsodium", "openssl")}
 
 
 def _cipher(
-    file: Any, member: tarfile.TarInfo, version: int | None, way: str = ""
+    file: Any, member: tarfile.TarInfo, version: int | None, way: str
 ) -> tuple[Callable[[bytes], bytes] | None, int, int]:
     """How to decrypt ``member``'s pieces: (decrypt, or None for a plain member; where its
     ciphertext starts; the size of a piece).  v2: AES-128-CBC with cryptography, the padding

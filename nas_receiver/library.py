@@ -244,14 +244,8 @@ class _BackgroundHash:
 
     def feed(self, piece: bytes) -> None:
         """Hand ``piece`` over (b"" ends the hash)."""
-        while True:
-            if not self._thread.is_alive():
-                raise RuntimeError("the hashing thread stopped") from self._error
-            try:
-                self._pieces.put(piece, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        if not self._put(piece):
+            raise RuntimeError("the hashing thread stopped") from self._error
 
     def hexdigest(self) -> str:
         self.feed(b"")
@@ -262,13 +256,19 @@ class _BackgroundHash:
 
     def close(self) -> None:
         """End the thread (once it took what it holds)."""
+        self._put(b"")
+        self._thread.join()
+
+    def _put(self, piece: bytes) -> bool:
+        """Queue ``piece`` while the thread lives (it takes every piece, so room comes);
+        False once the thread has ended."""
         while self._thread.is_alive():
             try:
-                self._pieces.put(b"", timeout=0.1)
-                break
+                self._pieces.put(piece, timeout=0.1)
+                return True
             except queue.Full:
                 continue
-        self._thread.join()
+        return False
 
     def _run(self) -> None:
         try:
