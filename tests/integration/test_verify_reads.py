@@ -8,6 +8,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,12 +204,16 @@ def test_a_range_ahead_of_the_hash_is_handed_its_chunks_and_reads_none_itself(
 ) -> None:
     """A range the hash has not reached yet takes the chunks the hash reads: its bytes are
     the file's, it reads none itself, the chunks it takes whole are checksummed by no one
-    (read once, nothing to compare), and the hash is of the whole file."""
+    (read once, nothing to compare), and the hash is of the whole file.  The hash starts
+    only once the range has asked, and its feed holds the whole range, so that how the
+    two threads happen to be scheduled changes nothing (a feed that fills up is the next
+    test's)."""
     from nas_receiver.haformat import sources
 
     content = os.urandom(8 * sources.CHUNK + 1234)
     path = tmp_path / "file"
     path.write_bytes(content)
+    monkeypatch.setattr(sources, "FEED_DEPTH", 16)
     go = threading.Event()
     _gated_hash(monkeypatch, go)
     own_reads: list[int] = []
@@ -222,6 +227,7 @@ def test_a_range_ahead_of_the_hash_is_handed_its_chunks_and_reads_none_itself(
         start = 100  # mid-chunk: the first piece is the rest of chunk 0
         rest = reader.range(start, len(content), "inner", len(content) - start)
         thread, out = _read_on_a_thread(lambda: rest.read(len(content)))
+        _wait_until(lambda: bool(reader._feeds), "the range to ask the hash for its chunks")
         go.set()
         thread.join(10)
         rest.close()
@@ -230,6 +236,57 @@ def test_a_range_ahead_of_the_hash_is_handed_its_chunks_and_reads_none_itself(
         assert reader.finish() == hashlib.sha256(content).hexdigest()
         whole = set(range(1, 8))  # chunk 0 is shared with what precedes the range
         assert not whole & set(reader._sums), "a chunk taken whole was checksummed"
+
+
+def test_the_hash_never_waits_for_a_range_it_feeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range that takes its first piece from the hash and then stops reading does not
+    hold the hash up: its feed is closed once it holds FEED_DEPTH pieces, the hash reads the
+    whole file meanwhile, and the range, once it reads again, takes the pieces it holds and
+    reads the rest itself, the file's bytes all the same."""
+    from nas_receiver.haformat import sources
+
+    content = os.urandom((sources.FEED_DEPTH + 4) * sources.CHUNK + 1234)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    go, resume = threading.Event(), threading.Event()
+    _gated_hash(monkeypatch, go)
+    own_reads: list[int] = []
+    range_pread = sources.HashingReader._range_pread
+    monkeypatch.setattr(
+        sources.HashingReader,
+        "_range_pread",
+        lambda self, *args: own_reads.append(args[1]) or range_pread(self, *args),
+    )
+    with sources.HashingReader(path) as reader:
+        rest = reader.range(0, len(content), "inner", len(content))
+
+        def read_slowly() -> bytes:
+            first = rest.read_some(1)
+            resume.wait(10)
+            return first + rest.read(len(content))
+
+        thread, out = _read_on_a_thread(read_slowly)
+        _wait_until(lambda: bool(reader._feeds), "the range to ask the hash for its chunks")
+        go.set()
+        _wait_until(lambda: reader._hashed == len(content), "the hash to read the whole file")
+        resume.set()
+        thread.join(10)
+        rest.close()
+        assert out == [content]
+        # The feed took chunk 0 and the FEED_DEPTH after it, or FEED_DEPTH in all where the
+        # hash handed chunk 1 before the range had taken chunk 0 out.
+        fed = len(content) - sum(own_reads)
+        assert fed in (sources.FEED_DEPTH * sources.CHUNK, (sources.FEED_DEPTH + 1) * sources.CHUNK)
+        assert reader.finish() == hashlib.sha256(content).hexdigest()
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"waited 10 s for {what}"
+        time.sleep(0.001)
 
 
 @pytest.mark.parametrize("altered", [False, True], ids=["same-bytes", "changed-between"])
