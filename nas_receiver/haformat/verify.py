@@ -13,9 +13,7 @@ archive, as one reader going front to back would find them.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +47,7 @@ from .sources import (
     RangeReader,
     ReaderThread,
     SeekingFileSource,
+    lower_thread_priority,
 )
 from .tarstream import (
     ByteSource,
@@ -75,8 +74,8 @@ INNER_AT_ONCE = 2  # inner archives checked at the same time (a NAS has two to f
 # +5 against none (with libsodium decrypting v3 then), 1 GiB v3 0.83-0.85 against
 # 0.90-0.91 s, 4 GiB v2 2.80-2.87 against 2.91-2.93 s.  A priority is never raised back
 # (an unprivileged process may only lower one), so of a run of small parts after the first,
-# each starting beside another runs lower too, behind the hash only.  Where the disk
-# scheduler is CFQ or BFQ, a thread's disk priority follows its nice value as well.
+# each starting beside another runs lower too, level with the hash (sources.HASH_NICE).
+# Where the disk scheduler is CFQ or BFQ, a thread's disk priority follows its nice value.
 BEHIND_NICE = 10
 
 
@@ -624,19 +623,6 @@ class _Checker:
                 f"{inner.name}: SecureTar v{inner.securetar}, but backup.json says not protected "
                 "(HA would fail to restore it)",
             )
-
-
-def lower_thread_priority(steps: int) -> None:
-    """Lower the calling thread's CPU priority by ``steps`` nice levels (to 19 at most), and
-    that of the threads it starts from now on, which inherit it.  Only on Linux, where each
-    thread has a nice value of its own (elsewhere the call would lower the whole process);
-    where it is refused, nothing changes."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        nice = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, nice + steps))
 
 
 class _InnerTarError(Exception):

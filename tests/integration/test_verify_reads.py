@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from nas_receiver.haformat import KeyRing, Level, Verdict, verify_archive
+from nas_receiver.haformat.sources import HashingReader
 from tests.builders import KEY
 
 MakeBackup = Callable[..., Path]
@@ -420,6 +421,121 @@ def test_a_range_far_ahead_of_the_hash_reads_for_itself(
         rest.close()
         go.set()
         assert reader.finish() == hashlib.sha256(content).hexdigest()
+
+
+# -- the hash keeps within a window of the slowest reader, yielding the CPU ----------------
+
+
+def _wait_for_the_hash_to_wait(reader: HashingReader, past: int = 0) -> None:
+    """Until the hash has read more than ``past`` bytes and waits for a reader."""
+    _wait_until(
+        lambda: reader._hashed > past and reader._hash_waits, "the hash to wait for a reader"
+    )
+
+
+def test_the_hash_waits_for_the_walk_a_window_behind_it(tmp_path: Path) -> None:
+    """With the walk at the start, the hash stops a window ahead of it (its bytes would
+    leave the page cache before the walk got there); once the walk moves on, it goes on,
+    and the hash is of the whole file."""
+    from nas_receiver.haformat.sources import CHUNK, HashingReader
+
+    content = os.urandom(12 * CHUNK)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    reader = HashingReader(path)
+    reader._window = 2 * CHUNK
+    with reader:
+        _wait_for_the_hash_to_wait(reader)
+        assert reader._hashed <= 3 * CHUNK  # the window and the chunk that passed it
+        assert reader.read(100) == content[:100]
+        assert reader.skip(8 * CHUNK) == 8 * CHUNK
+        _wait_for_the_hash_to_wait(reader, past=8 * CHUNK)
+        assert reader._hashed <= 11 * CHUNK
+        assert reader.finish() == hashlib.sha256(content).hexdigest()
+
+
+def test_the_hash_waits_for_a_range_behind_it_until_it_passes_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range the hash is ahead of holds it a window ahead of where the range is, and the
+    hash goes on as soon as the range moves (woken: it would not look again by itself for
+    30 s here), also where the range takes a chunk the hash had handed it; a range whose end
+    the hash has passed holds it back no more (its bytes are all read)."""
+    from nas_receiver.haformat import sources
+    from nas_receiver.haformat.sources import CHUNK, HashingReader
+
+    monkeypatch.setattr(sources, "RECHECK", 30)
+    content = os.urandom(12 * CHUNK)
+    path = tmp_path / "file"
+    path.write_bytes(content)
+    reader = HashingReader(path)
+    reader._window = 2 * CHUNK
+    with reader:
+        rest = reader.range(0, 4 * CHUNK, "inner", 4 * CHUNK)
+        assert rest.read(CHUNK) == content[:CHUNK]  # handed by the hash, with chunks 1 and 2
+        reader.skip(len(content))  # the walk is past everything: the range holds the hash
+        _wait_for_the_hash_to_wait(reader)
+        assert reader._hashed == 3 * CHUNK  # the range's place (0), the window and a chunk
+        assert rest.read(CHUNK) == content[CHUNK : 2 * CHUNK]  # its place is 1 MiB now
+        _wait_until(lambda: reader._hashed == len(content), "the hash to pass the range's end")
+        assert rest.read(2 * CHUNK) == content[2 * CHUNK : 4 * CHUNK]  # still open until here
+        rest.close()
+        assert reader.finish() == hashlib.sha256(content).hexdigest()
+
+
+def test_the_window_is_a_quarter_of_the_memory_available(tmp_path: Path) -> None:
+    """A quarter of /proc/meminfo's MemAvailable, between 64 MiB and 1 GiB; 256 MiB where
+    the file cannot be read or makes no sense."""
+    from nas_receiver.haformat.sources import page_cache_window
+
+    def window(text: str | None) -> int:
+        meminfo = tmp_path / "meminfo"
+        meminfo.unlink(missing_ok=True)
+        if text is not None:
+            meminfo.write_text(text)
+        return page_cache_window(str(meminfo))
+
+    mib = 1 << 20
+    assert window("MemTotal: 2000000 kB\nMemAvailable:    1048576 kB\n") == 256 * mib
+    assert window("MemAvailable: 3145728 kB\n") == 768 * mib
+    assert window("MemAvailable: 16777216 kB\n") == 1024 * mib
+    assert window("MemAvailable: 131072 kB\n") == 64 * mib
+    assert window(None) == 256 * mib
+    assert window("MemFree: 1048576 kB\n") == 256 * mib
+    assert window("MemAvailable: lots\n") == 256 * mib
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives a thread a nice value")
+def test_the_hash_runs_below_the_verifiers_priority(tmp_path: Path) -> None:
+    """The hash thread runs HASH_NICE lower than the thread that started it, which keeps
+    its own."""
+    from nas_receiver.haformat import sources
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    caller = priority()
+    if caller > 19 - sources.HASH_NICE:
+        pytest.skip(f"this process runs at nice {caller}: no lower priority to be seen")
+    path = tmp_path / "file"
+    path.write_bytes(bytes(CHUNK_FOR_TESTS))
+    seen: list[int] = []
+    slowest = sources.HashingReader._slowest
+
+    def noting(self: sources.HashingReader) -> int:
+        seen.append(priority())
+        return slowest(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sources.HashingReader, "_slowest", noting)
+        with sources.HashingReader(path) as reader:
+            reader.skip(CHUNK_FOR_TESTS)
+            assert reader.finish() == hashlib.sha256(bytes(CHUNK_FOR_TESTS)).hexdigest()
+    assert seen and set(seen) == {caller + sources.HASH_NICE}
+    assert priority() == caller
+
+
+CHUNK_FOR_TESTS = 3 << 20
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives a thread a nice value")
