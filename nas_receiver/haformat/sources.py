@@ -27,23 +27,24 @@ CHUNK = 1 << 20
 FEED_DEPTH = 4  # chunks the hash may hand a range before the range takes one
 # How far the hash may run ahead of the slowest reader: what it read for that reader has to
 # stay in the page cache until the reader gets there.  A quarter of the memory the kernel
-# says is available (the cache included), at most 1 GiB, at least 64 MiB; 256 MiB where
-# that is not known.  It has to hold HA's own archive, which is read slowly (its text
-# inflates slowly) and comes first: a hash held back by it has the rest of the file still
-# to read once HA's archive is nearly checked, and ends last.  4 GiB bench backups (HA's
-# archive 503 MiB), in-process, with the hash at HASH_NICE, in turns, 4-5 runs each: v3
-# 2.90-2.96 s at 512 MiB against 3.06-3.16 s at 256 MiB.
+# says is available (the cache included), shared by the HashingReaders open at once (the
+# daemon verifies up to ``workers`` archives at a time), at most 1 GiB, at least 64 MiB;
+# 256 MiB where that is not known.  It has to hold HA's own archive, which is read slowly
+# (its text inflates slowly) and comes first: a hash held back by it has the rest of the
+# file still to read once HA's archive is nearly checked, and ends last.
 WINDOW_RANGE = (64 << 20, 1 << 30)
 WINDOW_UNKNOWN = 256 << 20
 # How much lower (nice) the hash's CPU priority is than the verifier's: the hash is the
 # fastest stage, so it keeps up while yielding to the slowest chain, HA's own archive,
 # which then has a core to itself (see verify.BEHIND_NICE for the later archives).  With a
-# window of 256 MiB it changes nothing (the hash waits for HA's archive either way), and
-# the window alone does not either: 4 GiB v3, in-process, in turns, 4 runs each, 3.06-3.11 s
-# with neither, 2.94-3.11 s with the 512 MiB window, 2.90-3.01 s with both.
+# window of 256 MiB it changes nothing (the hash waits for HA's archive either way), and a
+# larger window alone does not either.  4 GiB bench backups (HA's archive 503 MiB),
+# in-process, in turns, 4-5 runs each, v3: 3.06-3.11 s with neither, 3.06-3.16 s with the
+# nice alone, 2.94-3.11 s with a 512 MiB window alone, 2.90-3.01 s with both.
 HASH_NICE = 10
-# Seconds a thread waiting for another to move looks again without being woken (a guard:
-# every move that matters wakes it).
+# Seconds a thread waiting for another to move looks again without being woken: the moves
+# it waits for wake it sooner (a read inside a chunk, or inside a piece the hash handed on,
+# does not: the hash looks again at the next one).
 RECHECK = 0.5
 
 
@@ -104,6 +105,10 @@ class HashingReader:
     bits keeps (Adler-32, twice as fast, keeps some small ones).
     """
 
+    # HashingReaders open in this process: they share the page cache (see WINDOW_RANGE).
+    _open = 0
+    _open_lock = threading.Lock()
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._fd = os.open(path, os.O_RDONLY)
         info = os.fstat(self._fd)
@@ -135,7 +140,10 @@ class HashingReader:
         self._next = 0
         self._feeding = False
         self._crowded = False  # see member_waits
-        self._window = page_cache_window()
+        with HashingReader._open_lock:
+            HashingReader._open += 1
+            self._window = page_cache_window(sharing=HashingReader._open)
+        self._counted = True
         self._moved = threading.Condition()
         self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
 
@@ -173,6 +181,10 @@ class HashingReader:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        with HashingReader._open_lock:
+            if self._counted:
+                self._counted = False
+                HashingReader._open -= 1
 
     def read(self, size: int, /) -> bytes:
         """Return up to ``size`` bytes, never more than the rest of the current chunk (one
@@ -246,6 +258,8 @@ class HashingReader:
             raise FileChanged(f"bytes at {where} changed between two reads", digest)
         if _stamp(os.fstat(self._fd)) != self._stamp:
             raise FileChanged("its size or modification time changed", digest)
+        if self._hashed != self.size:  # a guard: a hash of part of the file is no hash
+            raise RuntimeError(f"the hash stopped at byte {self._hashed} of {self.size}")
         return digest
 
     def _move(self, count: int) -> None:
@@ -384,9 +398,9 @@ class HashingReader:
                 self._moved.notify_all()
 
     def _hash(self) -> None:
-        lower_thread_priority(HASH_NICE)
         index = 0
         try:
+            lower_thread_priority(HASH_NICE)
             while True:
                 if not self._stop and self._hashed - self._slowest() > self._window:
                     with self._moved:
@@ -575,17 +589,20 @@ def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
     return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
-def page_cache_window(meminfo: str = "/proc/meminfo") -> int:
-    """How far the hash may run ahead of the slowest reader (see WINDOW_RANGE)."""
+def page_cache_window(*, sharing: int = 1, meminfo: str = "/proc/meminfo") -> int:
+    """How far the hash may run ahead of the slowest reader, for one of ``sharing``
+    HashingReaders open at once (see WINDOW_RANGE)."""
     try:
         with open(meminfo, encoding="ascii") as file:
             fields = dict(line.split(":", 1) for line in file if ":" in line)
         number, unit = fields["MemAvailable"].split()
-        available = int(number) << 10 if unit == "kB" else int(number)
+        if unit != "kB":  # the only unit Linux writes there
+            return WINDOW_UNKNOWN
+        available = int(number) << 10
     except (OSError, KeyError, ValueError):
         return WINDOW_UNKNOWN
     low, high = WINDOW_RANGE
-    return min(high, max(low, available // 4))
+    return min(high, max(low, available // 4 // max(1, sharing)))
 
 
 def lower_thread_priority(steps: int) -> None:

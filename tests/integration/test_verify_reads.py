@@ -260,7 +260,9 @@ def test_the_hash_never_waits_for_a_range_it_feeds(
         "_range_pread",
         lambda self, *args: own_reads.append(args[1]) or range_pread(self, *args),
     )
-    with sources.HashingReader(path) as reader:
+    reader = sources.HashingReader(path)
+    reader._window = 1 << 30  # larger than the file: the window is the next tests'
+    with reader:
         rest = reader.range(0, len(content), "inner", len(content))
 
         def read_slowly() -> bytes:
@@ -468,11 +470,17 @@ def test_the_hash_waits_for_a_range_behind_it_until_it_passes_its_end(
     content = os.urandom(12 * CHUNK)
     path = tmp_path / "file"
     path.write_bytes(content)
+    go = threading.Event()
+    _gated_hash(monkeypatch, go)  # until the range has asked for the hash's chunks
     reader = HashingReader(path)
     reader._window = 2 * CHUNK
     with reader:
         rest = reader.range(0, 4 * CHUNK, "inner", 4 * CHUNK)
-        assert rest.read(CHUNK) == content[:CHUNK]  # handed by the hash, with chunks 1 and 2
+        thread, out = _read_on_a_thread(lambda: rest.read(CHUNK))
+        _wait_until(lambda: bool(reader._feeds), "the range to ask the hash for its chunks")
+        go.set()
+        thread.join(10)
+        assert out == [content[:CHUNK]]  # handed by the hash, and then chunks 1 and 2
         reader.skip(len(content))  # the walk is past everything: the range holds the hash
         _wait_for_the_hash_to_wait(reader)
         assert reader._hashed == 3 * CHUNK  # the range's place (0), the window and a chunk
@@ -484,25 +492,71 @@ def test_the_hash_waits_for_a_range_behind_it_until_it_passes_its_end(
 
 
 def test_the_window_is_a_quarter_of_the_memory_available(tmp_path: Path) -> None:
-    """A quarter of /proc/meminfo's MemAvailable, between 64 MiB and 1 GiB; 256 MiB where
-    the file cannot be read or makes no sense."""
+    """A quarter of /proc/meminfo's MemAvailable, shared by the readers open at once,
+    between 64 MiB and 1 GiB; 256 MiB where the file cannot be read or makes no sense."""
     from nas_receiver.haformat.sources import page_cache_window
 
-    def window(text: str | None) -> int:
+    def window(text: str | None, sharing: int = 1) -> int:
         meminfo = tmp_path / "meminfo"
         meminfo.unlink(missing_ok=True)
         if text is not None:
             meminfo.write_text(text)
-        return page_cache_window(str(meminfo))
+        return page_cache_window(sharing=sharing, meminfo=str(meminfo))
 
     mib = 1 << 20
     assert window("MemTotal: 2000000 kB\nMemAvailable:    1048576 kB\n") == 256 * mib
     assert window("MemAvailable: 3145728 kB\n") == 768 * mib
+    assert window("MemAvailable: 3145728 kB\n", sharing=2) == 384 * mib
     assert window("MemAvailable: 16777216 kB\n") == 1024 * mib
     assert window("MemAvailable: 131072 kB\n") == 64 * mib
+    assert window("MemAvailable: 3145728 kB\n", sharing=100) == 64 * mib
     assert window(None) == 256 * mib
     assert window("MemFree: 1048576 kB\n") == 256 * mib
     assert window("MemAvailable: lots\n") == 256 * mib
+    assert window("MemAvailable: 4 GB\n") == 256 * mib
+
+
+def test_readers_open_at_once_share_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each HashingReader takes its window when it opens, shared with those still open."""
+    from nas_receiver.haformat import sources
+
+    asked: list[int] = []
+    monkeypatch.setattr(
+        sources, "page_cache_window", lambda *, sharing: asked.append(sharing) or sharing
+    )
+    path = tmp_path / "file"
+    path.write_bytes(b"x")
+    first, second = sources.HashingReader(path), sources.HashingReader(path)
+    assert (first._window, second._window) == (1, 2)
+    second.close()
+    second.close()  # counted once
+    third = sources.HashingReader(path)
+    first.close()
+    third.close()
+    fourth = sources.HashingReader(path)
+    fourth.close()
+    assert asked == [1, 2, 2, 1]
+
+
+def test_a_hash_thread_that_fails_to_start_gives_no_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever stops the hash thread, from its first line on, is raised by ``finish``: a
+    hash of part of the file (here of none of it) is never returned."""
+    from nas_receiver.haformat import sources
+
+    def refuse(steps: int) -> None:
+        raise RuntimeError("no priority for you")
+
+    monkeypatch.setattr(sources, "lower_thread_priority", refuse)
+    path = tmp_path / "file"
+    path.write_bytes(bytes(3 << 20))
+    with sources.HashingReader(path) as reader:
+        reader.skip(3 << 20)
+        with pytest.raises(RuntimeError, match="priority"):
+            reader.finish()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives a thread a nice value")
