@@ -74,7 +74,7 @@ INNER_AT_ONCE = 2  # inner archives checked at the same time (a NAS has two to f
 # +5 against none (with libsodium decrypting v3 then), 1 GiB v3 0.83-0.85 against
 # 0.90-0.91 s, 4 GiB v2 2.80-2.87 against 2.91-2.93 s.  A priority is never raised back
 # (an unprivileged process may only lower one), so of a run of small parts after the first,
-# each starting beside another runs lower too, level with the hash (sources.HASH_NICE).
+# each starting beside another runs lower too (as does the hash: sources.HASH_NICE).
 # Where the disk scheduler is CFQ or BFQ, a thread's disk priority follows its nice value.
 BEHIND_NICE = 10
 
