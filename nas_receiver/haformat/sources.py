@@ -39,8 +39,9 @@ WINDOW_UNKNOWN = 256 << 20
 # which then has a core to itself (see verify.BEHIND_NICE for the later archives).  With a
 # window of 256 MiB it changes nothing (the hash waits for HA's archive either way), and a
 # larger window alone does not either.  4 GiB bench backups (HA's archive 503 MiB),
-# in-process, in turns, 4-5 runs each, v3: 3.06-3.11 s with neither, 3.06-3.16 s with the
-# nice alone, 2.94-3.11 s with a 512 MiB window alone, 2.90-3.01 s with both.
+# in-process, in turns, 4-5 runs each, v3: 3.06-3.09 s with neither, 3.06-3.16 s with the
+# nice alone (later archives at 19 then), 2.94-3.11 s with a 512 MiB window alone,
+# 2.90-3.01 s with both.
 HASH_NICE = 10
 # Seconds a thread waiting for another to move looks again without being woken: the moves
 # it waits for wake it sooner (a read inside a chunk, or inside a piece the hash handed on,
@@ -143,7 +144,6 @@ class HashingReader:
         with HashingReader._open_lock:
             HashingReader._open += 1
             self._window = page_cache_window(sharing=HashingReader._open)
-        self._counted = True
         self._moved = threading.Condition()
         self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
 
@@ -178,12 +178,10 @@ class HashingReader:
             self._moved.notify_all()
         if self._thread.ident is not None:
             self._thread.join()
-        if self._fd >= 0:
+        if self._fd >= 0:  # open: counted among the readers open (see __init__)
             os.close(self._fd)
             self._fd = -1
-        with HashingReader._open_lock:
-            if self._counted:
-                self._counted = False
+            with HashingReader._open_lock:
                 HashingReader._open -= 1
 
     def read(self, size: int, /) -> bytes:

@@ -193,6 +193,33 @@ def _gated_hash(monkeypatch: pytest.MonkeyPatch, until: threading.Event) -> None
     monkeypatch.setattr(HashingReader, "_hash", gated)
 
 
+def _priority() -> int:
+    """The calling thread's nice value."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def _priority_with_room_below(steps: int) -> int:
+    """The calling thread's nice value; skip the test where it cannot go ``steps`` lower."""
+    caller = _priority()
+    if caller > 19 - steps:
+        pytest.skip(f"this process runs at nice {caller}: no lower priority to be seen")
+    return caller
+
+
+def _own_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the reads ranges make themselves (not handed by the hash), as made."""
+    from nas_receiver.haformat.sources import HashingReader
+
+    sizes: list[int] = []
+    range_pread = HashingReader._range_pread
+    monkeypatch.setattr(
+        HashingReader,
+        "_range_pread",
+        lambda self, *args: sizes.append(args[1]) or range_pread(self, *args),
+    )
+    return sizes
+
+
 def _read_on_a_thread(read: Callable[[], bytes]) -> tuple[threading.Thread, list[bytes]]:
     out: list[bytes] = []
     thread = threading.Thread(target=lambda: out.append(read()), daemon=True)
@@ -217,13 +244,7 @@ def test_a_range_ahead_of_the_hash_is_handed_its_chunks_and_reads_none_itself(
     monkeypatch.setattr(sources, "FEED_DEPTH", 16)
     go = threading.Event()
     _gated_hash(monkeypatch, go)
-    own_reads: list[int] = []
-    range_pread = sources.HashingReader._range_pread
-    monkeypatch.setattr(
-        sources.HashingReader,
-        "_range_pread",
-        lambda self, *args: own_reads.append(args[1]) or range_pread(self, *args),
-    )
+    own_reads = _own_reads(monkeypatch)
     with sources.HashingReader(path) as reader:
         start = 100  # mid-chunk: the first piece is the rest of chunk 0
         rest = reader.range(start, len(content), "inner", len(content) - start)
@@ -253,13 +274,7 @@ def test_the_hash_never_waits_for_a_range_it_feeds(
     path.write_bytes(content)
     go, resume = threading.Event(), threading.Event()
     _gated_hash(monkeypatch, go)
-    own_reads: list[int] = []
-    range_pread = sources.HashingReader._range_pread
-    monkeypatch.setattr(
-        sources.HashingReader,
-        "_range_pread",
-        lambda self, *args: own_reads.append(args[1]) or range_pread(self, *args),
-    )
+    own_reads = _own_reads(monkeypatch)
     reader = sources.HashingReader(path)
     reader._window = 1 << 30  # larger than the file: the window is the next tests'
     with reader:
@@ -565,31 +580,24 @@ def test_the_hash_runs_below_the_verifiers_priority(tmp_path: Path) -> None:
     its own."""
     from nas_receiver.haformat import sources
 
-    def priority() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    caller = priority()
-    if caller > 19 - sources.HASH_NICE:
-        pytest.skip(f"this process runs at nice {caller}: no lower priority to be seen")
+    caller = _priority_with_room_below(sources.HASH_NICE)
+    size = 3 * sources.CHUNK
     path = tmp_path / "file"
-    path.write_bytes(bytes(CHUNK_FOR_TESTS))
+    path.write_bytes(bytes(size))
     seen: list[int] = []
     slowest = sources.HashingReader._slowest
 
     def noting(self: sources.HashingReader) -> int:
-        seen.append(priority())
+        seen.append(_priority())
         return slowest(self)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sources.HashingReader, "_slowest", noting)
         with sources.HashingReader(path) as reader:
-            reader.skip(CHUNK_FOR_TESTS)
-            assert reader.finish() == hashlib.sha256(bytes(CHUNK_FOR_TESTS)).hexdigest()
+            reader.skip(size)
+            assert reader.finish() == hashlib.sha256(bytes(size)).hexdigest()
     assert seen and set(seen) == {caller + sources.HASH_NICE}
-    assert priority() == caller
-
-
-CHUNK_FOR_TESTS = 3 << 20
+    assert _priority() == caller
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives a thread a nice value")
@@ -602,30 +610,25 @@ def test_an_inner_archive_checked_beside_an_earlier_one_yields_the_cpu_to_it(
     caller's own priority never changes."""
     from nas_receiver.haformat import sources, verify
 
-    def priority() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    caller = priority()
-    if caller > 19 - verify.BEHIND_NICE:
-        pytest.skip(f"this process runs at nice {caller}: no lower priority to be seen")
+    caller = _priority_with_room_below(verify.BEHIND_NICE)
     path = tmp_path / "file"
     path.write_bytes(bytes(3 * sources.CHUNK))
     seen: dict[str, int] = {}
     first_may_end = threading.Event()
 
     def first() -> None:
-        seen["first"] = priority()
+        seen["first"] = _priority()
         first_may_end.wait(10)
 
     def second() -> None:
-        seen["second"] = priority()
-        child = threading.Thread(target=lambda: seen.update(started_by_second=priority()))
+        seen["second"] = _priority()
+        child = threading.Thread(target=lambda: seen.update(started_by_second=_priority()))
         child.start()
         child.join()
         first_may_end.set()
 
     def third() -> None:
-        seen["third"] = priority()
+        seen["third"] = _priority()
 
     checker = verify._Checker(path, Level.FULL, KeyRing(), None)
     with sources.HashingReader(path) as reader:
@@ -643,4 +646,4 @@ def test_an_inner_archive_checked_beside_an_earlier_one_yields_the_cpu_to_it(
         "started_by_second": behind,
         "third": caller,
     }
-    assert priority() == caller
+    assert _priority() == caller
