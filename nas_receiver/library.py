@@ -23,7 +23,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from .haformat.output import fsync_dir, publish
 
@@ -34,7 +34,7 @@ CHUNK = 1 << 20
 PARTIAL_MARK = ".partial-"
 ROOM_MARGIN = 64 << 20
 
-Method = Literal["reflink", "copy"]
+Method = Literal["reflink", "copy", "written while verified"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ class Placed:
     path: Path
     sha256: str
     method: Method
+
+
+@dataclass(frozen=True)
+class Written:
+    """A temporary copy of a file, fsync'd, whose bytes had ``sha256`` as they were written
+    (see ``open_copy``)."""
+
+    path: Path
+    sha256: str
 
 
 def temp_name(final: Path) -> Path:
@@ -138,11 +147,38 @@ def clone_into(source: Path, temp: Path) -> tuple[Method, str]:
     return "copy", _stream_copy(source, temp)
 
 
+def open_copy(folder: Path, source_fd: int, size: int) -> tuple[Path, BinaryIO] | None:
+    """A new temporary file in ``folder`` for a copy of the open file ``source_fd`` (of
+    ``size`` bytes) that its reader writes as it reads (a streamed copy without a read of
+    its own); None where a copy would not be written that way: a reflink takes no writing
+    (tried here, then undone: ``place`` makes it), or ``size`` does not fit.  Raise OSError
+    when ``folder`` cannot be written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(folder).free < size + ROOM_MARGIN:
+        return None
+    path = temp_name(folder / "arrival.tar")
+    file = path.open("xb", buffering=0)
+    try:
+        fcntl.ioctl(file.fileno(), FICLONE, source_fd)
+    except OSError:  # no reflink between the two (another filesystem, or not btrfs)
+        return path, file
+    file.close()
+    path.unlink()
+    return None
+
+
 def place(
-    source: Path, final: Path, sha256: str, *, temp: Path | None = None, mode: int | None = None
+    source: Path,
+    final: Path,
+    sha256: str,
+    *,
+    temp: Path | None = None,
+    mode: int | None = None,
+    written: Written | None = None,
 ) -> Placed:
     """Put a checked copy of ``source`` at ``final``, which must be free or hold these bytes;
-    with ``mode``, the copy gets that mode before it is published.
+    with ``mode``, the copy gets that mode before it is published.  ``written``: a copy
+    made already, taken (moved) instead of making one where it is on the same filesystem.
 
     Raise PlacementError when the copy does not have ``sha256`` (the source changed, or the
     disk lied); nothing is left behind then.
@@ -151,9 +187,13 @@ def place(
     if holds(final, sha256):
         return Placed(final, sha256, "copy")
     temp = temp or temp_name(final)
+    method: Method
     try:
-        ensure_room(final.parent, source.stat().st_size)
-        method, copied = clone_into(source, temp)
+        if written is not None and _moved(written.path, temp):
+            method, copied = "written while verified", written.sha256
+        else:
+            ensure_room(final.parent, source.stat().st_size)
+            method, copied = clone_into(source, temp)
         if mode is not None:
             temp.chmod(mode)
         if copied != sha256:  # the source may have been replaced since it was verified
@@ -199,6 +239,17 @@ def write_json(path: Path, value: dict[str, Any], *, mode: int = 0o644) -> None:
 
 class PlacementError(OSError):
     """A placed copy did not turn out identical to its source."""
+
+
+def _moved(path: Path, target: Path) -> bool:
+    """Rename ``path`` to ``target``; False where the two are on different filesystems."""
+    try:
+        os.rename(path, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        return False
+    return True
 
 
 def _reflink(source: Path, temp: Path) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from .catalog import ALERT_AFTER, Catalog, Copy, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
@@ -23,18 +25,21 @@ from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import extract_backup
 from .haformat.names import SUFFIX_ROOM, inner_base_name, safe_base, safe_component
+from .haformat.sources import HashingReader
 from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular, unreadable
 from .library import (
     ROOM_MARGIN,
     NoRoom,
     Placed,
     PlacementError,
+    Written,
     clean_partials,
     companions,
     ensure_room,
     holds,
     make_read_only,
     occupied,
+    open_copy,
     place,
     place_candidates,
     remove_path,
@@ -137,16 +142,46 @@ class Pipeline:
             self.catalog.release(sighting.id)
             return None
         keys = self.keys(source)
-        report = verify_archive(opened.path, keys=keys, on_bytes=_canceller(cancel))
-        report.path = str(source.path / sighting.path)  # the name, not the descriptor read
-        if opened.current() != opened.identity:
-            log.info("%s: %s changed while verified; looked at again", source.name, sighting.path)
-            self.catalog.release(sighting.id)
+        copy = self._open_copy(source, sighting, opened)
+        try:
+            reader = HashingReader(opened.path, copy_to=copy[1] if copy else None)
+            report = verify_archive(
+                opened.path, keys=keys, on_bytes=_canceller(cancel), opened=reader
+            )
+            report.path = str(source.path / sighting.path)  # the name, not the descriptor read
+            if opened.current() != opened.identity:
+                log.info(
+                    "%s: %s changed while verified; looked at again", source.name, sighting.path
+                )
+                self.catalog.release(sighting.id)
+                return None
+            written = None
+            if copy is not None:
+                written = _finish_copy(copy, reader, report)
+            try:
+                return self._keep(source, sighting, report, opened.path, written)
+            except Exception as err:
+                self._failed(source, sighting, err, report)
+                return None
+        finally:
+            if copy is not None:
+                copy[1].close()
+                copy[0].unlink(missing_ok=True)  # not taken: a copy is kept by its new name
+
+    def _open_copy(
+        self, source: SourceConfig, sighting: Sighting, opened: OpenedFile
+    ) -> tuple[Path, BinaryIO] | None:
+        """A temporary file in the library for the archive's copy, written as it is verified
+        (see HashingReader), or None.  Only where the original is kept whatever the verdict
+        (in the library or the quarantine), and only at a file's first look: one looked at
+        again was incomplete (HA may still be writing it, and each look would write a copy
+        to throw away), or keeping it failed."""
+        if self.config.library.store == "decrypted" or sighting.attempts > 0:
             return None
         try:
-            return self._keep(source, sighting, report, opened.path)
-        except Exception as err:
-            self._failed(source, sighting, err, report)
+            return open_copy(self.config.library.path / source.name, opened.fd, sighting.size)
+        except OSError as err:  # the copy after the verdict meets it again and says so
+            log.debug("%s: no copy while verifying: %s", source.name, err)
             return None
 
     def _failed(
@@ -211,7 +246,12 @@ class Pipeline:
                 self._undo(copy)
 
     def _keep(
-        self, source: SourceConfig, sighting: Sighting, report: VerifyReport, archive: Path
+        self,
+        source: SourceConfig,
+        sighting: Sighting,
+        report: VerifyReport,
+        archive: Path,
+        written: Written | None = None,
     ) -> str:
         now = self.clock()
         verdict = report.verdict
@@ -229,13 +269,19 @@ class Pipeline:
         assert report.sha256 is not None
         if _kept_in_library(verdict):
             log.info("%s: %s verified %s in %s", source.name, sighting.path, verdict, seconds)
-            self._to_library(source, archive, report)
+            self._to_library(source, archive, report, written)
         else:
-            self._to_quarantine(source, sighting, report, archive)
+            self._to_quarantine(source, sighting, report, archive, written)
         self.catalog.finish_sighting(sighting.id, SightingState.DONE, report.sha256, verdict)
         return str(verdict)
 
-    def _to_library(self, source: SourceConfig, archive: Path, report: VerifyReport) -> None:
+    def _to_library(
+        self,
+        source: SourceConfig,
+        archive: Path,
+        report: VerifyReport,
+        written: Written | None = None,
+    ) -> None:
         """Keep what the library settings ask for; each part once (by SHA-256 and location),
         so a run that was killed half-way completes the missing parts only."""
         assert report.sha256 is not None and report.backup is not None
@@ -248,7 +294,9 @@ class Pipeline:
         if store != "decrypted" or not decryptable:
             original = self._present(sha, LIBRARY)
             if original is None:
-                placed = self._place(archive, folder, base, sha, LIBRARY, verified=verified)
+                placed = self._place(
+                    archive, folder, base, sha, LIBRARY, verified=verified, written=written
+                )
                 write_json(sidecar_of(placed.path), report.backup.agent_backup(report.size))
                 original = placed.path
                 log.info(
@@ -392,12 +440,19 @@ class Pipeline:
         return None if result.problems else Unpacked(final, result.refused)
 
     def _to_quarantine(
-        self, source: SourceConfig, sighting: Sighting, report: VerifyReport, archive: Path
+        self,
+        source: SourceConfig,
+        sighting: Sighting,
+        report: VerifyReport,
+        archive: Path,
+        written: Written | None = None,
     ) -> None:
         assert report.sha256 is not None
         folder = self.config.quarantine.path / source.name
         base = safe_component(Path(sighting.path).name.removesuffix(".tar"), room=SUFFIX_ROOM)
-        placed = self._place(archive, folder, base, report.sha256, QUARANTINE, verified=False)
+        placed = self._place(
+            archive, folder, base, report.sha256, QUARANTINE, verified=False, written=written
+        )
         reason = {
             "file": sighting.path,
             "source": source.name,
@@ -418,7 +473,15 @@ class Pipeline:
         )
 
     def _place(
-        self, path: Path, folder: Path, base: str, sha: str, location: str, *, verified: bool
+        self,
+        path: Path,
+        folder: Path,
+        base: str,
+        sha: str,
+        location: str,
+        *,
+        verified: bool,
+        written: Written | None = None,
     ) -> Placed:
         folder.mkdir(parents=True, exist_ok=True)
         candidates = place_candidates(folder, base, sha, ".tar")
@@ -428,7 +491,7 @@ class Pipeline:
             sha, location, self.clock(), temp_path=str(temp), key=str(final)
         )
         mode = 0o600 if location == QUARANTINE else None  # damaged, maybe not a backup at all
-        placed = place(path, final, sha, temp=temp, mode=mode)
+        placed = place(path, final, sha, temp=temp, mode=mode, written=written)
         self.catalog.finish_copy(
             copy_id,
             str(placed.path),
@@ -453,6 +516,19 @@ def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:
             raise Cancelled
 
     return check
+
+
+def _finish_copy(
+    copy: tuple[Path, BinaryIO], reader: HashingReader, report: VerifyReport
+) -> Written | None:
+    """The copy written while verifying, fsync'd, if it holds every byte verified."""
+    path, file = copy
+    if report.sha256 is None or not reader.copied():
+        if reader.copy_error is not None:
+            log.debug("%s: the copy written while verifying failed: %s", path, reader.copy_error)
+        return None
+    os.fsync(file.fileno())
+    return Written(path, report.sha256)
 
 
 def _kept_in_library(verdict: Verdict) -> bool:

@@ -85,3 +85,21 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def reflinks(folder: Path) -> bool:
+    """Whether files in ``folder`` can share their blocks (FICLONE: btrfs, XFS), as the
+    library does where it can instead of writing a copy."""
+    import fcntl
+
+    source, clone = folder / ".reflink-probe-a", folder / ".reflink-probe-b"
+    source.write_bytes(b"probe")
+    try:
+        with source.open("rb") as src, clone.open("wb") as dst:
+            fcntl.ioctl(dst.fileno(), 0x40049409, src.fileno())  # FICLONE
+        return True
+    except OSError:
+        return False
+    finally:
+        source.unlink()
+        clone.unlink(missing_ok=True)

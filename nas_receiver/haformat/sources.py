@@ -94,7 +94,8 @@ class HashingReader:
     ``range`` gives another reader of a stretch of the file (an inner archive), so several
     can be checked at once on other threads while the verifier walks on; ``skip`` moves on
     without reading (the hash reads every byte anyway).  Memory stays at a chunk or two
-    each, whatever the file's size.
+    each, whatever the file's size.  ``copy_to``: a file the hash also writes every chunk
+    to as it hashes it, so that a copy of the file costs no second read (see ``copied``).
 
     Where a range is ahead of the hash, the hash hands it the chunks it reads instead (see
     RangeReader): those bytes are read once, so the hash is of the very bytes checked.
@@ -110,7 +111,7 @@ class HashingReader:
     _open = 0
     _open_lock = threading.Lock()
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, copy_to: BinaryIO | None = None) -> None:
         self._fd = os.open(path, os.O_RDONLY)
         info = os.fstat(self._fd)
         if stat.S_ISDIR(info.st_mode):  # pread would say "Is a directory" without the name
@@ -141,6 +142,10 @@ class HashingReader:
         self._next = 0
         self._feeding = False
         self._crowded = False  # see member_waits
+        self._copy_to = copy_to  # see copied
+        self._copied = 0
+        self.copy_error: OSError | None = None
+        self._finished = False  # finish returned the hash of the whole file
         with HashingReader._open_lock:
             HashingReader._open += 1
             self._window = page_cache_window(sharing=HashingReader._open)
@@ -258,7 +263,31 @@ class HashingReader:
             raise FileChanged("its size or modification time changed", digest)
         if self._hashed != self.size:  # a guard: a hash of part of the file is no hash
             raise RuntimeError(f"the hash stopped at byte {self._hashed} of {self.size}")
+        self._finished = True
         return digest
+
+    def copied(self) -> bool:
+        """Whether ``copy_to`` was given every byte of the file, each as it was hashed, and
+        ``finish`` returned their SHA-256 (the file did not change meanwhile).  A failed
+        write (a full disk) ends the copy, never the hash: see ``copy_error``."""
+        return (
+            self._finished
+            and self._copy_to is not None
+            and self.copy_error is None
+            and self._copied == self._hashed == self.size
+        )
+
+    def _copy(self, data: bytes) -> None:
+        if self.copy_error is not None or self._copy_to is None:
+            return
+        view = memoryview(data)
+        try:
+            while view:  # a write may be short (a signal may cut it)
+                view = view[self._copy_to.write(view) :]
+        except OSError as err:
+            self.copy_error = err
+        else:
+            self._copied += len(data)
 
     def _move(self, count: int) -> None:
         self._chunk = self._chunk[count:]
@@ -419,6 +448,8 @@ class HashingReader:
                 self._sha.update(data)
                 if not handed_whole:
                     self._compare(index, data)
+                if self._copy_to is not None:
+                    self._copy(data)
                 self._hashed += len(data)
                 index += 1
         except BaseException as err:  # raised by finish: a hash of part of the file is no hash

@@ -4,6 +4,7 @@ says why, and goes on by itself.  Each test says what it asserts."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -18,10 +19,23 @@ from pathlib import Path
 import pytest
 
 from nas_receiver import library
+from nas_receiver.catalog import Catalog
+from nas_receiver.config import load_config
+from nas_receiver.daemon import scan_once
+from nas_receiver.haformat import KeyRing, Verdict, verify_archive
+from nas_receiver.haformat.sources import HashingReader
 from nas_receiver.library import ROOM_MARGIN
+from nas_receiver.report import list_archives
 from tests.builders import KEY, write_key
-from tests.conftest import missing
-from tests.daemon_helpers import cli, cli_command, wait_for, write_config
+from tests.conftest import corpus_file, missing
+from tests.daemon_helpers import (
+    archives_in,
+    cli,
+    cli_command,
+    partials_in,
+    wait_for,
+    write_config,
+)
 
 MakeBackup = Callable[..., Path]
 TMPFS_MIB = 96
@@ -168,3 +182,38 @@ def _feed_and_digest(hasher: library._BackgroundHash, pieces: int) -> str:
     for _ in range(pieces):
         hasher.feed(b"x")
     return hasher.hexdigest()
+
+
+def test_a_disk_that_fills_during_a_copy_written_while_verifying_changes_no_verdict(
+    make_backup: MakeBackup, small_disk: Path
+) -> None:
+    """Asserts: where the disk fills while the verifier's copy is written (ENOSPC), the copy
+    ends and says why, and the verification goes on to the same verdict and SHA-256."""
+    backup = make_backup(password=KEY, entities=400)
+    filler = small_disk / "filler"
+    with filler.open("wb") as file:  # leave less room than the backup takes
+        file.write(b"\0" * ((TMPFS_MIB << 20) - backup.stat().st_size // 2))
+    with (small_disk / "copy.tar").open("xb", buffering=0) as copy:
+        reader = HashingReader(backup, copy_to=copy)
+        report = verify_archive(backup, keys=KeyRing([KEY]), opened=reader)
+    assert report.verdict is Verdict.VALID, report.problems
+    assert report.sha256 == hashlib.sha256(backup.read_bytes()).hexdigest()
+    assert not reader.copied()
+    assert reader.copy_error is not None and reader.copy_error.errno == errno.ENOSPC
+
+
+def test_a_copy_written_while_verifying_on_another_disk_is_copied_again(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Asserts: where the quarantine is on another filesystem than the library (where the
+    copy written while verifying lies), the quarantined copy is copied again, holds the
+    share's bytes, and no temporary file is left on either disk."""
+    config = load_config(_site(tmp_path, small_disk / "library"))
+    arrived = config.sources[0].path / "broken.tar"
+    shutil.copyfile(corpus_file("habackuptool_test_protected_v1.tar"), arrived)
+    assert scan_once(config) == ["corrupt"]
+    (kept,) = archives_in(config.quarantine.path)
+    assert kept.read_bytes() == arrived.read_bytes()
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert [(c["location"], c["method"]) for c in row["copies"]] == [("quarantine", "copy")]
+    assert partials_in(config.library.path, config.quarantine.path) == []

@@ -6,15 +6,28 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from nas_receiver import pipeline
 from nas_receiver.catalog import Catalog, SightingState
+from nas_receiver.config import Config, load_config
 from nas_receiver.daemon import scan_once
 from nas_receiver.intake.sightings import Intake, due_sightings
+from nas_receiver.library import open_copy
 from nas_receiver.pipeline import Pipeline
 from nas_receiver.report import list_archives
 from tests.builders import AGENT_BACKUP_KEYS, KEY, write_key
 from tests.conftest import corpus_file
-from tests.daemon_helpers import archives_in, config_at, partials_in, sha256
+from tests.daemon_helpers import (
+    archives_in,
+    config_at,
+    partials_in,
+    reflinks,
+    sha256,
+    write_config,
+)
 
 MakeBackup = Callable[..., Path]
 
@@ -198,3 +211,123 @@ def test_store_decrypted_only(make_backup: MakeBackup, tmp_path: Path) -> None:
     assert scan_once(config) == ["valid"]
     (only,) = archives_in(config.library.path)
     assert verify_archive(only).securetar_versions == []
+
+
+def _library_method(config: Config) -> str:
+    """How the library's copies are expected to be made where the tests run: written while
+    verified, unless the filesystem makes a reflink (no bytes written at all)."""
+    return "reflink" if reflinks(config.library.path) else "written while verified"
+
+
+def test_the_library_copy_is_written_while_verifying(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: the library copy of an arrival is written as the verifier reads it (no read
+    of its own), holds exactly the share's bytes, leaves no temporary file, and the share
+    is untouched."""
+    config = config_at(tmp_path, settle=0)
+    arrived = config.sources[0].path / "a.tar"
+    shutil.copyfile(make_backup(), arrived)
+    before = arrived.read_bytes()
+    assert scan_once(config) == ["valid"]
+    (placed,) = archives_in(config.library.path)
+    assert placed.read_bytes() == before and arrived.read_bytes() == before
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert [(c["location"], c["method"]) for c in row["copies"]] == [
+        ("library", _library_method(config))
+    ]
+    assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_a_file_last_seen_incomplete_is_copied_after_its_verdict(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a file looked at again (it was incomplete: HA may still be writing it) is
+    not copied while it is verified (each look would write a copy to throw away): neither
+    look leaves a file behind, and the copy is made after the verdict."""
+    config = config_at(tmp_path, settle=0)
+    data = make_backup().read_bytes()
+    path = config.sources[0].path / "growing.tar"
+    path.write_bytes(data[:50000])
+    assert scan_once(config) == ["incomplete"]
+    assert partials_in(config.library.path) == []
+    path.write_bytes(data)
+    assert scan_once(config) == ["valid"]
+    (row,) = list_archives(Catalog(config.catalog_path))
+    expected = "reflink" if reflinks(config.library.path) else "copy"
+    assert [c["method"] for c in row["copies"]] == [expected]
+    (placed,) = archives_in(config.library.path)
+    assert placed.read_bytes() == data
+    assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_a_quarantined_archive_keeps_the_copy_written_while_verifying(tmp_path: Path) -> None:
+    """Asserts: a damaged archive's copy, written while it was verified, goes to the
+    quarantine (private: 0600) with exactly the share's bytes; nothing is left in the
+    library."""
+    config = config_at(tmp_path, settle=0)
+    arrived = config.sources[0].path / "broken.tar"
+    shutil.copyfile(corpus_file("habackuptool_test_protected_v1.tar"), arrived)
+    assert scan_once(config) == ["corrupt"]
+    (kept,) = archives_in(config.quarantine.path)
+    assert kept.read_bytes() == arrived.read_bytes()
+    assert kept.stat().st_mode & 0o777 == 0o600
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert [(c["location"], c["method"]) for c in row["copies"]] == [
+        ("quarantine", _library_method(config))
+    ]
+    assert archives_in(config.library.path) == []
+    assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_store_decrypted_writes_no_copy_while_verifying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asserts: where the library keeps only the decrypted copy, no copy of the original
+    is begun while verifying (it would be thrown away): only the decrypted copy is kept
+    and no file is left behind."""
+    begun: list[object] = []
+
+    def watched(*args: Any) -> object:  # the real one, its calls noted
+        begun.append(args)
+        return open_copy(*args)
+
+    monkeypatch.setattr(pipeline, "open_copy", watched)
+    key = write_key(tmp_path / "key.txt", "supervisor")
+    config_path = write_config(tmp_path, settle=0, keys=(key,))
+    library = tmp_path / "library"
+    text = config_path.read_text().replace(
+        f"library: {{path: {library}}}", f"library: {{path: {library}, store: decrypted}}"
+    )
+    config_path.write_text(text)
+    config = load_config(config_path)
+    shutil.copyfile(
+        corpus_file("supervisor_backup_example_sec_v3.tar"), config.sources[0].path / "a.tar"
+    )
+    assert scan_once(config) == ["valid"]
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert [c["location"] for c in row["copies"]] == ["library-decrypted"]
+    assert partials_in(config.library.path, config.quarantine.path) == []
+    assert begun == []
+
+
+def test_a_copy_a_kill_left_while_verifying_is_removed_at_the_start(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: the temporary copy written while verifying, left half-written by a kill,
+    is recognised and removed when the daemon starts again; the archive is then kept."""
+    config = config_at(tmp_path, settle=0)
+    path = config.sources[0].path / "a.tar"
+    shutil.copyfile(make_backup(), path)
+    with path.open("rb") as source:
+        opened = open_copy(config.library.path / "home", source.fileno(), path.stat().st_size)
+    if opened is None:
+        pytest.skip("this filesystem makes reflinks: no copy is written while verifying")
+    left, file = opened
+    file.write(path.read_bytes()[:1000])  # then "killed"
+    file.close()
+    Pipeline(config, Catalog(config.catalog_path)).recover()
+    assert not left.exists() and partials_in(config.library.path) == []
+    assert scan_once(config) == ["valid"]
+    (placed,) = archives_in(config.library.path)
+    assert placed.read_bytes() == path.read_bytes()

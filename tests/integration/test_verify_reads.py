@@ -140,6 +140,58 @@ def test_a_cancel_raised_while_inner_archives_are_checked_stops_every_thread(
     assert threading.active_count() == threads
 
 
+@pytest.mark.parametrize("password", [None, KEY], ids=["plain", "encrypted"])
+def test_a_copy_written_while_verifying_holds_the_bytes_hashed(
+    tmp_path: Path, password: str | None
+) -> None:
+    """Asserts: the copy the hash writes as it reads (the arrival's library copy) holds the
+    whole file byte for byte, with inner archives checked on threads that take the hash's
+    chunks meanwhile, and ``copied`` says so."""
+    from nas_receiver.haformat import sources
+    from tests.builders import BackupSpec, write_backup_from
+
+    config, media = tmp_path / "config", tmp_path / "media"
+    config.mkdir()
+    (config / "configuration.yaml").write_text("default_config:\n")
+    media.mkdir()
+    for index in range(3):
+        (media / f"clip-{index}.mp4").write_bytes(os.urandom(3 * sources.CHUNK + index))
+    path = tmp_path / "backup.tar"
+    spec = BackupSpec(password=password, addons=(), folders=("media",))
+    write_backup_from(path, spec, [("homeassistant", config), ("media", media)])
+    with (tmp_path / "copy.tar").open("xb", buffering=0) as copy:
+        reader = HashingReader(path, copy_to=copy)
+        report = verify_archive(path, level=Level.FULL, keys=KeyRing([KEY]), opened=reader)
+    assert report.verdict is Verdict.VALID, report.problems
+    assert (tmp_path / "copy.tar").read_bytes() == path.read_bytes()
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert reader.copied()
+
+
+def test_a_cancelled_verification_says_its_copy_is_not_whole(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: a verification cancelled half-way leaves a copy that ``copied`` does not
+    call whole (the arrival then throws it away)."""
+
+    class Stop(Exception):
+        pass
+
+    path = make_backup(password=KEY, entities=4000)
+    seen: list[int] = []
+
+    def cancel_half_way(count: int) -> None:
+        seen.append(count)
+        if sum(seen) > path.stat().st_size // 2:
+            raise Stop()
+
+    with (tmp_path / "copy.tar").open("xb", buffering=0) as copy:
+        reader = HashingReader(path, copy_to=copy)
+        with pytest.raises(Stop):
+            verify_archive(path, keys=KeyRing([KEY]), on_bytes=cancel_half_way, opened=reader)
+    assert not reader.copied()
+
+
 @pytest.mark.parametrize(
     "altered",
     [None, 0, 2, 5],
