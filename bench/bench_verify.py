@@ -113,13 +113,16 @@ def gzip_stream(
         decrypt, offset, step = _cipher(file, member, version, way)
         end = member.offset_data + member.size
         file.seek(offset)
+        prepare = getattr(decrypt, "prepare", None)
         while offset < end and (piece := file.read(min(step, end - offset))):
             offset += len(piece)
+            if prepare is not None:
+                prepare(piece)
             yield piece if decrypt is None else clock.time(lambda p=piece: decrypt(p))
 
 
 # The ways each version can be decrypted: the fastest counts.
-DECRYPTERS = {2: ("cryptography",), 3: ("libsodium", "openssl")}
+DECRYPTERS = {2: ("cryptography",), 3: ("libsodium", "openssl", "openssl-apart")}
 
 
 def _cipher(
@@ -128,8 +131,11 @@ def _cipher(
     """How to decrypt ``member``'s pieces: (decrypt, or None for a plain member; where its
     ciphertext starts; the size of a piece).  v2: AES-128-CBC with cryptography, the padding
     cut (an inflater stopped at the stream's end with bytes left would never move on); v3:
-    XChaCha20-Poly1305 secretstream, ``way`` libsodium (as securetar calls it) or openssl
-    (the verifier's SecretstreamReader).  Keys are derived here, untimed."""
+    XChaCha20-Poly1305 secretstream, ``way`` libsodium (as securetar calls it), openssl
+    (the verifier's SecretstreamReader, whose ``pull`` copies the piece into its buffer
+    first: the verifier reads into that buffer instead, so ``decrypt.prepare``, untimed,
+    does that copy) or openssl-apart (the same, ChaCha20 and Poly1305 called apart for
+    every message: one thread alone may be faster so).  Keys are derived here, untimed."""
     start = member.offset_data
     if version is None:
         return None, start, CHUNK
@@ -156,9 +162,19 @@ def _cipher(
     header = SecureTarHeader.from_bytes(file)
     material = SecureTarRootKeyContext(KEY).restore_key_material(header)
     step = CHUNK + nss.crypto_secretstream_xchacha20poly1305_ABYTES
-    if way == "openssl":
+    if way.startswith("openssl"):
         reader = SecretstreamReader(material.key, material.iv)
-        return (lambda piece: reader.pull(piece)[0]), file.tell(), step
+        reader.one_call = way == "openssl"
+
+        def opened(_piece: bytes) -> bytes:
+            return reader.pull_buffer()[0]
+
+        def prepare(piece: bytes) -> None:
+            reader.message_buffer(len(piece))[:] = piece
+
+        opened.prepare = prepare  # type: ignore[attr-defined]
+        opened.reader = reader  # type: ignore[attr-defined]  # for the ideal pipeline
+        return opened, file.tell(), step
     state = nss.crypto_secretstream_xchacha20poly1305_state()
     nss.crypto_secretstream_xchacha20poly1305_init_pull(state, material.iv, material.key)
 
@@ -276,12 +292,23 @@ def _ideal_source(file: Any, member: tarfile.TarInfo, version: int | None) -> So
     into a queue, b"" last."""
     decrypt, body, step = _cipher(file, member, version, "openssl")
     end = member.offset_data + member.size
+    reader = getattr(decrypt, "reader", None)
 
     def read(descriptor: int, pieces: queue.Queue[bytes]) -> None:
         offset = body
-        while offset < end and (piece := os.pread(descriptor, min(step, end - offset), offset)):
-            offset += len(piece)
-            if plain := piece if decrypt is None else decrypt(piece):
+        while offset < end:
+            want = min(step, end - offset)
+            if reader is not None:  # v3: into the reader's buffer, as the verifier reads
+                if not (count := os.preadv(descriptor, [reader.message_buffer(want)], offset)):
+                    break
+                offset += count
+                plain = reader.pull_buffer()[0]
+            elif piece := os.pread(descriptor, want, offset):
+                offset += len(piece)
+                plain = piece if decrypt is None else decrypt(piece)
+            else:
+                break
+            if plain:
                 pieces.put(plain)  # b"" is the end
         pieces.put(b"")
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 import hmac
 import struct
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 HEADER_BYTES = 24
@@ -35,6 +37,7 @@ _MASK = 0xFFFFFFFF
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
 _ZERO_BLOCK = bytes(64)
 _AD_LENGTH = struct.pack("<Q", 0)  # no additional data: SecureTar passes none
+_BLOCK_ROOM = 63  # before a message in its buffer: block 1 but the byte the message starts with
 
 
 class SecretstreamError(Exception):
@@ -65,7 +68,21 @@ def hchacha20(key: bytes, nonce: bytes) -> bytes:
 
 
 class SecretstreamReader:
-    """Open the messages of one secretstream in order: ``pull`` returns (plaintext, tag)."""
+    """Open the messages of one secretstream in order: ``pull`` returns (plaintext, tag).
+
+    A message whose size is a multiple of 8 (every one of SecureTar's but the last) is
+    opened with OpenSSL's ChaCha20-Poly1305 (RFC 8439) in one call, which releases the GIL
+    (the inflate thread of another inner archive then runs meanwhile) and passes over the
+    bytes once: it is that construction over block 1 and the ciphertext, as libsodium's
+    padding (``m & 15`` zeros) is RFC 8439's (``-(64 + m) & 15``) for those sizes.  For
+    that the message is put 63 bytes into a buffer (``message_buffer``), where block 1 then
+    goes in front of it, and its plaintext comes as a bytearray that nothing writes to
+    (cutting block 1's 64 bytes off its front moves its start: no copy).  Other messages
+    are opened with the two primitives apart (all of them, where ``one_call`` is False: the
+    bench times both ways).
+    """
+
+    one_call = True
 
     def __init__(self, key: bytes, header: bytes) -> None:
         if len(key) != KEY_BYTES or len(header) != HEADER_BYTES:
@@ -73,29 +90,58 @@ class SecretstreamReader:
         self._key = hchacha20(key, header[:16])
         self._inonce = header[16:24]
         self._counter = 1
+        self._aead = ChaCha20Poly1305(self._key)
+        self._sealed = bytearray()  # block 1, then the message (see message_buffer)
+        self._size = 0
 
     def pull(self, message: bytes) -> tuple[bytes, int]:
         """The plaintext and tag of the next message; raise SecretstreamError where it does
         not authenticate (nothing of it is returned then)."""
-        size = len(message) - ABYTES
+        self.message_buffer(len(message))[:] = message
+        return self.pull_buffer()
+
+    def message_buffer(self, size: int) -> memoryview:
+        """Where to put the next message, of ``size`` bytes, for ``pull_buffer``."""
+        if len(self._sealed) != _BLOCK_ROOM + size:
+            self._sealed = bytearray(_BLOCK_ROOM + size)
+        self._size = size
+        return memoryview(self._sealed)[_BLOCK_ROOM:]
+
+    def pull_buffer(self) -> tuple[bytes, int]:
+        """``pull`` of the message put in ``message_buffer``."""
+        size = self._size - ABYTES
         if size < 0:
-            raise SecretstreamError(f"a message of {len(message)} bytes is too short")
-        view = memoryview(message)
+            raise SecretstreamError(f"a message of {self._size} bytes is too short")
+        sealed = memoryview(self._sealed)
+        first = sealed[_BLOCK_ROOM]  # the tag byte, as it came
         cipher = Cipher(algorithms.ChaCha20(self._key, self._nonce(block=0)), None).decryptor()
-        mac = Poly1305(cipher.update(_ZERO_BLOCK)[:32])
+        poly_key = cipher.update(_ZERO_BLOCK)[:32]
         second = cipher.update(_ZERO_BLOCK)  # block 1: the tag's key stream
-        tag = message[0] ^ second[0]
-        mac.update(message[:1])
-        mac.update(second[1:])
-        mac.update(view[1 : 1 + size])
-        mac.update(bytes(size & 15))
-        mac.update(_AD_LENGTH)
-        mac.update(struct.pack("<Q", 64 + size))
-        made = mac.finalize()
-        if not hmac.compare_digest(made, view[1 + size :]):
-            raise SecretstreamError("the message does not authenticate")
-        plain = cipher.update(view[1 : 1 + size])  # from block 2 on
-        self._inonce = bytes(a ^ b for a, b in zip(self._inonce, made[:8], strict=True))
+        tag = first ^ second[0]
+        mac = bytes(sealed[-16:])
+        plain: bytes
+        if self.one_call and size & 7 == 0:
+            sealed[0] = first
+            sealed[1:64] = second[1:]
+            opened = bytearray(64 + size)
+            try:
+                self._aead.decrypt_into(self._nonce(block=0)[4:], sealed, None, opened)
+            except InvalidTag:
+                raise SecretstreamError("the message does not authenticate") from None
+            del opened[:64]  # block 1's plaintext
+            plain = opened  # type: ignore[assignment]  # read as bytes are, never written
+        else:
+            check = Poly1305(poly_key)
+            check.update(bytes([first]))
+            check.update(second[1:])
+            check.update(sealed[64 : 64 + size])
+            check.update(bytes(size & 15))
+            check.update(_AD_LENGTH)
+            check.update(struct.pack("<Q", 64 + size))
+            if not hmac.compare_digest(check.finalize(), mac):
+                raise SecretstreamError("the message does not authenticate")
+            plain = cipher.update(sealed[64 : 64 + size])  # from block 2 on
+        self._inonce = bytes(a ^ b for a, b in zip(self._inonce, mac[:8], strict=True))
         self._counter = (self._counter + 1) & _MASK
         if tag & TAG_REKEY or self._counter == 0:
             self._rekey()
@@ -111,3 +157,4 @@ class SecretstreamReader:
         fresh = mixed.update(self._key + self._inonce)
         self._key, self._inonce = fresh[:32], fresh[32:]
         self._counter = 1
+        self._aead = ChaCha20Poly1305(self._key)

@@ -327,6 +327,14 @@ class HashingReader:
         self._wake()
         return os.pread(self._fd, size, position)
 
+    def _range_preadinto(self, cursor: int, buffer: memoryview, position: int, end: int) -> int:
+        """Read into ``buffer`` at ``position`` for the range ``cursor`` (see _range_pread)."""
+        if self._abandoned:
+            raise Abandoned()
+        self._cursors[cursor] = (position, end)
+        self._wake()
+        return os.preadv(self._fd, [buffer], position)
+
     def _range_done(self, cursor: int) -> None:
         with self._moved:
             self._close_feed(cursor)
@@ -534,21 +542,48 @@ class RangeReader:
         want = min(size, self._end - self._position)
         if want <= 0:
             return b""
-        data = self._from_hash(want)
-        if data is None:
+        fed = self._from_hash(want)
+        if fed is not None:
+            data = take(fed, want)
+        else:
             data = self._reader._range_pread(id(self), want, self._position, self._end)
-            if not data:
-                self._cut()
-            if self._position == self._start and self._start % CHUNK:
-                self._read_head()
-            self._checksum(data)
-            if self._position + len(data) == self._end and self._end % CHUNK:
-                self._read_tail()
-        self._position += len(data)
-        self._reader._range_read(len(data))
+            self._read_itself(data)
+        self._moved(len(data))
         return data
 
-    def _from_hash(self, want: int) -> bytes | None:
+    def readinto(self, buffer: memoryview, /) -> int:
+        """Fill ``buffer`` as ``read`` would return (short only at the end): the bytes the
+        hash handed on are copied in, the rest is read straight into it (no copy of its own).
+        """
+        filled = 0
+        while want := min(len(buffer) - filled, self._end - self._position):
+            part = buffer[filled : filled + want]
+            fed = self._from_hash(want)
+            if fed is not None:
+                count = len(fed)
+                part[:count] = fed
+            else:
+                count = self._reader._range_preadinto(id(self), part, self._position, self._end)
+                self._read_itself(part[:count])
+            self._moved(count)
+            filled += count
+        return filled
+
+    def _read_itself(self, data: bytes | memoryview) -> None:
+        """Check what the range read for itself at its position (see _checksum)."""
+        if not data:
+            self._cut()
+        if self._position == self._start and self._start % CHUNK:
+            self._read_head()
+        self._checksum(data)
+        if self._position + len(data) == self._end and self._end % CHUNK:
+            self._read_tail()
+
+    def _moved(self, count: int) -> None:
+        self._position += count
+        self._reader._range_read(count)
+
+    def _from_hash(self, want: int) -> memoryview | None:
         """Up to ``want`` bytes the hash handed on, or None when the range is to read for
         itself.  Where a feed begins inside a chunk, the hash compares what the range read
         of it itself."""
@@ -567,7 +602,7 @@ class RangeReader:
                 self._feed = None
                 return None
             self._piece = memoryview(piece)
-        data = take(self._piece, want)
+        data = self._piece[:want]
         self._piece = self._piece[len(data) :]
         return data
 
@@ -590,7 +625,7 @@ class RangeReader:
         tail = os.pread(self._reader._fd, (index + 1) * CHUNK - self._end, self._end)
         self._reader._compare_sum(index, zlib_ng.crc32(tail, self._sum))
 
-    def _checksum(self, data: bytes) -> None:
+    def _checksum(self, data: bytes | memoryview) -> None:
         """Add ``data`` (read at the position) to the running checksum of its aligned
         chunks; hand on each chunk's once it is whole."""
         view, at = memoryview(data), self._position

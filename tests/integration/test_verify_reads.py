@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nas_receiver.haformat import KeyRing, Level, Verdict, verify_archive
-from nas_receiver.haformat.sources import HashingReader
+from nas_receiver.haformat.sources import HashingReader, RangeReader
 from tests.builders import KEY
 
 MakeBackup = Callable[..., Path]
@@ -192,19 +192,34 @@ def test_a_cancelled_verification_says_its_copy_is_not_whole(
     assert not reader.copied()
 
 
+def _read_pieces(rest: RangeReader, how: str, piece: int) -> bytes:
+    """All of a range, read ``piece`` bytes at a time with ``read`` or ``readinto``."""
+    parts = []
+    if how == "read":
+        while data := rest.read(piece):
+            parts.append(data)
+    else:
+        buffer = memoryview(bytearray(piece))
+        while count := rest.readinto(buffer):
+            parts.append(bytes(buffer[:count]))
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("how", ["read", "readinto"])
 @pytest.mark.parametrize(
     "altered",
     [None, 0, 2, 5],
     ids=["same-bytes", "first-chunk-changed", "chunk-2-changed", "last-chunk-changed"],
 )
 def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
-    tmp_path: Path, altered: int | None
+    tmp_path: Path, altered: int | None, how: str
 ) -> None:
     """An inner archive is read in pieces that straddle the 1 MiB chunks (v3 reads 1 MiB +
-    17 bytes): the checksum of each chunk the range covers is built across the pieces and
-    compared with the other reader's, the first and last too, which the range covers only
-    in part (it reads the rest of them for the checksum); the chunk whose bytes differ
-    between the two reads is the one named, and equal bytes name none."""
+    17 bytes, into a buffer of its own): the checksum of each chunk the range covers is
+    built across the pieces and compared with the other reader's, the first and last too,
+    which the range covers only in part (it reads the rest of them for the checksum); the
+    chunk whose bytes differ between the two reads is the one named, and equal bytes name
+    none."""
     from nas_receiver.haformat.sources import CHUNK, HashingReader
 
     content = os.urandom(5 * CHUNK + 1234)
@@ -214,8 +229,7 @@ def test_a_range_read_in_odd_pieces_is_compared_chunk_by_chunk(
     try:
         start = 100  # inside chunk 0; the range ends inside chunk 5, with the file
         rest = reader.range(start, len(content), "inner", len(content) - start)
-        while rest.read((1 << 20) + 17):
-            pass
+        assert _read_pieces(rest, how, (1 << 20) + 17) == content[start:]
         rest.close()
         for index in range(6):
             chunk = content[index * CHUNK : (index + 1) * CHUNK]
@@ -263,11 +277,16 @@ def _own_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     from nas_receiver.haformat.sources import HashingReader
 
     sizes: list[int] = []
-    range_pread = HashingReader._range_pread
+    range_pread, range_preadinto = HashingReader._range_pread, HashingReader._range_preadinto
     monkeypatch.setattr(
         HashingReader,
         "_range_pread",
         lambda self, *args: sizes.append(args[1]) or range_pread(self, *args),
+    )
+    monkeypatch.setattr(
+        HashingReader,
+        "_range_preadinto",
+        lambda self, *args: sizes.append(len(args[1])) or range_preadinto(self, *args),
     )
     return sizes
 
@@ -279,8 +298,9 @@ def _read_on_a_thread(read: Callable[[], bytes]) -> tuple[threading.Thread, list
     return thread, out
 
 
+@pytest.mark.parametrize("how", ["read", "readinto"])
 def test_a_range_ahead_of_the_hash_is_handed_its_chunks_and_reads_none_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     """A range the hash has not reached yet takes the chunks the hash reads: its bytes are
     the file's, it reads none itself, the chunks it takes whole are checksummed by no one
@@ -300,7 +320,7 @@ def test_a_range_ahead_of_the_hash_is_handed_its_chunks_and_reads_none_itself(
     with sources.HashingReader(path) as reader:
         start = 100  # mid-chunk: the first piece is the rest of chunk 0
         rest = reader.range(start, len(content), "inner", len(content) - start)
-        thread, out = _read_on_a_thread(lambda: rest.read(len(content)))
+        thread, out = _read_on_a_thread(lambda: _read_pieces(rest, how, (1 << 20) + 17))
         _wait_until(lambda: bool(reader._feeds), "the range to ask the hash for its chunks")
         go.set()
         thread.join(10)

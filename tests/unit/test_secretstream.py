@@ -74,9 +74,12 @@ def test_a_wrapping_message_counter_rekeys_as_libsodium_does() -> None:
         fresh.pull(pushed[0])
 
 
-def test_every_altered_byte_cut_reordered_or_foreign_message_is_refused() -> None:
+@pytest.mark.parametrize("size", [100, 40, 0], ids=["apart", "in-one-call", "empty"])
+def test_every_altered_byte_cut_reordered_or_foreign_message_is_refused(size: int) -> None:
+    """Asserts it for a first message opened with the two primitives apart (100 bytes), in
+    one ChaCha20-Poly1305 call (a multiple of 8), and empty."""
     key = os.urandom(32)
-    messages = [(os.urandom(100), TAG_MESSAGE), (os.urandom(40), TAG_REKEY), (b"end", TAG_FINAL)]
+    messages = [(os.urandom(size), TAG_MESSAGE), (os.urandom(40), TAG_REKEY), (b"end", TAG_FINAL)]
     header, pushed = _push(messages, key)
     first = pushed[0]
     for at in range(len(first)):  # the tag byte, the message and the MAC
