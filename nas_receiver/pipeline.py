@@ -521,14 +521,19 @@ def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:
 def _finish_copy(
     copy: tuple[Path, BinaryIO], reader: HashingReader, report: VerifyReport
 ) -> Written | None:
-    """The copy written while verifying, fsync'd, if it holds every byte verified."""
+    """The copy written while verifying, fsync'd, if it holds every byte verified; None
+    where it does not (the copy after the verdict then meets what stopped it and says so)."""
     path, file = copy
-    if report.sha256 is None or not reader.copied():
-        if reader.copy_error is not None:
-            log.debug("%s: the copy written while verifying failed: %s", path, reader.copy_error)
-        return None
-    os.fsync(file.fileno())
-    return Written(path, report.sha256)
+    error = reader.copy_error
+    if report.sha256 is not None and reader.copied():
+        try:
+            os.fsync(file.fileno())
+            return Written(path, report.sha256)
+        except OSError as err:  # a full disk may only show here
+            error = err
+    if error is not None:
+        log.debug("%s: the copy written while verifying failed: %s", path, error)
+    return None
 
 
 def _kept_in_library(verdict: Verdict) -> bool:
