@@ -9,6 +9,7 @@ is not tried again for the same salt.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import securetar
@@ -135,14 +136,16 @@ class ChainedSource:
 
 def read_into(source: ByteSource, buffer: memoryview) -> int:
     """Fill ``buffer`` from ``source`` (short only at its end): with its ``readinto`` where
-    it has one (no copy of its own), else from its reads."""
-    readinto = getattr(source, "readinto", None)
-    if readinto is not None:
-        count: int = readinto(buffer)
-        return count
-    data = read_full(source, len(buffer))
-    buffer[: len(data)] = data
-    return len(data)
+    it has one (no copy of its own; asked again where it is short), else from its reads."""
+    readinto: Callable[[memoryview], int] | None = getattr(source, "readinto", None)
+    if readinto is None:
+        data = read_full(source, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+    filled = 0
+    while filled < len(buffer) and (count := readinto(buffer[filled:])):
+        filled += count
+    return filled
 
 
 class _AtMost:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from nas_receiver.haformat.crypto import CbcDecryptStream, DecryptError, SecretstreamDecryptStream
+from nas_receiver.haformat.secretstream import SecretstreamReader
 
 KEY, IV = bytes(range(16)), bytes(range(16, 32))
 
@@ -51,8 +52,31 @@ def test_reads_of_any_size_get_no_more_than_asked_and_the_whole_plaintext(seed: 
     assert stream.read(100) == b""  # and stays ended
 
 
+class ShortInto:
+    """A source whose ``readinto`` fills a random part of the buffer (a raw file or a pipe
+    may): the stream asks again until the message is whole."""
+
+    def __init__(self, data: bytes, rng: random.Random) -> None:
+        self._data = io.BytesIO(data)
+        self._rng = rng
+
+    def read(self, size: int, /) -> bytes:
+        return self._data.read(size)
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        return self._data.readinto(buffer[: self._rng.randint(1, len(buffer))])
+
+
+@pytest.mark.parametrize("one_call", [True, False], ids=["one-call", "apart"])
+@pytest.mark.parametrize("source", ["readinto", "short-readinto", "reads"])
 @pytest.mark.parametrize("seed", range(8))
-def test_v3_reads_of_any_size_get_no_more_than_asked_and_the_whole_plaintext(seed: int) -> None:
+def test_v3_reads_of_any_size_get_no_more_than_asked_and_the_whole_plaintext(
+    seed: int, source: str, one_call: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the source (one with a full ``readinto``, one with a short one, one with
+    reads only) and however the messages are opened (in one ChaCha20-Poly1305 call, or
+    apart, as with a cryptography older than 47)."""
+    monkeypatch.setattr(SecretstreamReader, "one_call", one_call)
     rng = random.Random(seed)
     chunk = securetar.V3_SECRETSTREAM_CHUNK_SIZE
     plain = os.urandom(rng.choice([2 * chunk, chunk + rng.randint(1, chunk), 100]))
@@ -71,7 +95,12 @@ def test_v3_reads_of_any_size_get_no_more_than_asked_and_the_whole_plaintext(see
         )
         for index, piece in enumerate(pieces)
     )
-    stream = SecretstreamDecryptStream(io.BytesIO(cipher), key, header, len(cipher))
+    sources = {
+        "readinto": io.BytesIO(cipher),
+        "short-readinto": ShortInto(cipher, rng),
+        "reads": Pieces(cipher, rng),
+    }
+    stream = SecretstreamDecryptStream(sources[source], key, header, len(cipher))
     assert _read_all(stream, rng, 3 * chunk) == plain
     assert stream.read(100) == b""
 

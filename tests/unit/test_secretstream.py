@@ -39,8 +39,14 @@ def _push(messages: list[tuple[bytes, int]], key: bytes) -> tuple[bytes, list[by
     ]
 
 
+@pytest.mark.parametrize("one_call", [True, False], ids=["one-call", "apart"])
 @pytest.mark.parametrize("seed", range(20))
-def test_what_libsodium_pushes_opens_to_the_same_messages_and_tags(seed: int) -> None:
+def test_what_libsodium_pushes_opens_to_the_same_messages_and_tags(
+    seed: int, one_call: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages of sizes a multiple of 8 are opened in one call, or apart where ``one_call``
+    is off (a cryptography older than 47); other sizes always apart."""
+    monkeypatch.setattr(SecretstreamReader, "one_call", one_call)
     rng = random.Random(seed)
     sizes = [0, 1, 15, 16, 17, 63, 64, 65, 1 << 20, rng.randint(0, 5000)]
     tags = [TAG_MESSAGE, TAG_PUSH, TAG_REKEY, TAG_FINAL]  # FINAL rekeys too (its 0x02 bit)
