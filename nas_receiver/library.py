@@ -147,23 +147,75 @@ def clone_into(source: Path, temp: Path) -> tuple[Method, str]:
     return "copy", _stream_copy(source, temp)
 
 
-def open_copy(folder: Path, source_fd: int, size: int) -> tuple[Path, BinaryIO] | None:
+class CopyInProgress:
+    """A temporary copy of a file in the library that its reader writes as it reads (see
+    ``open_copy``): private (0600) while it is written, its room set aside meanwhile."""
+
+    def __init__(self, path: Path, file: BinaryIO, device: int, size: int) -> None:
+        self.path = path
+        self.file = file
+        self._device = device
+        self._size = size
+
+    def keep(self, sha256: str) -> Written | None:
+        """The copy, fsync'd and closed, for ``place``; None where the fsync fails (a full
+        disk may only show there): the copy is then removed."""
+        try:
+            os.fsync(self.file.fileno())
+        except OSError as err:
+            log.debug("%s: fsync of the copy failed: %s", self.path, err)
+            self.discard()
+            return None
+        self._close()
+        return Written(self.path, sha256)
+
+    def discard(self) -> None:
+        """Close and remove the copy, where it still is (once ``place`` took it, it is
+        not)."""
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        self.file.close()
+        with _copies_lock:
+            if self._size:
+                _copies_room[self._device] -= self._size
+                self._size = 0
+
+
+# Bytes set aside for copies in progress, by device: each copy's whole size until it is
+# kept or removed, so copies begun at once (the daemon verifies several archives at a time)
+# never count the same free room twice.
+_copies_room: dict[int, int] = {}
+_copies_lock = threading.Lock()
+
+
+def open_copy(folder: Path, source_fd: int, size: int) -> CopyInProgress | None:
     """A new temporary file in ``folder`` for a copy of the open file ``source_fd`` (of
     ``size`` bytes) that its reader writes as it reads (a streamed copy without a read of
     its own); None where a copy would not be written that way: a reflink takes no writing
-    (tried here, then undone: ``place`` makes it), or ``size`` does not fit.  Raise OSError
-    when ``folder`` cannot be written."""
+    (tried here, then undone: ``place`` makes it), or ``size`` does not fit beside the
+    copies in progress.  Raise OSError when ``folder`` cannot be written."""
     folder.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(folder).free < size + ROOM_MARGIN:
-        return None
+    device = folder.stat().st_dev
+    with _copies_lock:
+        taken = _copies_room.get(device, 0)
+        if shutil.disk_usage(folder).free - taken < size + ROOM_MARGIN:
+            return None
+        _copies_room[device] = taken + size
     path = temp_name(folder / "arrival.tar")
-    file = path.open("xb", buffering=0)
     try:
-        fcntl.ioctl(file.fileno(), FICLONE, source_fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        with _copies_lock:
+            _copies_room[device] -= size
+        raise
+    copy = CopyInProgress(path, os.fdopen(fd, "wb", buffering=0), device, size)
+    try:
+        fcntl.ioctl(fd, FICLONE, source_fd)
     except OSError:  # no reflink between the two (another filesystem, or not btrfs)
-        return path, file
-    file.close()
-    path.unlink()
+        return copy
+    copy.discard()
     return None
 
 
@@ -191,6 +243,8 @@ def place(
     try:
         if written is not None and _moved(written.path, temp):
             method, copied = "written while verified", written.sha256
+            if mode is None:  # private while written: now as a copy made here would be
+                temp.chmod(0o666 & ~_umask())
         else:
             ensure_room(final.parent, source.stat().st_size)
             method, copied = clone_into(source, temp)
@@ -239,6 +293,17 @@ def write_json(path: Path, value: dict[str, Any], *, mode: int = 0o644) -> None:
 
 class PlacementError(OSError):
     """A placed copy did not turn out identical to its source."""
+
+
+def _umask() -> int:
+    """This process's umask (Linux tells it in /proc; elsewhere the most private one)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o077
 
 
 def _moved(path: Path, target: Path) -> bool:

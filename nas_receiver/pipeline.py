@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from .catalog import ALERT_AFTER, Catalog, Copy, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
@@ -29,6 +27,7 @@ from .haformat.sources import HashingReader
 from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular, unreadable
 from .library import (
     ROOM_MARGIN,
+    CopyInProgress,
     NoRoom,
     Placed,
     PlacementError,
@@ -144,7 +143,7 @@ class Pipeline:
         keys = self.keys(source)
         copy = self._open_copy(source, sighting, opened)
         try:
-            reader = HashingReader(opened.path, copy_to=copy[1] if copy else None)
+            reader = HashingReader(opened.path, copy_to=copy.file if copy else None)
             report = verify_archive(
                 opened.path, keys=keys, on_bytes=_canceller(cancel), opened=reader
             )
@@ -165,12 +164,11 @@ class Pipeline:
                 return None
         finally:
             if copy is not None:
-                copy[1].close()
-                copy[0].unlink(missing_ok=True)  # not taken: a copy is kept by its new name
+                copy.discard()  # where it was not taken: a copy kept has its new name
 
     def _open_copy(
         self, source: SourceConfig, sighting: Sighting, opened: OpenedFile
-    ) -> tuple[Path, BinaryIO] | None:
+    ) -> CopyInProgress | None:
         """A temporary file in the library for the archive's copy, written as it is verified
         (see HashingReader), or None.  Only where the original is kept whatever the verdict
         (in the library or the quarantine), and only at a file's first look: one looked at
@@ -519,20 +517,16 @@ def _canceller(cancel: threading.Event | None) -> Callable[[int], None] | None:
 
 
 def _finish_copy(
-    copy: tuple[Path, BinaryIO], reader: HashingReader, report: VerifyReport
+    copy: CopyInProgress, reader: HashingReader, report: VerifyReport
 ) -> Written | None:
-    """The copy written while verifying, fsync'd, if it holds every byte verified; None
-    where it does not (the copy after the verdict then meets what stopped it and says so)."""
-    path, file = copy
-    error = reader.copy_error
+    """The copy written while verifying, fsync'd, if it holds every byte verified; else
+    None, and it is removed at once (its room is free for the copy after the verdict, which
+    meets what stopped it and says so)."""
     if report.sha256 is not None and reader.copied():
-        try:
-            os.fsync(file.fileno())
-            return Written(path, report.sha256)
-        except OSError as err:  # a full disk may only show here
-            error = err
-    if error is not None:
-        log.debug("%s: the copy written while verifying failed: %s", path, error)
+        return copy.keep(report.sha256)
+    if reader.copy_error is not None:
+        log.debug("%s: the copy written while verifying failed: %s", copy.path, reader.copy_error)
+    copy.discard()
     return None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nas_receiver import library
+from nas_receiver import library, pipeline
 from nas_receiver.catalog import Catalog
 from nas_receiver.config import load_config
 from nas_receiver.daemon import scan_once
@@ -217,3 +217,52 @@ def test_a_copy_written_while_verifying_on_another_disk_is_copied_again(
     (row,) = list_archives(Catalog(config.catalog_path))
     assert [(c["location"], c["method"]) for c in row["copies"]] == [("quarantine", "copy")]
     assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_copies_written_at_once_never_count_the_same_room_twice(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Asserts: where two arrivals are verified at once and the disk has room for one copy
+    (and the margin), the second is not written while verifying (it is made after its
+    verdict, where the room is then checked again); once the first is kept or removed, its
+    room counts as the disk says again."""
+    source = tmp_path / "archive.tar"
+    size = (TMPFS_MIB << 20) - ROOM_MARGIN - (8 << 20)  # one fits, two do not
+    source.write_bytes(b"\0" * 16)  # what is in it does not matter here
+    folder = small_disk / "library" / "home"
+    with source.open("rb") as opened:
+        first = library.open_copy(folder, opened.fileno(), size)
+        assert first is not None
+        assert library.open_copy(folder, opened.fileno(), size) is None
+        first.discard()
+        again = library.open_copy(folder, opened.fileno(), size)
+        assert again is not None
+        again.discard()
+    assert partials_in(small_disk) == []
+
+
+def test_a_copy_that_failed_while_verifying_is_removed_before_the_verdict_is_kept(
+    make_backup: MakeBackup, small_disk: Path
+) -> None:
+    """Asserts: where the disk filled while the copy was written, the partial copy is gone
+    and its room set free as soon as the verification ends, before the archive is kept
+    (which checks for room for a copy of its own, and would count the partial's)."""
+    backup = make_backup(password=KEY, entities=400)
+    folder = small_disk / "library" / "home"
+    with backup.open("rb") as opened:
+        copy = library.open_copy(folder, opened.fileno(), backup.stat().st_size)
+    assert copy is not None
+    with (small_disk / "filler").open("wb") as file:  # another writer fills the disk
+        file.write(b"\0" * ((TMPFS_MIB << 20) - backup.stat().st_size // 2))
+    reader = HashingReader(backup, copy_to=copy.file)
+    report = verify_archive(backup, keys=KeyRing([KEY]), opened=reader)
+    assert report.verdict is Verdict.VALID and not reader.copied()
+    assert pipeline._finish_copy(copy, reader, report) is None
+    assert not copy.path.exists() and partials_in(small_disk) == []
+    (small_disk / "filler").unlink()
+    free = shutil.disk_usage(small_disk).free  # the room set aside for it is free again:
+    most = free - ROOM_MARGIN - backup.stat().st_size // 2  # this fits only without it
+    with backup.open("rb") as opened:
+        whole = library.open_copy(folder, opened.fileno(), most)
+    assert whole is not None
+    whole.discard()

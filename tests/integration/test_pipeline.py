@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -232,6 +233,9 @@ def test_the_library_copy_is_written_while_verifying(
     assert scan_once(config) == ["valid"]
     (placed,) = archives_in(config.library.path)
     assert placed.read_bytes() == before and arrived.read_bytes() == before
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert placed.stat().st_mode & 0o777 == 0o666 & ~umask  # as a copy made after the verdict
     (row,) = list_archives(Catalog(config.catalog_path))
     assert [(c["location"], c["method"]) for c in row["copies"]] == [
         ("library", _library_method(config))
@@ -320,14 +324,14 @@ def test_a_copy_a_kill_left_while_verifying_is_removed_at_the_start(
     path = config.sources[0].path / "a.tar"
     shutil.copyfile(make_backup(), path)
     with path.open("rb") as source:
-        opened = open_copy(config.library.path / "home", source.fileno(), path.stat().st_size)
-    if opened is None:
+        copy = open_copy(config.library.path / "home", source.fileno(), path.stat().st_size)
+    if copy is None:
         pytest.skip("this filesystem makes reflinks: no copy is written while verifying")
-    left, file = opened
-    file.write(path.read_bytes()[:1000])  # then "killed"
-    file.close()
+    assert copy.path.stat().st_mode & 0o777 == 0o600  # private while it is written
+    copy.file.write(path.read_bytes()[:1000])  # then "killed" (its room stays set aside
+    copy.file.close()  # in this process: a few bytes)
     Pipeline(config, Catalog(config.catalog_path)).recover()
-    assert not left.exists() and partials_in(config.library.path) == []
+    assert not copy.path.exists() and partials_in(config.library.path) == []
     assert scan_once(config) == ["valid"]
     (placed,) = archives_in(config.library.path)
     assert placed.read_bytes() == path.read_bytes()
