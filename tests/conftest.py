@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -126,3 +126,29 @@ def make_backup(backup_cache: Path, tmp_path: Path) -> Callable[..., Path]:
         return copy
 
     return factory
+
+
+@pytest.fixture
+def btrfs_volume(tmp_path: Path) -> Iterator[Path]:
+    """A fresh btrfs filesystem (Synology's default) of 256 MiB on a loop device: mounting
+    needs root, mkfs.btrfs (btrfs-progs, which scripts/system-tools installs) and loop
+    devices."""
+    if os.geteuid() != 0:
+        missing("a btrfs loop mount needs root")
+    if shutil.which("mkfs.btrfs") is None:
+        missing("mkfs.btrfs (btrfs-progs) is not installed")
+    image, mount = tmp_path / "btrfs.img", tmp_path / "btrfs"
+    with image.open("wb") as file:
+        file.truncate(256 << 20)
+    mount.mkdir()
+    for command in (
+        ["mkfs.btrfs", "-q", str(image)],
+        ["mount", "-o", "loop", str(image), str(mount)],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            missing(f"{command[0]} failed here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

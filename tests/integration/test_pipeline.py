@@ -335,3 +335,34 @@ def test_a_copy_a_kill_left_while_verifying_is_removed_at_the_start(
     assert scan_once(config) == ["valid"]
     (placed,) = archives_in(config.library.path)
     assert placed.read_bytes() == path.read_bytes()
+
+
+def test_on_btrfs_the_copies_are_reflinks_and_none_is_written_while_verifying(
+    make_backup: MakeBackup, btrfs_volume: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asserts: where the share, the library and the quarantine are on one btrfs volume (a
+    Synology's), the library and quarantine copies are reflinks (no bytes written) with the
+    share's bytes, the copy tried while verifying is undone at once (it would write what a
+    reflink shares), and nothing is left behind."""
+    opened: list[object] = []
+
+    def watched(*args: Any) -> object:  # the real one, what it returned noted
+        opened.append(open_copy(*args))
+        return opened[-1]
+
+    monkeypatch.setattr(pipeline, "open_copy", watched)
+    config = config_at(btrfs_volume / "site", settle=0)
+    good, broken = config.sources[0].path / "good.tar", config.sources[0].path / "broken.tar"
+    shutil.copyfile(make_backup(), good)
+    shutil.copyfile(corpus_file("habackuptool_test_protected_v1.tar"), broken)
+    assert sorted(scan_once(config)) == ["corrupt", "valid"]
+    assert opened == [None, None]
+    (placed,) = archives_in(config.library.path)
+    (kept,) = archives_in(config.quarantine.path)
+    assert placed.read_bytes() == good.read_bytes() and kept.read_bytes() == broken.read_bytes()
+    rows = list_archives(Catalog(config.catalog_path))
+    assert sorted((c["location"], c["method"]) for r in rows for c in r["copies"]) == [
+        ("library", "reflink"),
+        ("quarantine", "reflink"),
+    ]
+    assert partials_in(config.library.path, config.quarantine.path) == []
