@@ -11,6 +11,7 @@ would silently change the library's copy too.  The daemon's tests caught exactly
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -20,6 +21,7 @@ import os
 import queue
 import secrets
 import shutil
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,29 @@ class Written:
 def temp_name(final: Path) -> Path:
     """Return a temporary name beside ``final`` that ``clean_partials`` will recognise."""
     return final.with_name(f".{final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
+
+
+def own_folder(root: Path, *names: str) -> Path:
+    """``root/names...``, each made where it is missing: the folders nas-receiver writes in.
+    Raise OSError where one of them is a symbolic link (never followed: it could lead
+    anywhere, into the share HA writes to too) or not a folder.  ``root`` itself, the
+    configured place, may be a link: the admin's own choice."""
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root
+    for name in names:
+        folder = folder / name
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        mode = os.lstat(folder).st_mode
+        if stat.S_ISLNK(mode):
+            raise OSError(
+                errno.ELOOP,
+                "a symbolic link where a folder of ours goes; not followed",
+                str(folder),
+            )
+        if not stat.S_ISDIR(mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+    return folder
 
 
 def clean_partials(folder: Path, *, depth: int) -> list[Path]:

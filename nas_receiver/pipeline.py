@@ -39,6 +39,7 @@ from .library import (
     make_read_only,
     occupied,
     open_copy,
+    own_folder,
     place,
     place_candidates,
     remove_path,
@@ -177,7 +178,8 @@ class Pipeline:
         if self.config.library.store == "decrypted" or sighting.attempts > 0:
             return None
         try:
-            return open_copy(self.config.library.path / source.name, opened.fd, sighting.size)
+            folder = own_folder(self.config.library.path, source.name)
+            return open_copy(folder, opened.fd, sighting.size)
         except OSError as err:  # the copy after the verdict meets it again and says so
             log.debug("%s: no copy while verifying: %s", source.name, err)
             return None
@@ -284,7 +286,7 @@ class Pipeline:
         so a run that was killed half-way completes the missing parts only."""
         assert report.sha256 is not None and report.backup is not None
         sha = report.sha256
-        folder = self.config.library.path / source.name
+        folder = own_folder(self.config.library.path, source.name)
         base = safe_base(report.backup.name, datetime.fromisoformat(report.backup.display_date))
         verified = report.verdict is Verdict.VALID
         store = self.config.library.store
@@ -319,7 +321,7 @@ class Pipeline:
         if store != "original" and decryptable:
             decrypted = self._present(sha, LIBRARY_DECRYPTED)
             if decrypted is None:
-                where = folder if store == "decrypted" else folder / "decrypted"
+                where = folder if store == "decrypted" else own_folder(folder, "decrypted")
                 decrypted = self._store_decrypted(source, archive, where, base, report)
             if store == "decrypted":
                 base = decrypted.stem
@@ -446,7 +448,7 @@ class Pipeline:
         written: Written | None = None,
     ) -> None:
         assert report.sha256 is not None
-        folder = self.config.quarantine.path / source.name
+        folder = own_folder(self.config.quarantine.path, source.name)
         base = safe_component(Path(sighting.path).name.removesuffix(".tar"), room=SUFFIX_ROOM)
         placed = self._place(
             archive, folder, base, report.sha256, QUARANTINE, verified=False, written=written

@@ -151,4 +151,4 @@ def btrfs_volume(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # lazily: a catalog may be open

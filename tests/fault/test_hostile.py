@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.builders import KEY, BackupSpec, write_backup, write_key
+from tests.conftest import corpus_file
 from tests.daemon_helpers import cli, cli_command, sha256, wait_for, write_config
 
 MakeBackup = Callable[..., Path]
@@ -308,3 +311,45 @@ def test_a_date_typed_at_the_ends_of_time_breaks_nothing(tmp_path: Path) -> None
     for view in ("overview", "backups", "jobs"):
         body = b"".join(app({"QUERY_STRING": f"view={view}"}, lambda s, _h: statuses.append(s)))
         assert statuses[-1] == "200 OK", (view, body[:300])
+
+
+@pytest.mark.parametrize(
+    ("where", "store", "damaged"),
+    [
+        ("library/home", "original", False),
+        ("library/home/decrypted", "both", False),
+        ("quarantine/home", "original", True),
+    ],
+    ids=["library-folder", "decrypted-folder", "quarantine-folder"],
+)
+def test_a_link_where_a_folder_of_ours_goes_is_never_followed(
+    make_backup: MakeBackup, tmp_path: Path, where: str, store: str, damaged: bool
+) -> None:
+    """Asserts: where a folder nas-receiver writes in (the source's library, decrypted or
+    quarantine folder) is a symbolic link (here into the share HA writes to), nothing is
+    written through it, the share holds only what HA wrote, and the job fails saying where
+    and why (it is tried again later: a link removed lets it go on)."""
+    config_path = _site(tmp_path)
+    site, share = tmp_path / "site", tmp_path / "site" / "share"
+    library = site / "library"
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"library: {{path: {library}}}", f"library: {{path: {library}, store: {store}}}"
+        )
+    )
+    link = site / where
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(share, target_is_directory=True)
+    arrived = share / "a.tar"
+    if damaged:
+        shutil.copyfile(corpus_file("habackuptool_test_protected_v1.tar"), arrived)
+    else:
+        shutil.copyfile(make_backup(password=KEY), arrived)
+    before = arrived.read_bytes()
+    assert cli(config_path, "scan").returncode == 0
+    assert sorted(p.name for p in share.iterdir()) == ["a.tar"]
+    assert arrived.read_bytes() == before
+    status = json.loads(cli(config_path, "status", "--json").stdout)
+    (pending,) = status["sources"][0]["pending"]
+    assert pending["state"] == "failed"
+    assert f"{link}: a symbolic link" in pending["error"], pending
