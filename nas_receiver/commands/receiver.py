@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -370,11 +371,26 @@ def cmd_config_example(_args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+CREATING_WAIT = 10.0  # seconds a reader waits for a catalog the daemon is creating
+
+
 def _read_catalog(config: Config) -> Catalog:
-    """Open the catalog for reading (works while the daemon runs); create it if new."""
+    """Open the catalog for reading (works while the daemon runs); create it if new.  A
+    catalog the daemon has just begun to create has no tables yet: wait for them."""
     if not config.catalog_path.exists():
         return Catalog(config.catalog_path)
-    return Catalog(config.catalog_path, readonly=True)
+    catalog = Catalog(config.catalog_path, readonly=True)
+    deadline = time.monotonic() + CREATING_WAIT
+    while _being_created(catalog) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return catalog
+
+
+def _being_created(catalog: Catalog) -> bool:
+    try:
+        return catalog.schema_version() is None
+    except sqlite3.OperationalError:  # no schema_version table yet
+        return True
 
 
 def cmd_reverify(args: argparse.Namespace) -> int:

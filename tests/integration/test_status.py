@@ -85,3 +85,28 @@ def test_log_file_gets_one_line_per_event(make_backup: MakeBackup, tmp_path: Pat
     assert any(" INFO home: arrived: a.tar" in line for line in lines)
     assert any("verified valid in" in line for line in lines)
     assert any("placed in library" in line for line in lines)
+
+
+def test_status_while_the_daemon_creates_its_catalog_waits_for_it(tmp_path: Path) -> None:
+    """Asserts: `status` run just as the daemon starts, when the catalog file exists but
+    its tables are not made yet, waits for them and reports (it crashed with "no such
+    table" before: a test polling status at a daemon's start failed about once in 20)."""
+    import sqlite3
+    import subprocess
+
+    from tests.daemon_helpers import cli_command
+
+    config_path = write_config(tmp_path, settle=0)
+    config = load_config(config_path)
+    config.catalog_path.parent.mkdir(parents=True)
+    begun = sqlite3.connect(config.catalog_path)  # created, as the daemon's first step does
+    begun.execute("PRAGMA journal_mode=WAL")
+    status = subprocess.Popen(
+        cli_command(config_path, "status", "--json"), stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.5)
+    Catalog(config.catalog_path)  # the daemon's next step: its tables
+    out, _ = status.communicate(timeout=60)
+    assert status.returncode in (0, 3)  # healthy or not: a report, not a crash
+    assert json.loads(out)["sources"][0]["name"] == "home"
+    begun.close()
