@@ -83,14 +83,47 @@ def own_folder(root: Path, *names: str) -> Path:
     return folder
 
 
+class LinkedFolder(OSError):
+    """A folder on the way to a file of ours is a symbolic link: not followed."""
+
+
+def link_on_the_way(path: Path, roots: tuple[Path, ...]) -> Path | None:
+    """The first folder between the root of ours that holds ``path`` and ``path`` itself
+    that is a symbolic link (it could lead anywhere, into the share HA writes to too), else
+    None.  The roots themselves, as configured, may be links (the admin's choice)."""
+    for root in roots:
+        try:
+            parts = path.relative_to(root).parts
+        except ValueError:
+            continue
+        folder = root
+        for part in parts[:-1]:
+            folder = folder / part
+            if folder.is_symlink():
+                return folder
+        return None
+    return None
+
+
+def remove_own(path: Path, roots: tuple[Path, ...]) -> None:
+    """``remove_path`` of a file or folder of ours under one of ``roots``; raise
+    LinkedFolder, removing nothing, where a folder on the way is a symbolic link."""
+    link = link_on_the_way(path, roots)
+    if link is not None:
+        raise LinkedFolder(errno.ELOOP, "a symbolic link where a folder of ours goes", str(link))
+    remove_path(path)
+
+
 def clean_partials(folder: Path, *, depth: int) -> list[Path]:
     """Remove temporary files a killed process left in ``folder``, at most ``depth`` levels
     down (deeper lies what came out of backups, such as a browse copy's files, which may
-    be named anything).  Return them."""
+    be named anything), never through a folder that is a symbolic link.  Return them."""
     removed: list[Path] = []
     for level in range(1, depth + 1):
         pattern = "/".join(["*"] * (level - 1) + [f".*{PARTIAL_MARK}*"])
         for path in sorted(folder.glob(pattern), reverse=True):
+            if link_on_the_way(path, (folder,)) is not None:
+                continue
             if path.exists() or path.is_symlink():
                 remove_path(path)
                 removed.append(path)
@@ -174,13 +207,22 @@ def clone_into(source: Path, temp: Path) -> tuple[Method, str]:
 
 class CopyInProgress:
     """A temporary copy of a file in the library that its reader writes as it reads (see
-    ``open_copy``): private (0600) while it is written, its room set aside meanwhile."""
+    ``open_copy``): private (0600) while it is written; the room it still needs is set
+    aside meanwhile (see ``set_aside``)."""
 
     def __init__(self, path: Path, file: BinaryIO, device: int, size: int) -> None:
         self.path = path
         self.file = file
-        self._device = device
+        self.device = device
         self._size = size
+
+    def still_needs(self) -> int:
+        """The bytes of the copy not yet written (0 once it is closed)."""
+        try:
+            written = os.fstat(self.file.fileno()).st_size
+        except (OSError, ValueError):  # closed
+            return 0
+        return max(0, self._size - written)
 
     def keep(self, sha256: str) -> Written | None:
         """The copy, fsync'd and closed, for ``place``; None where the fsync fails (a full
@@ -197,45 +239,46 @@ class CopyInProgress:
     def discard(self) -> None:
         """Close and remove the copy, where it still is (once ``place`` took it, it is
         not)."""
-        self._close()
-        self.path.unlink(missing_ok=True)
+        try:
+            self._close()
+        finally:
+            self.path.unlink(missing_ok=True)
 
     def _close(self) -> None:
-        self.file.close()
         with _copies_lock:
-            if self._size:
-                _copies_room[self._device] -= self._size
-                self._size = 0
+            _copies.discard(self)  # first: a close that fails sets nothing aside
+        self.file.close()
 
 
-# Bytes set aside for copies in progress, by device: each copy's whole size until it is
-# kept or removed, so copies begun at once (the daemon verifies several archives at a time)
-# never count the same free room twice.
-_copies_room: dict[int, int] = {}
+# The copies in progress in this process: copies begun at once (the daemon verifies several
+# archives at a time) and copies made meanwhile after a verdict never count the same free
+# room twice.
+_copies: set[CopyInProgress] = set()
 _copies_lock = threading.Lock()
+
+
+def set_aside(device: int) -> int:
+    """The bytes the copies in progress on ``device`` still need."""
+    with _copies_lock:
+        return sum(copy.still_needs() for copy in _copies if copy.device == device)
 
 
 def open_copy(folder: Path, source_fd: int, size: int) -> CopyInProgress | None:
     """A new temporary file in ``folder`` for a copy of the open file ``source_fd`` (of
     ``size`` bytes) that its reader writes as it reads (a streamed copy without a read of
     its own); None where a copy would not be written that way: a reflink takes no writing
-    (tried here, then undone: ``place`` makes it), or ``size`` does not fit beside the
-    copies in progress.  Raise OSError when ``folder`` cannot be written."""
+    (tried here, then undone: ``place`` makes it), or ``size`` does not fit beside what
+    the copies in progress still need.  Raise OSError when ``folder`` cannot be written."""
     folder.mkdir(parents=True, exist_ok=True)
     device = folder.stat().st_dev
-    with _copies_lock:
-        taken = _copies_room.get(device, 0)
-        if shutil.disk_usage(folder).free - taken < size + ROOM_MARGIN:
-            return None
-        _copies_room[device] = taken + size
     path = temp_name(folder / "arrival.tar")
-    try:
+    with _copies_lock:  # the room is looked at and set aside at once
+        aside = sum(copy.still_needs() for copy in _copies if copy.device == device)
+        if shutil.disk_usage(folder).free - aside < size + ROOM_MARGIN:
+            return None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except OSError:
-        with _copies_lock:
-            _copies_room[device] -= size
-        raise
-    copy = CopyInProgress(path, os.fdopen(fd, "wb", buffering=0), device, size)
+        copy = CopyInProgress(path, os.fdopen(fd, "wb", buffering=0), device, size)
+        _copies.add(copy)
     try:
         fcntl.ioctl(fd, FICLONE, source_fd)
     except OSError:  # no reflink between the two (another filesystem, or not btrfs)
@@ -284,20 +327,25 @@ def place(
 
 
 class NoRoom(OSError):
-    """Not enough room in ``folder``: ``need`` bytes must be free first."""
+    """Not enough room in ``folder``: ``need`` bytes must be free first.  ``aside``: bytes
+    the copies in progress there still need (they may be what is short)."""
 
-    def __init__(self, folder: Path, need: int, free: int) -> None:
-        super().__init__(errno.ENOSPC, f"{free} bytes free, {need} needed", str(folder))
+    def __init__(self, folder: Path, need: int, free: int, aside: int = 0) -> None:
+        taken = f" ({aside} of them set aside for copies being written)" if aside else ""
+        super().__init__(errno.ENOSPC, f"{free} bytes free{taken}, {need} needed", str(folder))
         self.folder = folder
         self.need = need
+        self.aside = aside
 
 
 def ensure_room(folder: Path, size: int) -> None:
-    """Raise NoRoom unless ``size`` bytes and a margin are free in ``folder``: a copy never
-    fills a disk to its last byte (the NAS itself needs some)."""
+    """Raise NoRoom unless ``size`` bytes and a margin are free in ``folder``, beside what
+    the copies in progress there still need: a copy never fills a disk to its last byte
+    (the NAS itself needs some)."""
     free = shutil.disk_usage(folder).free
-    if free < size + ROOM_MARGIN:
-        raise NoRoom(folder, size + ROOM_MARGIN, free)
+    aside = set_aside(folder.stat().st_dev)
+    if free - aside < size + ROOM_MARGIN:
+        raise NoRoom(folder, size + ROOM_MARGIN, free, aside)
 
 
 def write_json(path: Path, value: dict[str, Any], *, mode: int = 0o644) -> None:

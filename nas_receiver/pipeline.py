@@ -28,6 +28,7 @@ from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular, 
 from .library import (
     ROOM_MARGIN,
     CopyInProgress,
+    LinkedFolder,
     NoRoom,
     Placed,
     PlacementError,
@@ -42,6 +43,7 @@ from .library import (
     own_folder,
     place,
     place_candidates,
+    remove_own,
     remove_path,
     sidecar_of,
     temp_name,
@@ -98,12 +100,19 @@ class Pipeline:
 
     def _undo(self, copy: Copy) -> None:
         """Remove a copy of ours that was begun and never recorded as finished, with the
-        files written beside it (the place was claimed for it: they are ours too)."""
-        if copy.temp_path:
-            remove_path(Path(copy.temp_path))
+        files written beside it (the place was claimed for it: they are ours too).  Where a
+        folder on the way has become a symbolic link, nothing is removed and the copy stays
+        recorded (told at each start until the link is gone)."""
+        roots = (self.config.library.path, self.config.quarantine.path)
+        paths = [Path(copy.temp_path)] if copy.temp_path else []
         if copy.path:
-            for path in (Path(copy.path), *companions(Path(copy.path))):
-                remove_path(path)
+            paths += [Path(copy.path), *companions(Path(copy.path))]
+        try:
+            for path in paths:
+                remove_own(path, roots)
+        except LinkedFolder as err:
+            log.warning("an unfinished copy is not removed: %s", one_line(err))
+            return
         self.catalog.drop_copy(copy.id)
 
     def process(self, sighting: Sighting, cancel: threading.Event | None = None) -> str | None:
@@ -202,10 +211,14 @@ class Pipeline:
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             if isinstance(err, NoRoom):  # seen before writing: due as soon as there is room
                 folder, need, retry = err.folder, err.need, now
+                if err.aside:  # copies being written will take room the disk shows free now
+                    retry = now + SPACE_RETRY
             else:  # the disk filled while writing: look again in a while
                 folder = self._target_folder(source, report)
                 need, retry = 2 * sighting.size + ROOM_MARGIN, now + SPACE_RETRY
             reason = f"waiting for {human_bytes(need)} free in {folder}"
+            if isinstance(err, NoRoom) and err.aside:
+                reason += f", beside {human_bytes(err.aside)} set aside for copies being written"
             self.catalog.fail_sighting(
                 sighting.id, reason, retry, wait_bytes=need, wait_path=str(folder)
             )

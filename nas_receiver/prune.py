@@ -18,7 +18,7 @@ from .catalog import Catalog, CopyState
 from .config import Config, DestinationConfig
 from .destinations.base import DestinationError
 from .haformat.model import within_range
-from .library import companions, remove_path
+from .library import LinkedFolder, companions, remove_own
 from .retention import Candidate, Decision, Holding, Policy, World, apply_floors, select
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def delete_copies(
             continue
         try:
             _delete_archive_at(config, catalog, location, decision.sha256, now)
-        except DestinationError as err:  # marked: finished by a later run
+        except (DestinationError, LinkedFolder) as err:  # marked: finished by a later run
             log.warning("prune: %s: %s stays for now: %s", location, decision.name, err)
             continue
         log.info("pruned from the %s: %s (%s)", location, decision.name, decision.sha256[:12])
@@ -147,7 +147,7 @@ def finish_marked(config: Config, catalog: Catalog, now: float) -> None:
         if copy.state == CopyState.MARKED:
             try:
                 _remove(config, copy.location, copy.path, catalog)
-            except DestinationError as err:
+            except (DestinationError, LinkedFolder) as err:
                 log.warning("prune: %s: finishing a deletion later: %s", copy.location, err)
                 continue
             catalog.copy_deleted(copy.id, now)
@@ -204,16 +204,17 @@ def _remove(config: Config, location: str, path: str | None, catalog: Catalog) -
 
                 open_destination(destination, catalog).delete(path)
             return
-    _remove_files(path)
+    _remove_files(path, (config.library.path, config.quarantine.path))
 
 
-def _remove_files(path_text: str | None) -> None:
+def _remove_files(path_text: str | None, roots: tuple[Path, ...]) -> None:
+    """Remove a copy in our own folders with the files beside it; raise LinkedFolder,
+    removing nothing, where a folder on the way is a symbolic link."""
     if not path_text:
         return
     path = Path(path_text)
-    for companion in companions(path):
-        companion.unlink(missing_ok=True)
-    remove_path(path)
+    for removed in (*companions(path), path):
+        remove_own(removed, roots)
 
 
 def _candidates(catalog: Catalog, location: str) -> list[Candidate]:

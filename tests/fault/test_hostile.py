@@ -353,3 +353,28 @@ def test_a_link_where_a_folder_of_ours_goes_is_never_followed(
     (pending,) = status["sources"][0]["pending"]
     assert pending["state"] == "failed"
     assert f"{link}: a symbolic link" in pending["error"], pending
+
+
+def test_the_start_never_removes_anything_through_a_linked_folder(tmp_path: Path) -> None:
+    """Asserts: where the source's library folder is a symbolic link (here to the share),
+    the start's clean-up of what a kill left removes nothing through it: neither the
+    files of an unfinished copy the catalog names there (HA's agent uses those names in
+    the share) nor a file named like our temporary files; the copy stays recorded."""
+    from nas_receiver.catalog import Catalog
+    from nas_receiver.config import load_config
+    from nas_receiver.pipeline import Pipeline
+
+    config = load_config(_site(tmp_path))
+    share = config.sources[0].path
+    named = share / "Automatic_backup_2026.11.1_2026-11-20_04.45_00000000.tar"
+    named.write_bytes(b"what HA wrote")
+    (share / ".x.tar.partial-1").write_bytes(b"HA's too")
+    config.library.path.mkdir(parents=True)
+    folder = config.library.path / "home"
+    folder.symlink_to(share, target_is_directory=True)
+    catalog = Catalog(config.catalog_path)
+    catalog.begin_copy("e" * 64, "library", 0, temp_path=str(folder / named.name))  # "killed"
+    Pipeline(config, catalog).recover()
+    assert sorted(p.name for p in share.iterdir()) == [".x.tar.partial-1", named.name]
+    assert named.read_bytes() == b"what HA wrote"
+    assert [c.state for c in catalog.copies()] == ["placing"]

@@ -266,3 +266,34 @@ def test_a_copy_that_failed_while_verifying_is_removed_before_the_verdict_is_kep
         whole = library.open_copy(folder, opened.fileno(), most)
     assert whole is not None
     whole.discard()
+
+
+def test_a_copy_after_a_verdict_leaves_the_room_a_copy_in_progress_still_needs(
+    make_backup: MakeBackup, tmp_path: Path, small_disk: Path
+) -> None:
+    """Asserts: while a copy is being written during a verification, an arrival whose copy
+    would fit only in the room that copy still needs waits instead (the disk is never
+    filled past its margin by the two together), says so, and is tried again a while
+    later, not at once; once the copy in progress is gone, the arrival is kept."""
+    config = load_config(_site(tmp_path, small_disk / "library"))
+    folder = small_disk / "library" / "home"
+    with (tmp_path / "big.tar").open("wb+") as other:  # an archive being verified meanwhile
+        in_progress = library.open_copy(folder, other.fileno(), 10 << 20)
+    assert in_progress is not None
+    backup = make_backup(password=KEY)
+    shutil.copyfile(backup, config.sources[0].path / "a.tar")
+    room = (10 << 20) + ROOM_MARGIN + backup.stat().st_size // 2  # enough for one, not both
+    with (small_disk / "filler").open("wb") as file:
+        file.write(b"\0" * (shutil.disk_usage(small_disk).free - room))
+    now = time.time()
+    assert scan_once(config, clock=lambda: now) == []
+    catalog = Catalog(config.catalog_path)
+    (sighting,) = catalog.sightings()
+    assert sighting.state == "failed" and "set aside for copies being written" in (
+        sighting.error or ""
+    )
+    assert sighting.next_try is not None and sighting.next_try >= now + 30
+    assert archives_in(config.library.path) == []
+    in_progress.discard()
+    assert scan_once(config, clock=lambda: now + 120) == ["valid"]
+    assert len(archives_in(config.library.path)) == 1

@@ -148,3 +148,30 @@ def test_prune_sees_a_library_that_keeps_decrypted_copies_only(
     assert _library_days(config_path) == ["2026-11-03"]  # decrypted copies pruned too
     (left,) = archives_in(config.library.path)
     assert left.with_name(left.stem + "_meta.json").exists()
+
+
+def test_prune_never_deletes_through_a_linked_library_folder(
+    make_backup: MakeBackup, tmp_path: Path
+) -> None:
+    """Asserts: where the source's library folder has been replaced by a symbolic link (here
+    to the share, where HA's Synology agent keeps files of the very names the library
+    uses), prune deletes nothing through it: HA's files stay as they are, the deletions stay
+    marked and are told, and they are finished once the folder is real again."""
+    config_path = _setup(tmp_path, make_backup, "{keep_last: 2}", days=3)
+    config = load_config(config_path)
+    folder, share = config.library.path / "home", config.sources[0].path
+    for path in folder.iterdir():  # the names HA's agent gives its files in the share
+        shutil.copyfile(path, share / path.name)
+    before = {p.name: p.read_bytes() for p in share.iterdir()}
+    folder.rename(folder.with_name("home.moved"))
+    folder.symlink_to(share, target_is_directory=True)
+    done = cli(config_path, "prune")
+    assert done.returncode == 0, done.stderr
+    assert {p.name: p.read_bytes() for p in share.iterdir()} == before
+    assert "a symbolic link where a folder of ours goes" in done.stderr
+    states = [c.state for c in Catalog(config.catalog_path).copies(location="library")]
+    assert sorted(states) == [CopyState.MARKED] + [CopyState.PRESENT] * 2
+    folder.unlink()
+    folder.with_name("home.moved").rename(folder)
+    assert cli(config_path, "prune").returncode == 0
+    assert _library_days(config_path) == ["2026-11-02", "2026-11-03"]
