@@ -1,8 +1,10 @@
 """Placing archives in the NAS library or the quarantine: atomic, checksum-checked, once.
 
 The fastest safe way is chosen per copy: a reflink (FICLONE, btrfs on Synology) shares the
-data blocks copy-on-write, else a streamed copy is fsync'd.  Each is written under a temporary
-name, checked, then given its final name without replacing anything.
+data blocks copy-on-write, else the copy the verifier wrote as it read the archive is taken
+(``open_copy``), else a streamed copy is fsync'd.  Each is written under a temporary name,
+checked, then given its final name without replacing anything.  The folders written in are
+never symbolic links (``own_folder``), nor are those deleted in (``remove_own``).
 
 No hard links: a hard link *is* the share's file, so a writer that rewrites a backup in
 place under the same name (``shutil.copy`` does, and HA's extra-location copies use it)
