@@ -75,18 +75,19 @@ def own_folder(root: Path, *names: str) -> Path:
             os.mkdir(folder)
         mode = os.lstat(folder).st_mode
         if stat.S_ISLNK(mode):
-            raise OSError(
-                errno.ELOOP,
-                "a symbolic link where a folder of ours goes; not followed",
-                str(folder),
-            )
+            raise LinkedFolder(folder)
         if not stat.S_ISDIR(mode):
             raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
     return folder
 
 
 class LinkedFolder(OSError):
-    """A folder on the way to a file of ours is a symbolic link: not followed."""
+    """A folder of ours, or one on the way to a file of ours, is a symbolic link: not
+    followed."""
+
+    def __init__(self, folder: Path) -> None:
+        link = "a symbolic link where a folder of ours goes; not followed"
+        super().__init__(errno.ELOOP, link, str(folder))
 
 
 def link_on_the_way(path: Path, roots: tuple[Path, ...]) -> Path | None:
@@ -112,7 +113,7 @@ def remove_own(path: Path, roots: tuple[Path, ...]) -> None:
     LinkedFolder, removing nothing, where a folder on the way is a symbolic link."""
     link = link_on_the_way(path, roots)
     if link is not None:
-        raise LinkedFolder(errno.ELOOP, "a symbolic link where a folder of ours goes", str(link))
+        raise LinkedFolder(link)
     remove_path(path)
 
 
@@ -262,7 +263,12 @@ _copies_lock = threading.Lock()
 def set_aside(device: int) -> int:
     """The bytes the copies in progress on ``device`` still need."""
     with _copies_lock:
-        return sum(copy.still_needs() for copy in _copies if copy.device == device)
+        return _still_needed(device)
+
+
+def _still_needed(device: int) -> int:
+    """``set_aside`` for a caller that holds ``_copies_lock``."""
+    return sum(copy.still_needs() for copy in _copies if copy.device == device)
 
 
 def open_copy(folder: Path, source_fd: int, size: int) -> CopyInProgress | None:
@@ -275,8 +281,7 @@ def open_copy(folder: Path, source_fd: int, size: int) -> CopyInProgress | None:
     device = folder.stat().st_dev
     path = temp_name(folder / "arrival.tar")
     with _copies_lock:  # the room is looked at and set aside at once
-        aside = sum(copy.still_needs() for copy in _copies if copy.device == device)
-        if shutil.disk_usage(folder).free - aside < size + ROOM_MARGIN:
+        if shutil.disk_usage(folder).free - _still_needed(device) < size + ROOM_MARGIN:
             return None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         copy = CopyInProgress(path, os.fdopen(fd, "wb", buffering=0), device, size)

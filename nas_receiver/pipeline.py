@@ -394,7 +394,6 @@ class Pipeline:
         bytes other than those ``report`` verified."""
         assert report.sha256 is not None
         sha = report.sha256
-        folder.mkdir(parents=True, exist_ok=True)
         final = self._claim(sha, LIBRARY_DECRYPTED, place_candidates(folder, base, sha, ".tar"))
         copy_id = self.catalog.begin_copy(
             sha, LIBRARY_DECRYPTED, self.clock(), temp_path=str(final), key=str(final)
@@ -496,7 +495,6 @@ class Pipeline:
         verified: bool,
         written: Written | None = None,
     ) -> Placed:
-        folder.mkdir(parents=True, exist_ok=True)
         candidates = place_candidates(folder, base, sha, ".tar")
         final = self._claim(sha, location, candidates, reusable=True)
         temp = temp_name(final)

@@ -114,7 +114,8 @@ class SecretstreamReader:
             raise SecretstreamError(f"a message of {self._size} bytes is too short")
         sealed = memoryview(self._sealed)
         first = sealed[_BLOCK_ROOM]  # the tag byte, as it came
-        cipher = Cipher(algorithms.ChaCha20(self._key, self._nonce(block=0)), None).decryptor()
+        nonce = self._nonce(block=0)
+        cipher = Cipher(algorithms.ChaCha20(self._key, nonce), None).decryptor()
         poly_key = cipher.update(_ZERO_BLOCK)[:32]
         second = cipher.update(_ZERO_BLOCK)  # block 1: the tag's key stream
         tag = first ^ second[0]
@@ -125,7 +126,7 @@ class SecretstreamReader:
             sealed[1:64] = second[1:]
             opened = bytearray(64 + size)
             try:
-                self._aead.decrypt_into(self._nonce(block=0)[4:], sealed, None, opened)
+                self._aead.decrypt_into(nonce[4:], sealed, None, opened)
             except InvalidTag:
                 raise SecretstreamError("the message does not authenticate") from None
             del opened[:64]  # block 1's plaintext

@@ -278,6 +278,7 @@ class HashingReader:
         )
 
     def _copy(self, data: bytes) -> None:
+        """Write ``data`` to ``copy_to``, if any, unless an earlier write failed."""
         if self.copy_error is not None or self._copy_to is None:
             return
         view = memoryview(data)
@@ -321,19 +322,20 @@ class HashingReader:
 
     def _range_pread(self, cursor: int, size: int, position: int, end: int) -> bytes:
         """``size`` bytes at ``position`` for the range ``cursor``, which ends at ``end``."""
-        if self._abandoned:
-            raise Abandoned()
-        self._cursors[cursor] = (position, end)
-        self._wake()
+        self._range_at(cursor, position, end)
         return os.pread(self._fd, size, position)
 
     def _range_preadinto(self, cursor: int, buffer: memoryview, position: int, end: int) -> int:
         """Read into ``buffer`` at ``position`` for the range ``cursor`` (see _range_pread)."""
+        self._range_at(cursor, position, end)
+        return os.preadv(self._fd, [buffer], position)
+
+    def _range_at(self, cursor: int, position: int, end: int) -> None:
+        """Note where the range ``cursor`` reads (for the window), unless it was abandoned."""
         if self._abandoned:
             raise Abandoned()
         self._cursors[cursor] = (position, end)
         self._wake()
-        return os.preadv(self._fd, [buffer], position)
 
     def _range_done(self, cursor: int) -> None:
         with self._moved:
@@ -456,8 +458,7 @@ class HashingReader:
                 self._sha.update(data)
                 if not handed_whole:
                     self._compare(index, data)
-                if self._copy_to is not None:
-                    self._copy(data)
+                self._copy(data)
                 self._hashed += len(data)
                 index += 1
         except BaseException as err:  # raised by finish: a hash of part of the file is no hash
@@ -548,7 +549,7 @@ class RangeReader:
         else:
             data = self._reader._range_pread(id(self), want, self._position, self._end)
             self._read_itself(data)
-        self._moved(len(data))
+        self._advance(len(data))
         return data
 
     def readinto(self, buffer: memoryview, /) -> int:
@@ -565,7 +566,7 @@ class RangeReader:
             else:
                 count = self._reader._range_preadinto(id(self), part, self._position, self._end)
                 self._read_itself(part[:count])
-            self._moved(count)
+            self._advance(count)
             filled += count
         return filled
 
@@ -579,7 +580,7 @@ class RangeReader:
         if self._position + len(data) == self._end and self._end % CHUNK:
             self._read_tail()
 
-    def _moved(self, count: int) -> None:
+    def _advance(self, count: int) -> None:
         self._position += count
         self._reader._range_read(count)
 
