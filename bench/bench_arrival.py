@@ -73,6 +73,19 @@ def io_bytes(field: str) -> int:
     return 0
 
 
+def reset_peak_memory() -> None:
+    """Start the count of this process's peak RSS (VmHWM) afresh (Linux 4.0 and later)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory() -> int:
+    """This process's peak RSS since ``reset_peak_memory``, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def tree_sizes(folder: Path) -> list[int]:
     """The size of every file in a browse tree."""
     return [p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
@@ -106,6 +119,15 @@ def write_once_seconds(folder: Path, sizes: list[int], *, fsync: bool) -> float:
     seconds = time.perf_counter() - started
     shutil.rmtree(where)
     return seconds
+
+
+def print_steps(clock: StepClock, begun: float) -> None:
+    print("drill after arrival; each step (from the log line that ends it):")
+    previous = begun
+    for step, _marker in STEPS:
+        if step in clock.ends:
+            print(f"  {step:15} {clock.ends[step] - previous:6.2f} s")
+            previous = clock.ends[step]
 
 
 def write_config(root: Path, key_file: Path) -> Path:
@@ -152,9 +174,11 @@ def main() -> None:
         config = load_config(write_config(root, key_file))
         os.sync()  # each timing starts with no writes of another one still going to disk
         read_before, written_before = io_bytes("rchar"), io_bytes("wchar")
+        reset_peak_memory()
         started = time.time()
         verdicts = scan_once(config)
         total = time.time() - started
+        peak = peak_memory()
         read = io_bytes("rchar") - read_before
         wrote = io_bytes("wchar") - written_before
         if verdicts != ["valid"]:
@@ -168,20 +192,14 @@ def main() -> None:
         write_once += write_once_seconds(library, tree_files, fsync=False)
         shutil.rmtree(root / "library", ignore_errors=True)
 
-    begun = clock.started or started
     print(f"arrival of {backup.name} ({backup.stat().st_size / MIB:.0f} MiB), store: both, browse,")
-    print("drill after arrival; each step (from the log line that ends it):")
-    previous = begun
-    for step, _marker in STEPS:
-        if step in clock.ends:
-            print(f"  {step:15} {clock.ends[step] - previous:6.2f} s")
-            previous = clock.ends[step]
+    print_steps(clock, clock.started or started)
     bound = verify_seconds + write_once
     ratio = total / bound
     print(
         f"  total {total:.2f} s; bytes written {wrote / MIB:.0f} MiB, outputs "
         f"{sum(outputs) / MIB:.0f} MiB ({len(tar_sizes)} tar files, {browse_trees} browse tree of "
-        f"{len(tree_files)} files); bytes read {read / MIB:.0f} MiB"
+        f"{len(tree_files)} files); bytes read {read / MIB:.0f} MiB; peak RSS {peak / MIB:.0f} MiB"
     )
     print(
         f"  bound: verification alone {verify_seconds:.2f} s + writing the outputs once "

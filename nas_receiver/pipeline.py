@@ -21,7 +21,7 @@ from .drill import DrillUnavailable, Unpacked
 from .errors import NasReceiverError, UnsafeArchiveError, one_line
 from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
-from .haformat.extract import extract_backup
+from .haformat.extract import UnpackAlongside, extract_backup
 from .haformat.names import SUFFIX_ROOM, inner_base_name, safe_base, safe_component
 from .haformat.sources import HashingReader
 from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular, unreadable
@@ -45,6 +45,7 @@ from .library import (
     place_candidates,
     remove_own,
     remove_path,
+    set_aside,
     sidecar_of,
     temp_name,
     write_json,
@@ -152,10 +153,15 @@ class Pipeline:
             return None
         keys = self.keys(source)
         copy = self._open_copy(source, sighting, opened)
+        unpack = self._open_unpack(source, sighting)
         try:
             reader = HashingReader(opened.path, copy_to=copy.file if copy else None)
             report = verify_archive(
-                opened.path, keys=keys, on_bytes=_canceller(cancel), opened=reader
+                opened.path,
+                keys=keys,
+                on_bytes=_canceller(cancel),
+                opened=reader,
+                unpack=unpack,
             )
             report.path = str(source.path / sighting.path)  # the name, not the descriptor read
             if opened.current() != opened.identity:
@@ -168,13 +174,16 @@ class Pipeline:
             if copy is not None:
                 written = _finish_copy(copy, reader, report)
             try:
-                return self._keep(source, sighting, report, opened.path, written)
+                return self._keep(source, sighting, report, opened.path, written, unpack)
             except Exception as err:
                 self._failed(source, sighting, err, report)
                 return None
         finally:
             if copy is not None:
                 copy.discard()  # where it was not taken: a copy kept has its new name
+            if unpack is not None:
+                unpack.close()
+                remove_path(unpack.destination)  # likewise
 
     def _open_copy(
         self, source: SourceConfig, sighting: Sighting, opened: OpenedFile
@@ -192,6 +201,23 @@ class Pipeline:
         except OSError as err:  # the copy after the verdict meets it again and says so
             log.debug("%s: no copy while verifying: %s", source.name, err)
             return None
+
+    def _open_unpack(self, source: SourceConfig, sighting: Sighting) -> UnpackAlongside | None:
+        """A private temporary folder in the library where HA's part is unpacked as it is
+        verified, for the browse copy (see UnpackAlongside), or None; at a file's first
+        look only, as the copy.  Its files are decrypted contents before the verdict: the
+        folder is 0700, and removed unless the verdict keeps it as the browse copy."""
+        if not self.config.library.browse or sighting.attempts > 0:
+            return None
+        try:
+            folder = own_folder(self.config.library.path, source.name)
+            device = folder.stat().st_dev
+            temp = temp_name(folder / "arrival-browse")
+            temp.mkdir(mode=0o700)
+        except OSError as err:  # the browse copy after the verdict meets it again
+            log.debug("%s: no unpacking while verifying: %s", source.name, err)
+            return None
+        return UnpackAlongside(temp, "homeassistant", aside=lambda: set_aside(device))
 
     def _failed(
         self,
@@ -265,6 +291,7 @@ class Pipeline:
         report: VerifyReport,
         archive: Path,
         written: Written | None = None,
+        unpack: UnpackAlongside | None = None,
     ) -> str:
         now = self.clock()
         verdict = report.verdict
@@ -282,7 +309,7 @@ class Pipeline:
         assert report.sha256 is not None
         if _kept_in_library(verdict):
             log.info("%s: %s verified %s in %s", source.name, sighting.path, verdict, seconds)
-            self._to_library(source, archive, report, written)
+            self._to_library(source, archive, report, written, unpack)
         else:
             self._to_quarantine(source, sighting, report, archive, written)
         self.catalog.finish_sighting(sighting.id, SightingState.DONE, report.sha256, verdict)
@@ -294,6 +321,7 @@ class Pipeline:
         archive: Path,
         report: VerifyReport,
         written: Written | None = None,
+        unpack: UnpackAlongside | None = None,
     ) -> None:
         """Keep what the library settings ask for; each part once (by SHA-256 and location),
         so a run that was killed half-way completes the missing parts only."""
@@ -340,7 +368,7 @@ class Pipeline:
                 base = decrypted.stem
         unpacked = None
         if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
-            unpacked = self._browse(source, archive, folder, base, report)
+            unpacked = self._browse(source, archive, folder, base, report, unpack)
         if verified and self.config.drill.after_arrival:
             self._drill(source, archive, sha, report, unpacked)
 
@@ -410,11 +438,18 @@ class Pipeline:
         return final
 
     def _browse(
-        self, source: SourceConfig, archive: Path, folder: Path, base: str, report: VerifyReport
+        self,
+        source: SourceConfig,
+        archive: Path,
+        folder: Path,
+        base: str,
+        report: VerifyReport,
+        unpack: UnpackAlongside | None = None,
     ) -> Unpacked | None:
         """Unpack the HA part read-only, for single files from File Station (and for the
-        drill, which then checks it where it is).  It is bounded by what the full
-        verification measured inside it, and needs that much room."""
+        drill, which then checks it where it is): the tree ``unpack`` wrote as the part was
+        verified, where all of it was, else from ``archive``, bounded by what the full
+        verification measured inside it, and needing that much room."""
         assert report.sha256 is not None
         sha = report.sha256
         content = sum(
@@ -423,21 +458,30 @@ class Pipeline:
             if inner_base_name(inner.name) == "homeassistant"
         )
         final = self._claim(sha, LIBRARY_BROWSE, place_candidates(folder, base, sha, ""))
-        ensure_room(folder, content)
-        temp = temp_name(final)
+        result = unpack.finish() if unpack is not None else None
+        if unpack is not None and result is None:  # its room is free again for the next try
+            log.debug("%s: HA's part unpacked after the verdict: %s", source.name, unpack.failure)
+            remove_path(unpack.destination)
+        when = "unpacked while verified" if result is not None else "unpacked after the verdict"
+        if result is None:
+            ensure_room(folder, content)
+        temp = unpack.destination if unpack is not None and result else temp_name(final)
         copy_id = self.catalog.begin_copy(
             sha, LIBRARY_BROWSE, self.clock(), temp_path=str(temp), key=str(final)
         )
         remove_path(final)  # only ever a leftover of this archive's own earlier attempt
-        temp.mkdir(mode=0o700)  # decrypted contents: private while they are written, too
-        keys, bound = self.keys(source), content + (1 << 20)
-        try:
-            result = extract_backup(archive, temp, keys, members=["homeassistant"], max_bytes=bound)
-        except UnsafeArchiveError as err:  # the archive is kept; only its browse copy is not
-            remove_path(temp)
-            self.catalog.drop_copy(copy_id)
-            log.warning("%s: no browsable copy of %s: %s", source.name, final.name, err)
-            return None
+        if result is None:
+            temp.mkdir(mode=0o700)  # decrypted contents: private while they are written, too
+            keys, bound = self.keys(source), content + (1 << 20)
+            try:
+                result = extract_backup(
+                    archive, temp, keys, members=["homeassistant"], max_bytes=bound
+                )
+            except UnsafeArchiveError as err:  # the archive is kept; only its browse copy not
+                remove_path(temp)
+                self.catalog.drop_copy(copy_id)
+                log.warning("%s: no browsable copy of %s: %s", source.name, final.name, err)
+                return None
         make_read_only(temp)
         temp.rename(final)
         self.catalog.finish_copy(
@@ -446,9 +490,9 @@ class Pipeline:
             sha,
             verified=not result.problems,
             now=self.clock(),
-            detail=f"{result.files} files",
+            detail=f"{result.files} files, {when}",
         )
-        log.info("%s: browsable copy of the configuration: %s/", source.name, final)
+        log.info("%s: browsable copy of the configuration: %s/ (%s)", source.name, final, when)
         return None if result.problems else Unpacked(final, result.refused)
 
     def _to_quarantine(

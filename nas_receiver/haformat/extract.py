@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import queue
 import shutil
 import tarfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
-from ..errors import OutputExistsError, UnsafeArchiveError
+from ..errors import OutputExistsError, UnsafeArchiveError, one_line
 from .crypto import (
     PREFIX_SIZE,
     ChainedSource,
@@ -35,7 +37,15 @@ from .gzipstream import GZIP_MAGIC, GzipError, InflatingReader
 from .keys import KeyRing
 from .names import inner_base_name
 from .sources import ReaderThread, SeekingFileSource
-from .tarstream import ByteSource, FileLike, MemberCut, TarEntry, TarFormatError, TarWalker
+from .tarstream import (
+    ByteSource,
+    FileLike,
+    MemberCut,
+    TarEntry,
+    TarFormatError,
+    TarWalker,
+    take,
+)
 from .verify import METADATA_NAMES
 
 DEFAULT_MAX_BYTES = 256 << 30
@@ -124,8 +134,10 @@ class _Extraction:
         paths: Sequence[str],
         force: bool,
         max_bytes: int,
+        aside: Callable[[], int] = lambda: 0,
     ) -> None:
         self.destination = destination
+        self.aside = aside  # room the disk shows free that is promised to others
         self.session = KeySession(keys)
         self.keys = keys
         self.members = {_base(name) for name in members}
@@ -155,10 +167,14 @@ class _Extraction:
         self._refuse_overwrite(target)
         target.write_bytes(data)
 
+    def begin_member(self, stored_size: int) -> None:
+        """An inner archive of ``stored_size`` bytes begins: its bound (see MAX_RATIO)."""
+        self._member_limit = stored_size * MAX_RATIO + RATIO_SLACK
+        self._member_bytes = 0
+
     def _inner(self, walker: TarWalker, entry: TarEntry, base: str) -> None:
         where = f"{entry.name} (at byte {entry.header_offset})"
-        self._member_limit = entry.size * MAX_RATIO + RATIO_SLACK
-        self._member_bytes = 0
+        self.begin_member(entry.size)
         prefix = walker.member_stream().read(min(entry.size, PREFIX_SIZE))
         try:
             fmt = sniff(prefix, entry.size)
@@ -187,12 +203,17 @@ class _Extraction:
             if first[:3] == GZIP_MAGIC:  # inflated (and decrypted) ahead while files are written
                 inflating = InflatingReader(content, legacy=legacy)
                 content = stack.enter_context(ReaderThread(inflating, name="inflate"))
-            with tarfile.open(fileobj=cast(IO[bytes], FileLike(content)), mode="r|") as tar:
-                for member in tar:
-                    if self._wanted(member):
-                        self._extract_one(tar, member, target)
+            self.unpack_tar(content, target)
             while content.read(1 << 20):  # the CRC is checked only once all data is read
                 pass
+
+    def unpack_tar(self, content: ByteSource, target: Path) -> None:
+        """Write the files of the tar stream ``content`` (read to its end-of-archive marker)
+        into ``target``."""
+        with tarfile.open(fileobj=cast(IO[bytes], FileLike(content)), mode="r|") as tar:
+            for member in tar:
+                if self._wanted(member):
+                    self._extract_one(tar, member, target)
 
     def _wanted(self, member: tarfile.TarInfo) -> bool:
         """Whether ``--path`` globs choose this member; HA keeps a part's files under
@@ -230,10 +251,181 @@ class _Extraction:
                 f"an inner archive unpacks to more than {MAX_RATIO} times its size; stopped "
                 "(a decompression bomb)"
             )
-        free = shutil.disk_usage(target).free
+        free = shutil.disk_usage(target).free - self.aside()
         if size + FREE_SPACE_MARGIN > free:
             raise UnsafeArchiveError(f"{target}: {free} bytes free, a file needs {size}")
 
     def _refuse_overwrite(self, path: Path) -> None:
         if not self.force and (path.exists() or path.is_symlink()):
             raise OutputExistsError(f"{path}: exists already; use --force to overwrite")
+
+
+PIECES_AHEAD = 4  # pieces (1 to 4 MiB: see SKIP_CHUNK) between the verifier and the unpacking
+SMALL_PIECE = 256 << 10  # smaller pieces (tar headers, small files) are handed on together
+
+
+class UnpackAlongside:
+    """Unpack one inner archive (``member``: HA's part, for the library's browse copy) into
+    ``destination/<member>/`` from the plain tar stream a full verification reads anyway,
+    on a thread of its own: the part is read, decrypted and inflated once for both.  The
+    verifier (see ``verify_archive``'s ``unpack``) hands on what it reads of that part
+    (``feed``), then says whether it was whole and right (``end``), and backup.json.
+
+    The unpacking never holds up the verdict beyond its own pace, nor changes it: where it
+    is refused (a decompression bomb, no room, a tar ``tarfile`` will not unpack, a second
+    inner archive of that name) it stops and drops what follows, and ``finish`` returns
+    None.  The caller then unpacks after the verdict as ``extract_backup`` does, and meets
+    the same refusal there, told as before.  Unpacked with the same rules as
+    ``extract_backup`` (``tarfile``'s data filter, the size caps, the free room less
+    ``aside``).
+    """
+
+    def __init__(
+        self, destination: Path, member: str, *, aside: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.destination = destination
+        self.member = member
+        self._job = _Extraction(
+            destination, KeyRing(), [member], [], False, DEFAULT_MAX_BYTES, aside=aside
+        )
+        self._queue: queue.Queue[bytes] = queue.Queue(PIECES_AHEAD)
+        self._stop = threading.Event()  # the unpacking is over: what follows is dropped
+        self._thread: threading.Thread | None = None
+        self._pending = bytearray()
+        self._claims = 0
+        self._ended = False
+        self._whole = False
+        self.failure: str | None = None
+
+    def wants(self, name: str, stored_size: int) -> bool:
+        """Whether the inner archive ``name`` (of ``stored_size`` bytes) is to be handed
+        on; true once, for the first of ``member``'s name."""
+        if inner_base_name(name) != self.member:
+            return False
+        self._claims += 1
+        if self._claims > 1:
+            self._fail(f"{name}: a second inner archive of that name")
+            return False
+        self._job.result.archives.append(name)
+        self._job.begin_member(stored_size)
+        try:
+            (self.destination / self.member).mkdir(exist_ok=True)
+        except OSError as err:  # the unpacking's end, never the verification's
+            self._fail(one_line(err))
+            return False
+        self._thread = threading.Thread(target=self._run, name="unpack", daemon=True)
+        self._thread.start()
+        return True
+
+    def metadata(self, data: bytes) -> None:
+        """The backup's backup.json, as the verifier read and parsed it."""
+        if self._stop.is_set():
+            return
+        try:
+            with (self.destination / "backup.json").open("xb") as file:
+                file.write(data)
+        except OSError as err:
+            self._fail(one_line(err))
+
+    def feed(self, piece: bytes) -> None:
+        """The next piece of the part's plain tar stream."""
+        if self._stop.is_set():
+            return
+        if len(piece) >= SMALL_PIECE:
+            self._flush()
+            self._put(piece)
+            return
+        self._pending += piece
+        if len(self._pending) >= SMALL_PIECE:
+            self._flush()
+
+    def end(self, whole: bool) -> None:
+        """The part's stream is over: ``whole`` where it was read to its end and found
+        right (its CRC, its length, its tar)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._flush()
+        self._whole = whole
+        self._put(b"")
+
+    def finish(self) -> ExtractResult | None:
+        """Once the verification is over: what was unpacked where all of the part was, as
+        ``extract_backup`` would report it, else None (``failure`` may say why)."""
+        if self._thread is None:
+            return None
+        self.end(False)  # where the verifier stopped before the part's end
+        self._thread.join()
+        result = self._job.result
+        if self.failure or not self._whole or self._claims != 1 or result.problems:
+            return None
+        return result
+
+    def close(self) -> None:
+        """Stop the unpacking where it is, and wait for its thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        self._stop.set()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._put(bytes(self._pending))
+            self._pending.clear()
+
+    def _put(self, piece: bytes) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(piece, timeout=0.1)
+                return
+
+    def _run(self) -> None:
+        pieces = _Pieces(self._queue, self._stop)
+        try:
+            self._job.unpack_tar(pieces, self.destination / self.member)
+            while pieces.read(1 << 20):  # to the verifier's end, as it reads it
+                pass
+        except _Stopped:
+            pass
+        except Exception as err:  # the unpacking's own end, never the verification's
+            self._fail(one_line(err) if str(err) else type(err).__name__)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _Pieces:
+    """The pieces ``UnpackAlongside`` is handed, as a ByteSource; raise _Stopped once it is
+    stopped and nothing is left."""
+
+    def __init__(self, pieces: queue.Queue[bytes], stop: threading.Event) -> None:
+        self._queue = pieces
+        self._stop = stop
+        self._piece = memoryview(b"")
+        self._ended = False
+
+    def read(self, size: int, /) -> bytes:
+        if not self._piece:
+            if self._ended:
+                return b""
+            piece = self._next()
+            if not piece:
+                self._ended = True
+                return b""
+            self._piece = memoryview(piece)
+        data = take(self._piece, size)
+        self._piece = self._piece[len(data) :]
+        return data
+
+    def _next(self) -> bytes:
+        while True:
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise _Stopped from None

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .crypto import (
     PREFIX_SIZE,
@@ -179,18 +179,33 @@ def verify_archive(
     keys: KeyRing | None = None,
     on_bytes: Callable[[int], None] | None = None,
     opened: HashingReader | None = None,
+    unpack: InnerStream | None = None,
 ) -> VerifyReport:
     """Verify one archive and return its report.  Never raises for what the file holds.
 
     ``opened``: for a full check, the file already opened and its hash begun (see
-    ``HashingReader.start``); it is closed when done.  Raise OSError only when the file
-    cannot be opened at all.
+    ``HashingReader.start``); it is closed when done.  ``unpack``: for a full check, is
+    handed backup.json and the plain tar stream of the inner archives it wants, each ended
+    before this returns.  Raise OSError only when the file cannot be opened at all.
     """
     started = time.monotonic()
-    checker = _Checker(Path(path), level, keys or KeyRing(), on_bytes, opened)
+    checker = _Checker(Path(path), level, keys or KeyRing(), on_bytes, opened, unpack)
     report = checker.run()
     report.seconds = time.monotonic() - started
     return report
+
+
+class InnerStream(Protocol):
+    """Takes the plain tar stream of an inner archive as the full check reads it, for a
+    second use of the same pass (see ``extract.UnpackAlongside``)."""
+
+    def wants(self, name: str, stored_size: int) -> bool: ...
+
+    def feed(self, piece: bytes) -> None: ...
+
+    def end(self, whole: bool) -> None: ...
+
+    def metadata(self, data: bytes) -> None: ...
 
 
 END = 1 << 62  # the place of problems found once the walk is over: after every member's
@@ -245,9 +260,11 @@ class _Checker:
         keys: KeyRing,
         on_bytes: Callable[[int], None] | None,
         opened: HashingReader | None = None,
+        unpack: InnerStream | None = None,
     ) -> None:
         self.path = path
         self.opened = opened
+        self.unpack = unpack if level is Level.FULL else None
         self.level = level
         self.keys = keys
         self.session = KeySession(keys)
@@ -364,6 +381,9 @@ class _Checker:
             self.metadata_error = True
             verdict = Verdict.INCOMPLETE if entry.size == 0 else Verdict.CORRUPT
             self.problems.add(verdict, f"{where}: {err}")
+            return
+        if self.unpack is not None:
+            self.unpack.metadata(data)
 
     # -- one inner archive ------------------------------------------------------------------
 
@@ -418,7 +438,10 @@ class _Checker:
         # piece the hash handed on passes whole, never cut or joined.
         content = ChainedSource(prefix, ShortReads(rest.read_some)) if stream is None else stream
         problems = self.problems.at(entry.header_offset)
-        self._start_inner(lambda: self._check_inner(content, fmt, inner, where, problems), rest)
+        tee = self.unpack if self.unpack and self.unpack.wants(entry.name, entry.size) else None
+        self._start_inner(
+            lambda: self._check_inner(content, fmt, inner, where, problems, tee), rest
+        )
 
     def _check_inner(
         self,
@@ -427,19 +450,25 @@ class _Checker:
         inner: InnerArchive,
         where: str,
         problems: ProblemSink,
+        tee: InnerStream | None,
     ) -> None:
         """The full check of one inner archive (on its own thread): its content, decrypted on
-        a thread of its own when it is encrypted, inflated, walked to its end."""
+        a thread of its own when it is encrypted, inflated, walked to its end; its plain tar
+        stream handed on to ``tee`` as it is walked."""
+        whole = False
         try:
             if fmt.encrypted:
                 with ReaderThread(content) as ahead:  # decrypts on the other core
-                    self._walk_inner(ahead, fmt, inner, where, problems)
+                    whole = self._walk_inner(ahead, fmt, inner, where, problems, tee)
             else:
-                self._walk_inner(content, fmt, inner, where, problems)
+                whole = self._walk_inner(content, fmt, inner, where, problems, tee)
         except WrongKey as err:
             problems.add(Verdict.WRONG_KEY, f"{where}: wrong key: {err}")
         except DecryptError as err:
             problems.add(Verdict.CORRUPT, f"{where}: {err}")
+        finally:
+            if tee is not None:
+                tee.end(whole)
 
     def _start_inner(self, check: Callable[[], None], rest: RangeReader) -> None:
         """Run ``check`` on a thread once one of the INNER_AT_ONCE places is free."""
@@ -532,33 +561,28 @@ class _Checker:
         inner: InnerArchive,
         where: str,
         problems: ProblemSink,
-    ) -> None:
+        tee: InnerStream | None = None,
+    ) -> bool:
+        """Check the content; whether it was found right."""
         counted = Counted(stream, crc=fmt.encrypted)  # what a decrypted copy must hold
         first = counted.read(CHUNK)
         if not looks_plain(first):
             problems.add(Verdict.CORRUPT, f"{where}: content is neither gzip nor tar")
-            return
+            return False
         chained = ChainedSource(first, counted)
         content: ByteSource = chained
         inflater = None
         if first[:3] == GZIP_MAGIC:
             inflater = InflatingReader(chained, legacy=fmt.securetar == 1)
             content = inflater
+        if tee is not None:
+            content = _Tee(content, tee)
         try:
             inner.files = _walk_tar(content)
             _drain(content)
-        except GzipError as err:
-            problems.add(Verdict.CORRUPT, f"{where}: gzip {err}")
-            return
-        except TarTruncated as err:
-            problems.add(Verdict.CORRUPT, f"{where}: inner tar cut short {err}")
-            return
-        except _InnerTarError as err:
-            problems.add(Verdict.CORRUPT, f"{where}: inner tar {err}")
-            return
-        except TarFormatError as err:
-            problems.add(Verdict.CORRUPT, f"{where}: inner tar damaged {err}")
-            return
+        except (GzipError, _InnerTarError, TarFormatError) as err:
+            problems.add(Verdict.CORRUPT, f"{where}: {_damage(err)}")
+            return False
         inner.decrypted_size = counted.count
         inner.stream_crc32 = counted.crc if fmt.encrypted else None
         inner.content_bytes = counted.count
@@ -573,6 +597,8 @@ class _Checker:
                 Verdict.CORRUPT,
                 f"{where}: decrypted {counted.count} bytes, the header says {fmt.plaintext_size}",
             )
+            return False
+        return True
 
     # -- backup.json against what is there --------------------------------------------------
 
@@ -627,6 +653,32 @@ class _Checker:
 
 class _InnerTarError(Exception):
     pass
+
+
+def _damage(err: GzipError | _InnerTarError | TarFormatError) -> str:
+    """What is wrong in an inner archive's content, from what its walk raised."""
+    if isinstance(err, GzipError):
+        return f"gzip {err}"
+    if isinstance(err, TarTruncated):
+        return f"inner tar cut short {err}"
+    if isinstance(err, _InnerTarError):
+        return f"inner tar {err}"
+    return f"inner tar damaged {err}"
+
+
+class _Tee:
+    """Reads ``source``, handing what it reads on to ``sink`` too (no ``skip``: the walk
+    reads what it passes over)."""
+
+    def __init__(self, source: ByteSource, sink: InnerStream) -> None:
+        self._source = source
+        self._sink = sink
+
+    def read(self, size: int, /) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._sink.feed(data)
+        return data
 
 
 def _walk_tar(content: ByteSource) -> int:

@@ -45,7 +45,8 @@ def _site(tmp_path: Path) -> Path:
     library = site / "library"
     text = config_path.read_text().replace(
         f"library: {{path: {library}}}",
-        f"library: {{path: {library}, store: both, retention: {{keep_last: 4, min_valid: 2}}}}",
+        f"library: {{path: {library}, store: both, browse: true,"
+        " retention: {keep_last: 4, min_valid: 2}}",
     )
     usb = site / "usb"
     config_path.write_text(

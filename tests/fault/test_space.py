@@ -297,3 +297,54 @@ def test_a_copy_after_a_verdict_leaves_the_room_a_copy_in_progress_still_needs(
     in_progress.discard()
     assert scan_once(config, clock=lambda: now + 120) == ["valid"]
     assert len(archives_in(config.library.path)) == 1
+
+
+def test_a_browse_copy_without_room_while_verifying_waits_and_is_made_later(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Asserts: where the library's disk has room for the archive's copy but not for its HA
+    part unpacked beside it (and the margin), the unpacking while verifying stops before
+    writing the file and its folder is removed; the job then waits for room ("waiting
+    for"), leaving no partial file nor any unpacked file; once room appears, the browse
+    copy is unpacked after the verdict, whole, without a restart."""
+    from tests.builders import BackupSpec, write_backup_from
+
+    library = small_disk / "library"
+    config_path = _site(tmp_path, library)
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"library: {{path: {library}}}", f"library: {{path: {library}, browse: true}}"
+        )
+    )
+    config = tmp_path / "ha"
+    config.mkdir()
+    (config / "configuration.yaml").write_text("default_config:\n")
+    (config / "camera.mp4").write_bytes(os.urandom(12 << 20))
+    backup = tmp_path / "a.tar"
+    spec = BackupSpec(password=KEY, addons=(), folders=())
+    write_backup_from(backup, spec, [("homeassistant", config)])
+    filler = small_disk / "filler"
+    with filler.open("wb") as file:  # room for the copy and the margin, not for both
+        file.write(b"\0" * ((TMPFS_MIB << 20) - (80 << 20)))
+    daemon = subprocess.Popen(
+        cli_command(config_path, "run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        shutil.copyfile(backup, tmp_path / "site" / "share" / "a.tar")
+
+        def waiting() -> bool:
+            problems = json.dumps(_status(config_path))
+            return "waiting for" in problems and str(library) in problems
+
+        wait_for(waiting, 60, "the job to wait for room")
+        assert list(library.rglob("*.tar"))  # the archive itself is kept
+        assert not [p for p in small_disk.rglob("*") if ".partial-" in p.name]
+        assert not list(library.rglob("camera.mp4"))
+        filler.unlink()  # room appears
+        wait_for(lambda: list(library.rglob("camera.mp4")), 90, "the browse copy")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    (unpacked,) = library.rglob("camera.mp4")
+    assert unpacked.read_bytes() == (config / "camera.mp4").read_bytes()
+    assert not [p for p in small_disk.rglob("*") if ".partial-" in p.name]

@@ -368,3 +368,118 @@ def test_on_btrfs_the_copies_are_reflinks_and_none_is_written_while_verifying(
         ("quarantine", "reflink"),
     ]
     assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def _browse_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Config, list[Any]]:
+    """A receiver keeping the original, the decrypted copy and the browse copy; and the
+    unpackings alongside its verifications, as they are made (the real ones)."""
+    from nas_receiver.haformat.extract import UnpackAlongside
+
+    made: list[UnpackAlongside] = []
+
+    class Watched(UnpackAlongside):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "UnpackAlongside", Watched)
+    key = write_key(tmp_path / "key.txt", KEY)
+    path = _with_library(write_config(tmp_path, settle=0, keys=(key,)), "store: both, browse: true")
+    return load_config(path), made
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def test_the_browse_copy_is_unpacked_while_verifying(
+    make_backup: MakeBackup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Asserts: an arrival's browse copy is the tree its verification unpacked as it read HA's
+    part (no second read, decryption or inflate): the log and the catalog say so, it holds
+    what an extraction of the library copy holds, read-only, and no temporary folder is
+    left."""
+    from nas_receiver.haformat import KeyRing
+    from nas_receiver.haformat.extract import extract_backup
+
+    config, made = _browse_site(tmp_path, monkeypatch)
+    shutil.copyfile(make_backup(password=KEY), config.sources[0].path / "a.tar")
+    caplog.set_level("INFO", logger="nas_receiver")
+    assert scan_once(config) == ["valid"]
+    assert len(made) == 1
+    folder = config.library.path / "home"
+    original = next(folder.glob("*.tar"))
+    browse = folder / original.stem
+    assert f"browsable copy of the configuration: {browse}/ (unpacked while verified)" in (
+        caplog.text
+    )
+    extract_backup(original, tmp_path / "out", KeyRing([KEY]), members=["homeassistant"])
+    assert _files(browse) == _files(tmp_path / "out")
+    assert not (browse / "homeassistant" / "data" / "configuration.yaml").stat().st_mode & 0o222
+    (row,) = list_archives(Catalog(config.catalog_path))
+    (browse_copy,) = [c for c in row["copies"] if c["location"] == "library-browse"]
+    assert browse_copy["path"] == str(browse)
+    assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_a_quarantined_archive_leaves_nothing_of_its_unpacked_ha_part(
+    make_backup: MakeBackup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asserts: where HA's part was whole and unpacked while verifying but another part is
+    damaged (so the archive is quarantined), the unpacked files (decrypted contents) are
+    removed: no tree in the library or the quarantine, no temporary folder."""
+    from tests.builders import member_spans
+
+    config, made = _browse_site(tmp_path, monkeypatch)
+    arrived = config.sources[0].path / "a.tar"
+    shutil.copyfile(make_backup(password=KEY), arrived)
+    start, size = member_spans(arrived)["core_mosquitto.tar.gz"]
+    with arrived.open("r+b") as file:  # the add-on's last message no longer authenticates
+        file.seek(start + size - 5)
+        file.write(b"\0\0\0\0\0")
+    assert scan_once(config) == ["corrupt"]
+    (alongside,) = made
+    assert alongside.finish() is not None  # HA's part was unpacked whole while verified
+    assert not alongside.destination.exists()
+    assert list(config.library.path.rglob("homeassistant")) == []
+    assert list(config.quarantine.path.rglob("homeassistant")) == []
+    assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_a_file_looked_at_again_is_unpacked_after_its_verdict(
+    make_backup: MakeBackup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Asserts: a file looked at again (it was incomplete) is not unpacked while verified
+    (each look would unpack what is thrown away): its browse copy is unpacked after the
+    verdict, and no look leaves a folder behind."""
+    config, made = _browse_site(tmp_path, monkeypatch)
+    data = make_backup(password=KEY).read_bytes()
+    path = config.sources[0].path / "growing.tar"
+    path.write_bytes(data[: len(data) // 2])
+    assert scan_once(config) == ["incomplete"]
+    assert partials_in(config.library.path) == []
+    path.write_bytes(data)
+    caplog.set_level("INFO", logger="nas_receiver")
+    assert scan_once(config) == ["valid"]
+    assert len(made) == 1  # the first look only
+    assert "(unpacked after the verdict)" in caplog.text
+    original = next((config.library.path / "home").glob("*.tar"))
+    browse = original.with_suffix("")
+    assert (browse / "homeassistant" / "data" / "configuration.yaml").is_file()
+    assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_an_unpacking_a_kill_left_is_removed_at_the_start(tmp_path: Path) -> None:
+    """Asserts: the private folder HA's part is unpacked in while verifying, left by a kill
+    (read-only parts and all), is removed when the daemon starts again."""
+    config = config_at(tmp_path, settle=0)
+    left = config.library.path / "home" / ".arrival-browse.partial-dead"
+    (left / "homeassistant" / "data").mkdir(parents=True)
+    (left / "homeassistant" / "data" / "secrets.yaml").write_text("key: value\n")
+    (left / "homeassistant" / "data").chmod(0o500)
+    Pipeline(config, Catalog(config.catalog_path)).recover()
+    assert not left.exists() and partials_in(config.library.path) == []
