@@ -18,7 +18,7 @@ from pathlib import Path
 from .catalog import ALERT_AFTER, Catalog, Copy, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
 from .drill import DrillUnavailable, Unpacked
-from .errors import NasReceiverError, UnsafeArchiveError, one_line
+from .errors import NasReceiverError, OutputExistsError, UnsafeArchiveError, one_line
 from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import UnpackAlongside, extract_backup
@@ -477,10 +477,16 @@ class Pipeline:
                 result = extract_backup(
                     archive, temp, keys, members=["homeassistant"], max_bytes=bound
                 )
-            except UnsafeArchiveError as err:  # the archive is kept; only its browse copy not
+            except (UnsafeArchiveError, OutputExistsError) as err:  # only the browse copy fails
                 remove_path(temp)
                 self.catalog.drop_copy(copy_id)
-                log.warning("%s: no browsable copy of %s: %s", source.name, final.name, err)
+                why = (  # the name the error gives is in our temporary folder
+                    "a file name comes twice in the HA part (no HA writer does that); "
+                    "nothing is overwritten"
+                    if isinstance(err, OutputExistsError)
+                    else str(err)
+                )
+                log.warning("%s: no browsable copy of %s: %s", source.name, final.name, why)
                 return None
         make_read_only(temp)
         temp.rename(final)

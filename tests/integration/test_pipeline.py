@@ -483,3 +483,40 @@ def test_an_unpacking_a_kill_left_is_removed_at_the_start(tmp_path: Path) -> Non
     (left / "homeassistant" / "data").chmod(0o500)
     Pipeline(config, Catalog(config.catalog_path)).recover()
     assert not left.exists() and partials_in(config.library.path) == []
+
+
+def test_an_ha_part_holding_a_name_twice_is_kept_without_a_browse_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Asserts: a valid backup whose HA part holds the same file name twice (no HA writer
+    does; a share is written by other machines) is kept in the library, told once as
+    having no browsable copy (nothing is overwritten), and its job is done, not failed
+    and tried again forever."""
+    import io
+    import tarfile
+
+    from securetar import SecureTarArchive
+
+    from tests.builders import BackupSpec
+
+    config, _made = _browse_site(tmp_path, monkeypatch)
+    arrived = config.sources[0].path / "twice.tar"
+    spec = BackupSpec(password=KEY, addons=(), folders=())
+    with SecureTarArchive(arrived, "w", password=KEY, create_version=3) as archive:
+        with archive.create_tar("homeassistant.tar.gz") as tar:
+            for content in (b"first\n", b"second\n"):
+                info = tarfile.TarInfo("data/configuration.yaml")
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+        meta = json.dumps(spec.backup_json()).encode()
+        info = tarfile.TarInfo("./backup.json")
+        info.size = len(meta)
+        archive.tar.addfile(info, io.BytesIO(meta))
+    caplog.set_level("INFO", logger="nas_receiver")
+    assert scan_once(config) == ["valid"]
+    assert "no browsable copy" in caplog.text and "comes twice" in caplog.text
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert sorted(c["location"] for c in row["copies"]) == ["library", "library-decrypted"]
+    catalog = Catalog(config.catalog_path)
+    assert [s.state for s in catalog.sightings()] == [SightingState.DONE]
+    assert partials_in(config.library.path, config.quarantine.path) == []
