@@ -10,10 +10,13 @@ still extracted: recovering what is intact is the point.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import json
+import os
 import queue
 import shutil
+import stat
 import tarfile
 import threading
 from collections.abc import Callable, Sequence
@@ -231,14 +234,30 @@ class _Extraction:
         except tarfile.FilterError as err:
             self.result.refused.append(f"{member.name}: {err}")
             return
-        if checked.isfile():
-            self._check_budget(checked.size, target)
-            self._refuse_overwrite(target / checked.name)
-        # ``checked`` is the data filter's own result, from just above: filtered again, the
-        # same paths would be resolved again (HA's part of bench_arrival --files 20000,
-        # 3 runs each: 9.3-9.6 s filtered twice, 8.6-8.9 s once; creating 20,000 files
-        # alone took 4.5-5.3 s of it on that disk).
-        tar.extract(checked, path=target, filter="fully_trusted")
+        if checked.islnk() and not _is_file_within(target / checked.linkname, target):
+            # tarfile would make the link from the member it names instead: a symbolic link
+            # the filter refused (to /etc/shadow, say) would be written after all.
+            self.result.refused.append(
+                f"{member.name}: a hard link to {checked.linkname!r}, which is not a file "
+                "unpacked here"
+            )
+            return
+        try:
+            if checked.isfile():
+                self._check_budget(checked.size, target)
+                self._refuse_overwrite(target / checked.name)
+            # ``checked`` is the data filter's own result, from just above: filtered again,
+            # the same paths would be resolved again (HA's part of bench_arrival --files
+            # 20000, 3 runs each: 9.3-9.6 s filtered twice, 8.6-8.9 s once; creating 20,000
+            # files alone took 4.5-5.3 s of it on that disk).
+            tar.extract(checked, path=target, filter="fully_trusted")
+        except OSError as err:
+            if err.errno not in _NAME_ERRORS:
+                raise
+            # A name this filesystem cannot hold, or a file where a folder of the same name
+            # goes: that member alone is left out, as a refused one is.
+            self.result.refused.append(f"{member.name}: not written: {err.strerror}")
+            return
         if checked.isfile():
             self.result.files += 1
             self.result.bytes += checked.size
@@ -262,6 +281,31 @@ class _Extraction:
     def _refuse_overwrite(self, path: Path) -> None:
         if not self.force and (path.exists() or path.is_symlink()):
             raise OutputExistsError(f"{path}: exists already; use --force to overwrite")
+
+
+# What a member's own name or kind can make the filesystem refuse (not the disk's state).
+_NAME_ERRORS = frozenset(
+    {
+        errno.ENAMETOOLONG,
+        errno.EEXIST,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EILSEQ,
+        errno.EINVAL,
+        errno.ELOOP,
+        errno.EMLINK,
+    }
+)
+
+
+def _is_file_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is a regular file (itself no symbolic link) inside ``folder``."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    resolved = os.path.realpath(path)
+    return stat.S_ISREG(mode) and Path(resolved).is_relative_to(os.path.realpath(folder))
 
 
 PIECES_AHEAD = 2  # pieces (up to verify.TEE_STEP) between the verifier and the unpacking

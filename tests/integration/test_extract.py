@@ -153,3 +153,52 @@ def test_damaged_inner_archive_is_reported_and_others_still_extract(
 def test_unknown_member_name_is_a_problem(make_backup: MakeBackup, tmp_path: Path) -> None:
     result = extract_backup(make_backup(), tmp_path / "o", KeyRing(), members=["nope"])
     assert result.problems == ["nope: no such inner archive"]
+
+
+def test_a_hard_link_to_a_refused_link_is_refused_too(tmp_path: Path) -> None:
+    """Asserts: a hard link naming a symbolic link the filter refused (to /etc/shadow, to
+    /dev/zero) is refused as well, never written as that link (tarfile makes a hard link
+    whose target is missing from the member it names); a hard link to a file unpacked
+    before it is a file with that content."""
+    entries = [
+        _link("data/s", "/etc/shadow"),
+        _link("data/hl", "data/s", tarfile.LNKTYPE),
+        _link("data/z", "/dev/zero"),
+        _link("data/configuration.yaml", "data/z", tarfile.LNKTYPE),
+        _link("data/missing-hl", "data/nothing-there", tarfile.LNKTYPE),
+        _file("data/real.txt", b"real"),
+        _link("data/real-hl", "data/real.txt", tarfile.LNKTYPE),
+    ]
+    backup = _hostile_backup(tmp_path / "links.tar", entries)
+    out = tmp_path / "out"
+    result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
+    links = [p for p in out.rglob("*") if p.is_symlink()]
+    assert links == []
+    refused = " ".join(result.refused)
+    for name in ("data/s", "data/hl", "data/z", "data/configuration.yaml", "data/missing-hl"):
+        assert f"{name}:" in refused, result.refused
+    assert (out / "homeassistant/data/real-hl").read_bytes() == b"real"
+
+
+def test_a_name_the_disk_cannot_hold_is_left_out_and_the_rest_unpacked(tmp_path: Path) -> None:
+    """Asserts: a member whose name is too long for the filesystem, and a file under a name
+    that is already a file, are left out (each said), and every other member is
+    unpacked: the extraction does not fail for one member's name."""
+    folder = tarfile.TarInfo("data/clash")
+    folder.type = tarfile.DIRTYPE
+    entries = [
+        _file("data/" + "n" * 300, b"long"),
+        _file("data/clash", b"a file"),
+        (folder, None),
+        _file("data/clash/inside.txt", b"x"),
+        _file("data/after.txt", b"after"),
+    ]
+    backup = _hostile_backup(tmp_path / "names.tar", entries)
+    out = tmp_path / "out"
+    result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
+    assert (out / "homeassistant/data/after.txt").read_bytes() == b"after"
+    assert (out / "homeassistant/data/clash").read_bytes() == b"a file"
+    refused = " ".join(result.refused)
+    assert "nnnn" in refused and "File name too long" in refused, result.refused
+    assert "data/clash/inside.txt: not written" in refused, result.refused
+    assert result.problems == []

@@ -213,9 +213,9 @@ def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfil
 
 def test_hostile_names_in_has_part_are_refused_as_extract_refuses_them(tmp_path: Path) -> None:
     """Asserts: names in HA's part are data, never paths: ``..``, absolute names, links out
-    of the folder, hard links out and devices are refused while verifying exactly as the
-    extraction refuses them, nothing lands outside the folder, and the trees are the
-    same."""
+    of the folder, hard links out or to a refused link, and devices are refused while
+    verifying exactly as the extraction refuses them, nothing lands outside the folder, no
+    link is written, and the trees are the same."""
     outside = tmp_path / "outside"
     outside.mkdir()
     device = tarfile.TarInfo("dev/sda")
@@ -228,6 +228,8 @@ def test_hostile_names_in_has_part_are_refused_as_extract_refuses_them(tmp_path:
         _link("abs-link", "/etc/passwd"),
         _link("up-link", "../../outside"),
         _link("hard-out", "../outside/x", tarfile.LNKTYPE),
+        _link("shadow", "/etc/shadow"),
+        _link("hard-to-shadow", "shadow", tarfile.LNKTYPE),  # not the link refused above
         (device, None),
     ]
     path = _backup_with_ha_part(tmp_path / "hostile.tar", entries)
@@ -237,11 +239,13 @@ def test_hostile_names_in_has_part_are_refused_as_extract_refuses_them(tmp_path:
     assert report.verdict is Verdict.VALID, report.problems
     assert _told(early, tmp_path / "work/early") == _told(late, tmp_path / "work/late")
     assert early is not None
-    for name in ("escape.txt", "escape2.txt", "abs-link", "up-link", "hard-out", "dev/sda"):
+    refusable = ("escape.txt", "escape2.txt", "abs-link", "up-link", "hard-out", "dev/sda")
+    for name in (*refusable, "hard-to-shadow"):
         assert name in " ".join(early.refused), early.refused
     assert (tmp_path / "work/early/homeassistant/good.txt").read_bytes() == b"fine"
     assert not Path("/etc/evil-absolute-alongside").exists()
     assert list(outside.iterdir()) == []
+    assert [p for p in (tmp_path / "work").rglob("*") if p.is_symlink()] == []
     assert (
         not (tmp_path / "work" / "escape.txt").exists() and not (tmp_path / "escape.txt").exists()
     )
