@@ -217,7 +217,11 @@ class Pipeline:
         except OSError as err:  # the browse copy after the verdict meets it again
             log.debug("%s: no unpacking while verifying: %s", source.name, err)
             return None
-        return UnpackAlongside(temp, "homeassistant", aside=lambda: set_aside(device))
+        # The decrypted copy is made after the verdict, before the browse copy would be:
+        # the room it will need is left to it (an unpacking that takes it would make that
+        # copy wait, and the archive be verified again).
+        later = sighting.size if self.config.library.store != "original" else 0
+        return UnpackAlongside(temp, "homeassistant", aside=lambda: set_aside(device) + later)
 
     def _failed(
         self,
@@ -367,7 +371,12 @@ class Pipeline:
             if store == "decrypted":
                 base = decrypted.stem
         unpacked = None
-        if self.config.library.browse and verified and self._present(sha, LIBRARY_BROWSE) is None:
+        if (
+            self.config.library.browse
+            and verified
+            and _has_ha_part(report)
+            and self._present(sha, LIBRARY_BROWSE) is None
+        ):
             unpacked = self._browse(source, archive, folder, base, report, unpack)
         if verified and self.config.drill.after_arrival:
             self._drill(source, archive, sha, report, unpacked)
@@ -591,6 +600,12 @@ def _finish_copy(
         log.debug("%s: the copy written while verifying failed: %s", copy.path, reader.copy_error)
     copy.discard()
     return None
+
+
+def _has_ha_part(report: VerifyReport) -> bool:
+    """Whether the backup holds HA's configuration (an add-on or folder backup does not:
+    it has no browse copy)."""
+    return any(inner_base_name(inner.name) == "homeassistant" for inner in report.inner)
 
 
 def _kept_in_library(verdict: Verdict) -> bool:

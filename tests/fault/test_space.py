@@ -348,3 +348,41 @@ def test_a_browse_copy_without_room_while_verifying_waits_and_is_made_later(
     (unpacked,) = library.rglob("camera.mp4")
     assert unpacked.read_bytes() == (config / "camera.mp4").read_bytes()
     assert not [p for p in small_disk.rglob("*") if ".partial-" in p.name]
+
+
+def test_the_unpacking_while_verifying_leaves_the_decrypted_copy_its_room(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Asserts: on a library disk with room for the archive, its decrypted copy and the
+    margin, but not for its browse copy as well, the HA part is not unpacked while
+    verifying into the room the decrypted copy will need: the decrypted copy is made, and
+    the job waits for the room of the browse copy in the library folder (the one alert
+    says so; never "waiting ... in decrypted/"), without a partial file."""
+    from tests.builders import BackupSpec, write_backup_from
+
+    library = small_disk / "library"
+    config_path = _site(tmp_path, library)
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"library: {{path: {library}}}",
+            f"library: {{path: {library}, store: both, browse: true}}",
+        )
+    )
+    ha = tmp_path / "ha"
+    ha.mkdir()
+    (ha / "configuration.yaml").write_text("default_config:\n")
+    (ha / "camera.mp4").write_bytes(os.urandom(12 << 20))
+    spec = BackupSpec(password=KEY, addons=(), folders=())
+    write_backup_from(tmp_path / "site" / "share" / "a.tar", spec, [("homeassistant", ha)])
+    with (small_disk / "filler").open("wb") as file:  # 92 MiB free: copy, decrypted, margin
+        file.write(b"\0" * ((TMPFS_MIB - 92) << 20))
+    config = load_config(config_path)
+    assert scan_once(config) == []  # the job waits
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert sorted(c["location"] for c in row["copies"]) == ["library", "library-decrypted"]
+    with sqlite3.connect(config.catalog_path) as db:
+        events = db.execute("SELECT message FROM events WHERE kind = 'space'").fetchall()
+    assert len(events) == 1 and f"free in {library / 'home'}," in events[0][0] + ",", events
+    assert "decrypted" not in events[0][0]
+    assert not [p for p in small_disk.rglob("*") if ".partial-" in p.name]
+    assert not list(library.rglob("camera.mp4"))

@@ -370,7 +370,9 @@ def test_on_btrfs_the_copies_are_reflinks_and_none_is_written_while_verifying(
     assert partials_in(config.library.path, config.quarantine.path) == []
 
 
-def _browse_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Config, list[Any]]:
+def _browse_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_text: str = KEY
+) -> tuple[Config, list[Any]]:
     """A receiver keeping the original, the decrypted copy and the browse copy; and the
     unpackings alongside its verifications, as they are made (the real ones)."""
     from nas_receiver.haformat.extract import UnpackAlongside
@@ -383,7 +385,7 @@ def _browse_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Confi
             made.append(self)
 
     monkeypatch.setattr(pipeline, "UnpackAlongside", Watched)
-    key = write_key(tmp_path / "key.txt", KEY)
+    key = write_key(tmp_path / "key.txt", key_text)
     path = _with_library(write_config(tmp_path, settle=0, keys=(key,)), "store: both, browse: true")
     return load_config(path), made
 
@@ -519,4 +521,25 @@ def test_an_ha_part_holding_a_name_twice_is_kept_without_a_browse_copy(
     assert sorted(c["location"] for c in row["copies"]) == ["library", "library-decrypted"]
     catalog = Catalog(config.catalog_path)
     assert [s.state for s in catalog.sightings()] == [SightingState.DONE]
+    assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_a_backup_without_has_part_gets_no_browse_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Asserts: a real supervisor backup of an add-on only (no HA configuration) gets no
+    browse folder and no "browsable copy" line (there is no configuration to browse);
+    its original and decrypted copies are kept and nothing is left behind."""
+    config, made = _browse_site(tmp_path, monkeypatch, key_text="supervisor")
+    shutil.copyfile(
+        corpus_file("supervisor_backup_example_sec_v3.tar"), config.sources[0].path / "a.tar"
+    )
+    caplog.set_level("INFO", logger="nas_receiver")
+    assert scan_once(config) == ["valid"]
+    assert "browsable copy" not in caplog.text
+    (row,) = list_archives(Catalog(config.catalog_path))
+    assert sorted(c["location"] for c in row["copies"]) == ["library", "library-decrypted"]
+    folder = config.library.path / "home"
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["decrypted"]
+    assert len(made) == 1 and made[0].finish() is None  # nothing was handed to it
     assert partials_in(config.library.path, config.quarantine.path) == []
