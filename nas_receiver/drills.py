@@ -26,9 +26,11 @@ def drill_and_record(
     sha256: str | None = None,
     verified: VerifyReport | None = None,
     unpacked: Unpacked | None = None,
+    shown_as: Path | None = None,
 ) -> DrillReport:
     """Drill ``archive``; when the catalog knows it, compare with the previous backup of the
-    same instance and record the result.  ``verified``, ``unpacked``: see ``run_drill``."""
+    same instance and record the result.  ``verified``, ``unpacked``: see ``run_drill``;
+    ``shown_as``: the file the report names (``archive`` if not given)."""
     known = catalog.archive(sha256) if sha256 else None
     previous = _previous_counts(catalog, known) if known else None
     thresholds = Thresholds(
@@ -43,6 +45,8 @@ def drill_and_record(
         verified=verified,
         unpacked=unpacked,
     )
+    if shown_as is not None:
+        report.path = str(shown_as)
     sha = report.sha256 or sha256
     if sha and catalog.archive(sha):
         catalog.record_drill(sha, report.to_dict(), time.time())

@@ -336,6 +336,7 @@ class Pipeline:
         verified = report.verdict is Verdict.VALID
         store = self.config.library.store
         decryptable = verified and bool(report.securetar_versions)
+        shown = archive
         if store != "decrypted" or not decryptable:
             original = self._present(sha, LIBRARY)
             if original is None:
@@ -361,7 +362,7 @@ class Pipeline:
                 log.info("%s: already in the library: %s", source.name, original.name)
                 if not sidecar_of(original).exists():  # a stop came between the two
                     write_json(sidecar_of(original), report.backup.agent_backup(report.size))
-            archive = original
+            archive = shown = original
             base = original.stem  # one archive, one name: its copies follow the library's
         if store != "original" and decryptable:
             decrypted = self._present(sha, LIBRARY_DECRYPTED)
@@ -370,6 +371,7 @@ class Pipeline:
                 decrypted = self._store_decrypted(source, archive, where, base, report)
             if store == "decrypted":
                 base = decrypted.stem
+                shown = decrypted  # the library's only copy: the drill is told by its name
         unpacked = None
         if (
             self.config.library.browse
@@ -379,7 +381,7 @@ class Pipeline:
         ):
             unpacked = self._browse(source, archive, folder, base, report, unpack)
         if verified and self.config.drill.after_arrival:
-            self._drill(source, archive, sha, report, unpacked)
+            self._drill(source, archive, sha, report, unpacked, shown)
 
     def _drill(
         self,
@@ -388,12 +390,22 @@ class Pipeline:
         sha: str,
         report: VerifyReport,
         unpacked: Unpacked | None,
+        shown: Path,
     ) -> None:
+        """Drill ``archive`` (these very bytes, verified in ``report``), telling it as
+        ``shown``: the copy in the library, where ``archive`` is the share's open file."""
         from .drills import drill_and_record  # the drill is an upper layer of its own
 
         try:  # the arrival's full verification and browse copy are of these very bytes
             drill_and_record(
-                self.config, self.catalog, archive, self.keys(source), sha, report, unpacked
+                self.config,
+                self.catalog,
+                archive,
+                self.keys(source),
+                sha,
+                report,
+                unpacked,
+                shown_as=shown,
             )
         except (DrillUnavailable, OSError, NasReceiverError) as err:  # the archive is kept
             log.warning("%s: drill not possible now: %s", source.name, one_line(err))

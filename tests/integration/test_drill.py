@@ -419,3 +419,31 @@ def test_a_read_only_tree_with_a_write_ahead_log_is_read_from_a_private_copy(
     assert counts["database_schema"] == 48  # read from the log's content
     assert sorted((p.name, p.stat().st_size) for p in config.iterdir()) == before
     assert list(work.iterdir()) == []
+
+
+def test_with_store_decrypted_the_drill_names_the_decrypted_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asserts: where the library keeps only the decrypted copy, the drill after arrival
+    (run on the very bytes verified) is told by that copy's name, never by the number of
+    the share's open file it read ("drill: 8 is restorable")."""
+    from nas_receiver.catalog import Catalog
+    from nas_receiver.config import load_config
+    from nas_receiver.daemon import scan_once
+
+    key = write_key(tmp_path / "key.txt", KEY)
+    config_path = write_config(tmp_path / "site", settle=0, keys=(key,))
+    library = tmp_path / "site" / "library"
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"library: {{path: {library}}}", f"library: {{path: {library}, store: decrypted}}"
+        )
+    )
+    shutil.copyfile(_backup(tmp_path, "good"), tmp_path / "site" / "share" / "a.tar")
+    config = load_config(config_path)
+    caplog.set_level("INFO", logger="nas_receiver")
+    assert scan_once(config) == ["valid"]
+    (kept,) = (library / "home").glob("*.tar")
+    assert f"drill: {kept.name} is restorable" in caplog.text, caplog.text
+    (drill,) = Catalog(config.catalog_path).latest_drills().values()
+    assert drill["verdict"] == RESTORABLE
