@@ -149,7 +149,7 @@ class Pipeline:
     ) -> str | None:
         if not _is_seen_file(opened.identity, sighting):
             log.info("%s: %s changed since seen; looked at again", source.name, sighting.path)
-            self.catalog.release(sighting.id)
+            self._changed(source, sighting, opened.identity)
             return None
         keys = self.keys(source)
         copy = self._open_copy(source, sighting, opened)
@@ -168,7 +168,7 @@ class Pipeline:
                 log.info(
                     "%s: %s changed while verified; looked at again", source.name, sighting.path
                 )
-                self.catalog.release(sighting.id)
+                self._changed(source, sighting, opened.current())
                 return None
             written = None
             if copy is not None:
@@ -184,6 +184,22 @@ class Pipeline:
             if unpack is not None:
                 unpack.close()
                 remove_path(unpack.destination)  # likewise
+
+    def _changed(self, source: SourceConfig, sighting: Sighting, now_is: Identity) -> None:
+        """The file was written to since it was seen: it is seen as it is now, so it is
+        looked at again once it has settled anew, not at once (a file HA writes with
+        pauses would else be verified over and over while it grows)."""
+        seen = self.catalog.observe(
+            source.name,
+            sighting.path,
+            now_is.size,
+            now_is.mtime_ns,
+            self.clock(),
+            sighting.sidecar,
+            now_is.token,
+        )
+        if seen == "same":  # the intake saw the change first, and made it wait
+            self.catalog.release(sighting.id)
 
     def _open_copy(
         self, source: SourceConfig, sighting: Sighting, opened: OpenedFile

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -543,3 +545,55 @@ def test_a_backup_without_has_part_gets_no_browse_copy(
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["decrypted"]
     assert len(made) == 1 and made[0].finish() is None  # nothing was handed to it
     assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+class _Writer(threading.Event):
+    """A cancel flag that is never set, and does ``act`` the first time it is looked at (as
+    the verifier looks at it while it reads): a write to the file while it is verified."""
+
+    def __init__(self, act: Callable[[int], None]) -> None:
+        super().__init__()
+        self._act: Callable[[int], None] | None = act
+
+    def is_set(self) -> bool:
+        if self._act is not None:
+            act, self._act = self._act, None
+            act(0)
+        return False
+
+
+@pytest.mark.parametrize("when", ["since seen", "while verified"])
+def test_a_file_that_grows_again_waits_to_settle_anew(
+    make_backup: MakeBackup, tmp_path: Path, when: str
+) -> None:
+    """Asserts: a file that was quiet long enough to be due, then is written to again (an
+    upload that paused), is seen as it is now and waits ``settle_seconds`` from then
+    before it is looked at again, not at once: a file growing in bursts is not verified
+    over and over (the review saw 20 looks a second)."""
+    config = config_at(tmp_path, settle=2)
+    data = make_backup(password=KEY).read_bytes()
+    path = config.sources[0].path / "a.tar"
+    path.write_bytes(data[: len(data) // 2])
+    catalog = Catalog(config.catalog_path)
+    Intake(catalog).reconcile(config.sources[0])
+    later = time.time() + 100  # the first half has long settled
+    ((sighting_id, _),) = due_sightings(config, catalog, later)
+    sighting = catalog.sighting(sighting_id)
+    assert sighting is not None
+
+    def grows(_count: int) -> None:
+        with path.open("ab") as file:
+            file.write(b"\0" * 512)
+
+    if when == "since seen":
+        grows(0)
+        assert Pipeline(config, catalog, clock=lambda: later).process(sighting) is None
+    else:
+        writer = _Writer(grows)
+        assert Pipeline(config, catalog, clock=lambda: later).process(sighting, writer) is None
+        assert writer._act is None  # it wrote
+    now = catalog.sighting(sighting_id)
+    assert now is not None and now.state == SightingState.WAITING
+    assert now.size == path.stat().st_size
+    assert due_sightings(config, catalog, later + 1) == []
+    assert [s for s, _ in due_sightings(config, catalog, later + 2.5)] == [sighting_id]
