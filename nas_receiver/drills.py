@@ -13,6 +13,7 @@ from .catalog import Catalog, CopyState
 from .config import Config
 from .drill import RESTORABLE, DrillReport, DrillUnavailable, Unpacked, run_drill
 from .drill.compare import Thresholds
+from .errors import NasReceiverError, one_line
 from .haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ def drill_pending(config: Config, catalog: Catalog) -> int:
         except DrillUnavailable as err:
             log.warning("scheduled drill not possible now: %s", err)
             break
+        except (NasReceiverError, OSError) as err:  # this archive's: the others go on
+            log.warning("scheduled drill of %s not possible: %s", copy.path, one_line(err))
+            continue
         count += 1
     return count
 

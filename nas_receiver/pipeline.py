@@ -18,7 +18,7 @@ from pathlib import Path
 from .catalog import ALERT_AFTER, Catalog, Copy, CopyState, Sighting, SightingState
 from .config import Config, SourceConfig
 from .drill import DrillUnavailable, Unpacked
-from .errors import NasReceiverError, OutputExistsError, UnsafeArchiveError, one_line
+from .errors import NasReceiverError, UnsafeArchiveError, one_line
 from .haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from .haformat.convert import decrypt_backup
 from .haformat.extract import UnpackAlongside, extract_backup
@@ -511,19 +511,13 @@ class Pipeline:
             temp.mkdir(mode=0o700)  # decrypted contents: private while they are written, too
             keys, bound = self.keys(source), content + (1 << 20)
             try:
-                result = extract_backup(
-                    archive, temp, keys, members=["homeassistant"], max_bytes=bound
+                result = extract_backup(  # force: a name that comes again replaces, as in HA
+                    archive, temp, keys, members=["homeassistant"], max_bytes=bound, force=True
                 )
-            except (UnsafeArchiveError, OutputExistsError) as err:  # only the browse copy fails
+            except UnsafeArchiveError as err:  # the archive is kept; only its browse copy not
                 remove_path(temp)
                 self.catalog.drop_copy(copy_id)
-                why = (  # the name the error gives is in our temporary folder
-                    "a file name comes twice in the HA part (no HA writer does that); "
-                    "nothing is overwritten"
-                    if isinstance(err, OutputExistsError)
-                    else str(err)
-                )
-                log.warning("%s: no browsable copy of %s: %s", source.name, final.name, why)
+                log.warning("%s: no browsable copy of %s: %s", source.name, final.name, err)
                 return None
         make_read_only(temp)
         temp.rename(final)
@@ -536,6 +530,16 @@ class Pipeline:
             detail=f"{result.files} files, {when}",
         )
         log.info("%s: browsable copy of the configuration: %s/ (%s)", source.name, final, when)
+        if result.refused:
+            names = [line.split(": ", 1)[0] for line in result.refused]
+            log.warning(
+                "%s: %d member(s) of the HA part left out of %s/ (a link out of it, a "
+                "device, a name the disk cannot hold): %s",
+                source.name,
+                len(names),
+                final.name,
+                ", ".join(repr(name) for name in names[:5]) + (" ..." if len(names) > 5 else ""),
+            )
         return None if result.problems else Unpacked(final, result.refused)
 
     def _to_quarantine(

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NasReceiverError, one_line
+from ..errors import NasReceiverError, UnsafeArchiveError, one_line
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
-from ..haformat.extract import extract_backup
+from ..haformat.extract import ExtractResult, NoRoomToUnpack, extract_backup
 from ..haformat.names import inner_base_name, safe_component
 from .compare import Thresholds, compare
 from .haconfig import Check, check_addon, check_recorder, check_storage, config_folder
@@ -163,14 +163,14 @@ def _check_parts(
             drill.checks.append(Check(f"add-on {slug!r}", False, "slug is not a plain name"))
             continue
         with _workspace(work) as folder:
-            result = extract_backup(
-                archive, folder, keys, members=[slug], max_bytes=sizes.get(slug, 0) + (1 << 20)
-            )
+            bound = sizes.get(slug, 0) + (1 << 20)
+            result, refusal = _unpack(archive, folder, keys, slug, bound)
             drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
+            problem = refusal or (result.problems[0] if result.problems else None)
             drill.checks.append(
                 check_addon(folder / slug, slug)
-                if not result.problems
-                else Check(f"add-on {slug}", False, result.problems[0])
+                if problem is None
+                else Check(f"add-on {slug}", False, problem)
             )
     for inner in report.inner:
         base = inner_base_name(inner.name)
@@ -192,11 +192,27 @@ def _unpack_and_check(
     excluded: bool,
     drill: DrillReport,
 ) -> list[Check]:
-    result = extract_backup(archive, folder, keys, members=[member], max_bytes=size + (1 << 20))
+    result, refusal = _unpack(archive, folder, keys, member, size + (1 << 20))
     drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
-    if result.problems:
-        return [Check("unpack", False, result.problems[0])]
+    if refusal or result.problems:
+        return [Check("unpack", False, refusal or result.problems[0])]
     return _check_ha_part(folder / member, result.refused, excluded, drill, None)
+
+
+def _unpack(
+    archive: Path, folder: Path, keys: KeyRing, member: str, bound: int
+) -> tuple[ExtractResult, str | None]:
+    """Unpack one inner archive as HA's restore would (a member replaces an earlier one of
+    the same name); what was refused as unsafe (a decompression bomb) is the second value,
+    a finding about the backup.  Raise DrillUnavailable where the disk lacks the room."""
+    try:
+        return extract_backup(
+            archive, folder, keys, members=[member], max_bytes=bound, force=True
+        ), None
+    except NoRoomToUnpack as err:
+        raise DrillUnavailable(str(err)) from err
+    except UnsafeArchiveError as err:
+        return ExtractResult(), f"refused: {err}"
 
 
 def _check_ha_part(

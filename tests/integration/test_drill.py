@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -447,3 +447,77 @@ def test_with_store_decrypted_the_drill_names_the_decrypted_copy(
     assert f"drill: {kept.name} is restorable" in caplog.text, caplog.text
     (drill,) = Catalog(config.catalog_path).latest_drills().values()
     assert drill["verdict"] == RESTORABLE
+
+
+def _ha_part_of(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    """An encrypted (v3) backup whose HA part holds ``entries`` (name, bytes) as given."""
+    import io
+    import tarfile
+    import time
+
+    from securetar import SecureTarArchive
+
+    from tests.builders import BackupSpec
+
+    spec = BackupSpec(password=KEY, addons=(), folders=())
+    with SecureTarArchive(path, "w", password=KEY, create_version=3) as archive:
+        with archive.create_tar("homeassistant.tar.gz") as tar:
+            for name, data in entries:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), time.time()
+                tar.addfile(info, io.BytesIO(data))
+        meta = json.dumps(spec.backup_json()).encode()
+        info = tarfile.TarInfo("./backup.json")
+        info.size = len(meta)
+        archive.tar.addfile(info, io.BytesIO(meta))
+    return path
+
+
+def test_a_bomb_is_not_restorable_and_a_name_twice_is_unpacked_as_ha_restores_it(
+    tmp_path: Path,
+) -> None:
+    """Asserts: the drill of a backup whose HA part is a decompression bomb (valid as an
+    archive) records it not restorable, saying the unpacking was refused, instead of
+    raising; a backup whose HA part holds a name twice is unpacked as HA's restore does
+    (the later file), so the drill judges what HA would restore."""
+    bomb = _ha_part_of(tmp_path / "bomb.tar", [("data/zeros.bin", bytes(96 << 20))])
+    report = run_drill(bomb, KeyRing([KEY]), work_dir=tmp_path / "work")
+    assert report.verdict == NOT_RESTORABLE
+    unpack = next(c for c in report.checks if c.name == "unpack")
+    assert not unpack.ok and "decompression bomb" in unpack.detail
+    twice = _ha_part_of(
+        tmp_path / "twice.tar",
+        [("data/configuration.yaml", b"broken: [\n"), ("data/configuration.yaml", b"{}\n")],
+    )
+    report = run_drill(twice, KeyRing([KEY]), work_dir=tmp_path / "work")
+    assert not [c for c in report.checks if c.name == "unpack"], report.checks
+    assert all("configuration.yaml" not in c.detail for c in report.checks if not c.ok), (
+        report.checks
+    )
+
+
+def test_a_scheduled_drill_that_cannot_read_one_archive_goes_on_to_the_others(
+    make_backup: Callable[..., Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asserts: where one library copy cannot be read at all (here a folder stands where it
+    was), the scheduled drill says so for that archive and drills the others; it used to
+    stop the whole schedule, every day."""
+    from nas_receiver.catalog import Catalog
+    from nas_receiver.config import load_config
+    from nas_receiver.daemon import scan_once
+    from nas_receiver.drills import drill_pending
+
+    config_path = write_config(tmp_path, settle=0)
+    config_path.write_text(config_path.read_text() + "drill: {after_arrival: false}\n")
+    config = load_config(config_path)
+    for index in range(2):
+        backup = make_backup(slug=f"{index:08x}", date=datetime(2026, 11, 20 + index, tzinfo=UTC))
+        shutil.copyfile(backup, config.sources[0].path / f"{index}.tar")
+    assert scan_once(config) == ["valid", "valid"]
+    first = sorted((config.library.path / "home").glob("*.tar"))[0]
+    first.unlink()
+    first.mkdir()
+    catalog = Catalog(config.catalog_path)
+    assert drill_pending(config, catalog) == 1
+    assert [d["verdict"] for d in catalog.latest_drills().values()] == [RESTORABLE]
+    assert f"scheduled drill of {first} not possible" in caplog.text

@@ -202,3 +202,43 @@ def test_a_name_the_disk_cannot_hold_is_left_out_and_the_rest_unpacked(tmp_path:
     assert "nnnn" in refused and "File name too long" in refused, result.refused
     assert "data/clash/inside.txt: not written" in refused, result.refused
     assert result.problems == []
+
+
+def test_a_hard_link_whose_own_link_fails_never_falls_back_to_the_member_it_names(
+    tmp_path: Path,
+) -> None:
+    """Asserts: a hard link whose name is taken already (so the link itself fails) is never
+    written as tarfile's fallback writes it, from the last member of the name it links to,
+    unfiltered: here that member is a symbolic link to /etc/shadow the filter refused.
+    Without --force the taken name is an error, as for a file; with it, the hard link is
+    made to the file unpacked under that name, and no symbolic link is written."""
+    entries = [
+        _file("data/s", b"x"),
+        _link("data/s", "/etc/shadow"),
+        _file("data/hl", b"y"),
+        _link("data/hl", "data/s", tarfile.LNKTYPE),
+    ]
+    backup = _hostile_backup(tmp_path / "fallback.tar", entries)
+    with pytest.raises(OutputExistsError):
+        extract_backup(backup, tmp_path / "strict", KeyRing([KEY]), members=["homeassistant"])
+    out = tmp_path / "forced"
+    extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"], force=True)
+    assert [p for p in out.rglob("*") if p.is_symlink()] == []
+    assert (out / "homeassistant/data/hl").read_bytes() == b"x"
+    assert (out / "homeassistant/data/hl").stat().st_ino == (
+        out / "homeassistant/data/s"
+    ).stat().st_ino
+
+
+def test_a_link_never_replaces_a_users_file_without_force(tmp_path: Path) -> None:
+    """Asserts: extracting into a folder that holds the user's file, a member that is a
+    symbolic link of the same name is refused like a file would be (tarfile would remove
+    the file to make the link); the user's file is as it was."""
+    backup = _hostile_backup(tmp_path / "link.tar", [_link("data/user.txt", "other.txt")])
+    out = tmp_path / "out"
+    (out / "homeassistant/data").mkdir(parents=True)
+    (out / "homeassistant/data/user.txt").write_text("MY NOTES")
+    with pytest.raises(OutputExistsError):
+        extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
+    user = out / "homeassistant/data/user.txt"
+    assert not user.is_symlink() and user.read_text() == "MY NOTES"

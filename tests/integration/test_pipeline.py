@@ -489,13 +489,13 @@ def test_an_unpacking_a_kill_left_is_removed_at_the_start(tmp_path: Path) -> Non
     assert not left.exists() and partials_in(config.library.path) == []
 
 
-def test_an_ha_part_holding_a_name_twice_is_kept_without_a_browse_copy(
+def test_an_ha_part_holding_a_name_twice_gets_the_later_file_as_has_restore_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     """Asserts: a valid backup whose HA part holds the same file name twice (no HA writer
-    does; a share is written by other machines) is kept in the library, told once as
-    having no browsable copy (nothing is overwritten), and its job is done, not failed
-    and tried again forever."""
+    does; a share is written by other machines) is kept with a browse copy holding the
+    later file, as HA's restore (tarfile's extractall) leaves it, the same whether
+    unpacked while verified or after; its job is done, not failed and tried again."""
     import io
     import tarfile
 
@@ -518,9 +518,10 @@ def test_an_ha_part_holding_a_name_twice_is_kept_without_a_browse_copy(
         archive.tar.addfile(info, io.BytesIO(meta))
     caplog.set_level("INFO", logger="nas_receiver")
     assert scan_once(config) == ["valid"]
-    assert "no browsable copy" in caplog.text and "comes twice" in caplog.text
-    (row,) = list_archives(Catalog(config.catalog_path))
-    assert sorted(c["location"] for c in row["copies"]) == ["library", "library-decrypted"]
+    assert "(unpacked while verified)" in caplog.text
+    original = next((config.library.path / "home").glob("*.tar"))
+    browse = original.with_suffix("")
+    assert (browse / "homeassistant/data/configuration.yaml").read_bytes() == b"second\n"
     catalog = Catalog(config.catalog_path)
     assert [s.state for s in catalog.sightings()] == [SightingState.DONE]
     assert partials_in(config.library.path, config.quarantine.path) == []
@@ -597,3 +598,41 @@ def test_a_file_that_grows_again_waits_to_settle_anew(
     assert now.size == path.stat().st_size
     assert due_sightings(config, catalog, later + 1) == []
     assert [s for s, _ in due_sightings(config, catalog, later + 2.5)] == [sighting_id]
+
+
+def test_members_left_out_of_a_browse_copy_are_told_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Asserts: members of HA's part the browse copy leaves out (a link out of it, a name
+    the disk cannot hold) are told in one warning, by their names (quoted: names are
+    data), without the temporary folder's path; the rest is kept."""
+    import io
+    import tarfile
+
+    from securetar import SecureTarArchive
+
+    from tests.builders import BackupSpec
+
+    config, _made = _browse_site(tmp_path, monkeypatch)
+    arrived = config.sources[0].path / "odd.tar"
+    spec = BackupSpec(password=KEY, addons=(), folders=())
+    with SecureTarArchive(arrived, "w", password=KEY, create_version=3) as archive:
+        with archive.create_tar("homeassistant.tar.gz") as tar:
+            link = tarfile.TarInfo("data/shadow")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+            tar.addfile(link)
+            for name in ("data/" + "n" * 300, "data/configuration.yaml"):
+                info = tarfile.TarInfo(name)
+                info.size = 3
+                tar.addfile(info, io.BytesIO(b"{}\n"))
+        meta = json.dumps(spec.backup_json()).encode()
+        info = tarfile.TarInfo("./backup.json")
+        info.size = len(meta)
+        archive.tar.addfile(info, io.BytesIO(meta))
+    caplog.set_level("INFO", logger="nas_receiver")
+    assert scan_once(config) == ["valid"]
+    (warning,) = [r.getMessage() for r in caplog.records if "left out of" in r.getMessage()]
+    assert "2 member(s)" in warning and "'data/shadow'" in warning and "'data/nnn" in warning
+    assert ".partial-" not in warning
+    original = next((config.library.path / "home").glob("*.tar"))
+    assert (original.with_suffix("") / "homeassistant/data/configuration.yaml").is_file()
