@@ -318,6 +318,59 @@ def write_key(path: Path, key: str = KEY, *, kit: bool = False) -> Path:
     return path
 
 
+def backup_with_ha_part(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    """Write an encrypted (v3) backup whose homeassistant archive holds ``entries`` exactly
+    as given, names included (for names a share's other writers may type: ``..``, links,
+    a name twice), with backup.json after it, as supervisor writes it."""
+    spec = BackupSpec(password=KEY, addons=(), folders=())
+    with SecureTarArchive(path, "w", password=KEY, create_version=3) as archive:
+        with archive.create_tar("homeassistant.tar.gz") as tar:
+            for info, data in entries:
+                info.mtime = time.time()
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        meta = json.dumps(spec.backup_json()).encode()
+        info = tarfile.TarInfo("./backup.json")
+        info.size = len(meta)
+        archive.tar.addfile(info, io.BytesIO(meta))
+    return path
+
+
+def tar_file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    """A regular file for ``backup_with_ha_part``."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def tar_link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    """A symbolic link (or, with ``kind=tarfile.LNKTYPE``, a hard link) for
+    ``backup_with_ha_part``."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info, None
+
+
+def hostile_ha_entries(absolute: str) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """Members of an HA part that must not land where their names say: a good file, the
+    absolute name ``absolute``, ``..`` names, links out, a hard link out, a hard link to a
+    refused link, a device."""
+    device = tarfile.TarInfo("dev/sda")
+    device.type = tarfile.CHRTYPE
+    return [
+        tar_file("good.txt", b"fine"),
+        tar_file(absolute, b"x"),
+        tar_file("../escape.txt", b"x"),
+        tar_file("a/../../escape2.txt", b"x"),
+        tar_link("abs-link", "/etc/passwd"),
+        tar_link("up-link", "../../outside"),
+        tar_link("hard-out", "../outside/x", tarfile.LNKTYPE),
+        tar_link("shadow", "/etc/shadow"),
+        tar_link("hard-to-shadow", "shadow", tarfile.LNKTYPE),  # not the link refused
+        (device, None),
+    ]
+
+
 def member_spans(path: Path) -> dict[str, tuple[int, int]]:
     """Return ``name -> (data offset, size)`` of each member of a tar file."""
     with tarfile.open(path) as tar:

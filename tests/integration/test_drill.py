@@ -19,9 +19,11 @@ from tests.builders import (
     KEY,
     OTHER_KEY,
     BackupSpec,
+    backup_with_ha_part,
     make_addon_data,
     make_folder,
     make_ha_config,
+    tar_file,
     write_backup_from,
     write_key,
 )
@@ -449,30 +451,6 @@ def test_with_store_decrypted_the_drill_names_the_decrypted_copy(
     assert drill["verdict"] == RESTORABLE
 
 
-def _ha_part_of(path: Path, entries: list[tuple[str, bytes]]) -> Path:
-    """An encrypted (v3) backup whose HA part holds ``entries`` (name, bytes) as given."""
-    import io
-    import tarfile
-    import time
-
-    from securetar import SecureTarArchive
-
-    from tests.builders import BackupSpec
-
-    spec = BackupSpec(password=KEY, addons=(), folders=())
-    with SecureTarArchive(path, "w", password=KEY, create_version=3) as archive:
-        with archive.create_tar("homeassistant.tar.gz") as tar:
-            for name, data in entries:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime = len(data), time.time()
-                tar.addfile(info, io.BytesIO(data))
-        meta = json.dumps(spec.backup_json()).encode()
-        info = tarfile.TarInfo("./backup.json")
-        info.size = len(meta)
-        archive.tar.addfile(info, io.BytesIO(meta))
-    return path
-
-
 def test_a_bomb_is_not_restorable_and_a_name_twice_is_unpacked_as_ha_restores_it(
     tmp_path: Path,
 ) -> None:
@@ -480,14 +458,17 @@ def test_a_bomb_is_not_restorable_and_a_name_twice_is_unpacked_as_ha_restores_it
     archive) records it not restorable, saying the unpacking was refused, instead of
     raising; a backup whose HA part holds a name twice is unpacked as HA's restore does
     (the later file), so the drill judges what HA would restore."""
-    bomb = _ha_part_of(tmp_path / "bomb.tar", [("data/zeros.bin", bytes(96 << 20))])
+    bomb = backup_with_ha_part(tmp_path / "bomb.tar", [tar_file("data/zeros.bin", bytes(96 << 20))])
     report = run_drill(bomb, KeyRing([KEY]), work_dir=tmp_path / "work")
     assert report.verdict == NOT_RESTORABLE
     unpack = next(c for c in report.checks if c.name == "unpack")
     assert not unpack.ok and "decompression bomb" in unpack.detail
-    twice = _ha_part_of(
+    twice = backup_with_ha_part(
         tmp_path / "twice.tar",
-        [("data/configuration.yaml", b"broken: [\n"), ("data/configuration.yaml", b"{}\n")],
+        [
+            tar_file("data/configuration.yaml", b"broken: [\n"),
+            tar_file("data/configuration.yaml", b"{}\n"),
+        ],
     )
     report = run_drill(twice, KeyRing([KEY]), work_dir=tmp_path / "work")
     assert not [c for c in report.checks if c.name == "unpack"], report.checks

@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from securetar import SecureTarArchive
 
 from nas_receiver.errors import OutputExistsError, UnsafeArchiveError
 from nas_receiver.haformat import KeyRing
 from nas_receiver.haformat.extract import extract_backup
-from tests.builders import KEY, BackupSpec
+from tests.builders import KEY, backup_with_ha_part, hostile_ha_entries, tar_file, tar_link
 
 MakeBackup = Callable[..., Path]
-
-
-def _hostile_backup(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    """Write an encrypted backup whose homeassistant archive holds ``entries`` as given."""
-    spec = BackupSpec(password=KEY, addons=(), folders=())
-    with SecureTarArchive(path, "w", password=KEY, create_version=3) as archive:
-        with archive.create_tar("homeassistant.tar.gz") as tar:
-            for info, data in entries:
-                info.mtime = time.time()
-                tar.addfile(info, io.BytesIO(data) if data is not None else None)
-        meta = json.dumps(spec.backup_json()).encode()
-        info = tarfile.TarInfo("./backup.json")
-        info.size = len(meta)
-        archive.tar.addfile(info, io.BytesIO(meta))
-    return path
-
-
-def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = target
-    return info, None
 
 
 def test_extracts_everything_by_default(make_backup: MakeBackup, tmp_path: Path) -> None:
@@ -80,19 +49,8 @@ def test_member_and_path_choose(make_backup: MakeBackup, tmp_path: Path) -> None
 def test_hostile_members_are_refused_and_nothing_lands_outside(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    device = tarfile.TarInfo("dev/sda")
-    device.type = tarfile.CHRTYPE
-    entries = [
-        _file("good.txt", b"fine"),
-        _file("/etc/evil-absolute", b"x"),
-        _file("../escape.txt", b"x"),
-        _file("a/../../escape2.txt", b"x"),
-        _link("abs-link", "/etc/passwd"),
-        _link("up-link", "../../outside"),
-        _link("hard-out", "../outside/x", tarfile.LNKTYPE),
-        (device, None),
-    ]
-    backup = _hostile_backup(tmp_path / "hostile.tar", entries)
+    entries = hostile_ha_entries("/etc/evil-absolute")
+    backup = backup_with_ha_part(tmp_path / "hostile.tar", entries)
     out = tmp_path / "work" / "out"
     result = extract_backup(backup, out, KeyRing([KEY]))
     assert (out / "homeassistant/good.txt").read_bytes() == b"fine"
@@ -111,7 +69,7 @@ def test_hostile_members_are_refused_and_nothing_lands_outside(tmp_path: Path) -
 
 
 def test_decompression_bomb_stops_at_the_cap(tmp_path: Path) -> None:
-    backup = _hostile_backup(tmp_path / "bomb.tar", [_file("zeros.bin", bytes(8 << 20))])
+    backup = backup_with_ha_part(tmp_path / "bomb.tar", [tar_file("zeros.bin", bytes(8 << 20))])
     assert backup.stat().st_size < 200_000  # 8 MiB of zeros compresses to almost nothing
     threads = threading.active_count()
     with pytest.raises(UnsafeArchiveError, match="cap"):
@@ -161,15 +119,15 @@ def test_a_hard_link_to_a_refused_link_is_refused_too(tmp_path: Path) -> None:
     whose target is missing from the member it names); a hard link to a file unpacked
     before it is a file with that content."""
     entries = [
-        _link("data/s", "/etc/shadow"),
-        _link("data/hl", "data/s", tarfile.LNKTYPE),
-        _link("data/z", "/dev/zero"),
-        _link("data/configuration.yaml", "data/z", tarfile.LNKTYPE),
-        _link("data/missing-hl", "data/nothing-there", tarfile.LNKTYPE),
-        _file("data/real.txt", b"real"),
-        _link("data/real-hl", "data/real.txt", tarfile.LNKTYPE),
+        tar_link("data/s", "/etc/shadow"),
+        tar_link("data/hl", "data/s", tarfile.LNKTYPE),
+        tar_link("data/z", "/dev/zero"),
+        tar_link("data/configuration.yaml", "data/z", tarfile.LNKTYPE),
+        tar_link("data/missing-hl", "data/nothing-there", tarfile.LNKTYPE),
+        tar_file("data/real.txt", b"real"),
+        tar_link("data/real-hl", "data/real.txt", tarfile.LNKTYPE),
     ]
-    backup = _hostile_backup(tmp_path / "links.tar", entries)
+    backup = backup_with_ha_part(tmp_path / "links.tar", entries)
     out = tmp_path / "out"
     result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
     links = [p for p in out.rglob("*") if p.is_symlink()]
@@ -187,13 +145,13 @@ def test_a_name_the_disk_cannot_hold_is_left_out_and_the_rest_unpacked(tmp_path:
     folder = tarfile.TarInfo("data/clash")
     folder.type = tarfile.DIRTYPE
     entries = [
-        _file("data/" + "n" * 300, b"long"),
-        _file("data/clash", b"a file"),
+        tar_file("data/" + "n" * 300, b"long"),
+        tar_file("data/clash", b"a file"),
         (folder, None),
-        _file("data/clash/inside.txt", b"x"),
-        _file("data/after.txt", b"after"),
+        tar_file("data/clash/inside.txt", b"x"),
+        tar_file("data/after.txt", b"after"),
     ]
-    backup = _hostile_backup(tmp_path / "names.tar", entries)
+    backup = backup_with_ha_part(tmp_path / "names.tar", entries)
     out = tmp_path / "out"
     result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
     assert (out / "homeassistant/data/after.txt").read_bytes() == b"after"
@@ -213,12 +171,12 @@ def test_a_hard_link_whose_own_link_fails_never_falls_back_to_the_member_it_name
     Without --force the taken name is an error, as for a file; with it, the hard link is
     made to the file unpacked under that name, and no symbolic link is written."""
     entries = [
-        _file("data/s", b"x"),
-        _link("data/s", "/etc/shadow"),
-        _file("data/hl", b"y"),
-        _link("data/hl", "data/s", tarfile.LNKTYPE),
+        tar_file("data/s", b"x"),
+        tar_link("data/s", "/etc/shadow"),
+        tar_file("data/hl", b"y"),
+        tar_link("data/hl", "data/s", tarfile.LNKTYPE),
     ]
-    backup = _hostile_backup(tmp_path / "fallback.tar", entries)
+    backup = backup_with_ha_part(tmp_path / "fallback.tar", entries)
     with pytest.raises(OutputExistsError):
         extract_backup(backup, tmp_path / "strict", KeyRing([KEY]), members=["homeassistant"])
     out = tmp_path / "forced"
@@ -234,7 +192,7 @@ def test_a_link_never_replaces_a_users_file_without_force(tmp_path: Path) -> Non
     """Asserts: extracting into a folder that holds the user's file, a member that is a
     symbolic link of the same name is refused like a file would be (tarfile would remove
     the file to make the link); the user's file is as it was."""
-    backup = _hostile_backup(tmp_path / "link.tar", [_link("data/user.txt", "other.txt")])
+    backup = backup_with_ha_part(tmp_path / "link.tar", [tar_link("data/user.txt", "other.txt")])
     out = tmp_path / "out"
     (out / "homeassistant/data").mkdir(parents=True)
     (out / "homeassistant/data/user.txt").write_text("MY NOTES")

@@ -496,26 +496,12 @@ def test_an_ha_part_holding_a_name_twice_gets_the_later_file_as_has_restore_does
     does; a share is written by other machines) is kept with a browse copy holding the
     later file, as HA's restore (tarfile's extractall) leaves it, the same whether
     unpacked while verified or after; its job is done, not failed and tried again."""
-    import io
-    import tarfile
-
-    from securetar import SecureTarArchive
-
-    from tests.builders import BackupSpec
+    from tests.builders import backup_with_ha_part, tar_file
 
     config, _made = _browse_site(tmp_path, monkeypatch)
     arrived = config.sources[0].path / "twice.tar"
-    spec = BackupSpec(password=KEY, addons=(), folders=())
-    with SecureTarArchive(arrived, "w", password=KEY, create_version=3) as archive:
-        with archive.create_tar("homeassistant.tar.gz") as tar:
-            for content in (b"first\n", b"second\n"):
-                info = tarfile.TarInfo("data/configuration.yaml")
-                info.size = len(content)
-                tar.addfile(info, io.BytesIO(content))
-        meta = json.dumps(spec.backup_json()).encode()
-        info = tarfile.TarInfo("./backup.json")
-        info.size = len(meta)
-        archive.tar.addfile(info, io.BytesIO(meta))
+    entries = [tar_file("data/configuration.yaml", text) for text in (b"first\n", b"second\n")]
+    backup_with_ha_part(arrived, entries)
     caplog.set_level("INFO", logger="nas_receiver")
     assert scan_once(config) == ["valid"]
     assert "(unpacked while verified)" in caplog.text
@@ -606,29 +592,18 @@ def test_members_left_out_of_a_browse_copy_are_told_by_name(
     """Asserts: members of HA's part the browse copy leaves out (a link out of it, a name
     the disk cannot hold) are told in one warning, by their names (quoted: names are
     data), without the temporary folder's path; the rest is kept."""
-    import io
-    import tarfile
-
-    from securetar import SecureTarArchive
-
-    from tests.builders import BackupSpec
+    from tests.builders import backup_with_ha_part, tar_file, tar_link
 
     config, _made = _browse_site(tmp_path, monkeypatch)
     arrived = config.sources[0].path / "odd.tar"
-    spec = BackupSpec(password=KEY, addons=(), folders=())
-    with SecureTarArchive(arrived, "w", password=KEY, create_version=3) as archive:
-        with archive.create_tar("homeassistant.tar.gz") as tar:
-            link = tarfile.TarInfo("data/shadow")
-            link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
-            tar.addfile(link)
-            for name in ("data/" + "n" * 300, "data/configuration.yaml"):
-                info = tarfile.TarInfo(name)
-                info.size = 3
-                tar.addfile(info, io.BytesIO(b"{}\n"))
-        meta = json.dumps(spec.backup_json()).encode()
-        info = tarfile.TarInfo("./backup.json")
-        info.size = len(meta)
-        archive.tar.addfile(info, io.BytesIO(meta))
+    backup_with_ha_part(
+        arrived,
+        [
+            tar_link("data/shadow", "/etc/shadow"),
+            tar_file("data/" + "n" * 300, b"{}\n"),
+            tar_file("data/configuration.yaml", b"{}\n"),
+        ],
+    )
     caplog.set_level("INFO", logger="nas_receiver")
     assert scan_once(config) == ["valid"]
     (warning,) = [r.getMessage() for r in caplog.records if "left out of" in r.getMessage()]

@@ -10,7 +10,6 @@ import os
 import stat
 import tarfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,15 @@ from securetar import SecureTarArchive
 
 from nas_receiver.haformat import KeyRing, Verdict, VerifyReport, verify_archive
 from nas_receiver.haformat.extract import ExtractResult, UnpackAlongside, extract_backup
-from tests.builders import KEY, BackupSpec, make_ha_config, member_spans
+from tests.builders import (
+    KEY,
+    BackupSpec,
+    backup_with_ha_part,
+    hostile_ha_entries,
+    make_ha_config,
+    member_spans,
+    tar_file,
+)
 from tests.conftest import Judge, corpus_file
 
 MakeBackup = Callable[..., Path]
@@ -183,34 +190,6 @@ def test_damage_in_has_part_changes_no_verdict_and_leaves_no_tree_to_keep(
         assert report.verdict is Verdict.INCOMPLETE and early is None, offset
 
 
-def _backup_with_ha_part(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    """An encrypted (v3) backup whose HA part holds ``entries`` as given, as HA lays it out."""
-    spec = BackupSpec(password=KEY, addons=(), folders=())
-    with SecureTarArchive(path, "w", password=KEY, create_version=3) as archive:
-        with archive.create_tar("homeassistant.tar.gz") as tar:
-            for info, data in entries:
-                info.mtime = time.time()
-                tar.addfile(info, io.BytesIO(data) if data is not None else None)
-        meta = json.dumps(spec.backup_json()).encode()
-        info = tarfile.TarInfo("./backup.json")
-        info.size = len(meta)
-        archive.tar.addfile(info, io.BytesIO(meta))
-    return path
-
-
-def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = target
-    return info, None
-
-
 def test_hostile_names_in_has_part_are_refused_as_extract_refuses_them(tmp_path: Path) -> None:
     """Asserts: names in HA's part are data, never paths: ``..``, absolute names, links out
     of the folder, hard links out or to a refused link, and devices are refused while
@@ -218,21 +197,8 @@ def test_hostile_names_in_has_part_are_refused_as_extract_refuses_them(tmp_path:
     link is written, and the trees are the same."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    device = tarfile.TarInfo("dev/sda")
-    device.type = tarfile.CHRTYPE
-    entries = [
-        _file("good.txt", b"fine"),
-        _file("/etc/evil-absolute-alongside", b"x"),
-        _file("../escape.txt", b"x"),
-        _file("a/../../escape2.txt", b"x"),
-        _link("abs-link", "/etc/passwd"),
-        _link("up-link", "../../outside"),
-        _link("hard-out", "../outside/x", tarfile.LNKTYPE),
-        _link("shadow", "/etc/shadow"),
-        _link("hard-to-shadow", "shadow", tarfile.LNKTYPE),  # not the link refused above
-        (device, None),
-    ]
-    path = _backup_with_ha_part(tmp_path / "hostile.tar", entries)
+    entries = hostile_ha_entries("/etc/evil-absolute-alongside")
+    path = backup_with_ha_part(tmp_path / "hostile.tar", entries)
     keys = KeyRing([KEY])
     report, early, _ = _alongside(path, keys, tmp_path / "work" / "early")
     late = extract_backup(path, tmp_path / "work" / "late", keys, members=["homeassistant"])
@@ -256,7 +222,7 @@ def test_a_decompression_bomb_stops_the_unpacking_not_the_verification(tmp_path:
     """Asserts: an HA part that inflates past MAX_RATIO times its size is unpacked no further
     (what was written stays bounded), the verification goes on to its own verdict, the
     unpacking offers no tree and says why, and no thread is left."""
-    path = _backup_with_ha_part(tmp_path / "bomb.tar", [_file("zeros.bin", bytes(96 << 20))])
+    path = backup_with_ha_part(tmp_path / "bomb.tar", [tar_file("zeros.bin", bytes(96 << 20))])
     threads = threading.active_count()
     report, early, alongside = _alongside(path, KeyRing([KEY]), tmp_path / "early")
     _same_report(report, verify_archive(path, keys=KeyRing([KEY])))
@@ -288,7 +254,7 @@ def test_a_second_ha_part_is_not_unpacked_alongside(tmp_path: Path) -> None:
     with SecureTarArchive(path, "w", password=KEY, create_version=3) as archive:
         for content in (b"first", b"second"):
             with archive.create_tar("homeassistant.tar.gz") as tar:
-                info, data = _file("file.txt", content)
+                info, data = tar_file("file.txt", content)
                 tar.addfile(info, io.BytesIO(data))
         meta = json.dumps(spec.backup_json()).encode()
         info = tarfile.TarInfo("./backup.json")
