@@ -200,3 +200,26 @@ def test_a_link_never_replaces_a_users_file_without_force(tmp_path: Path) -> Non
         extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
     user = out / "homeassistant/data/user.txt"
     assert not user.is_symlink() and user.read_text() == "MY NOTES"
+
+
+def test_a_link_onto_a_folder_never_falls_back_to_the_member_it_names(tmp_path: Path) -> None:
+    """Asserts: a symbolic link whose name is a folder unpacked before it is never written
+    as tarfile's fallback writes it (from the member the link names, unfiltered: here a
+    refused symbolic link to /etc/shadow); without force the taken name is an error, with
+    it the link is refused and the folder stays."""
+    folder = tarfile.TarInfo("data/d")
+    folder.type = tarfile.DIRTYPE
+    entries = [
+        tar_link("data/f", "/etc/shadow"),
+        (folder, None),
+        tar_file("data/d/kept.txt", b"kept"),
+        tar_link("data/d", "f"),
+    ]
+    backup = backup_with_ha_part(tmp_path / "onto.tar", entries)
+    with pytest.raises(OutputExistsError):
+        extract_backup(backup, tmp_path / "strict", KeyRing([KEY]), members=["homeassistant"])
+    out = tmp_path / "forced"
+    result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"], force=True)
+    assert [p for p in out.rglob("*") if p.is_symlink()] == []
+    assert (out / "homeassistant/data/d/kept.txt").read_bytes() == b"kept"
+    assert "data/d: a symbolic link where a folder" in " ".join(result.refused)
