@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from .haformat.output import fsync_dir, publish
+from .haformat.output import chmod_tree, fsync_dir, publish
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ def remove_own(path: Path, roots: tuple[Path, ...]) -> None:
 def clean_partials(folder: Path, *, depth: int) -> list[Path]:
     """Remove temporary files a killed process left in ``folder``, at most ``depth`` levels
     down (deeper lies what came out of backups, such as a browse copy's files, which may
-    be named anything), never through a folder that is a symbolic link.  Return them."""
+    be named anything), never through a folder that is a symbolic link.  Return them.
+    One that cannot be removed is told and left: it never stops the start."""
     removed: list[Path] = []
     for level in range(1, depth + 1):
         pattern = "/".join(["*"] * (level - 1) + [f".*{PARTIAL_MARK}*"])
@@ -128,7 +129,11 @@ def clean_partials(folder: Path, *, depth: int) -> list[Path]:
             if link_on_the_way(path, (folder,)) is not None:
                 continue
             if path.exists() or path.is_symlink():
-                remove_path(path)
+                try:
+                    remove_path(path)
+                except OSError as err:
+                    log.warning("a temporary file left by a stop cannot be removed: %s", err)
+                    continue
                 removed.append(path)
     return removed
 
@@ -143,18 +148,14 @@ def remove_path(path: Path) -> None:
 
 
 def make_writable_tree(folder: Path) -> None:
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o755)
+    """Let the owner (only: the tree may hold decrypted files) remove what is in it."""
+    chmod_tree(folder, 0o700)
 
 
 def make_read_only(folder: Path) -> None:
     """Make everything under ``folder`` readable by its owner only, and by nobody writable
     (a browse copy is a record, and holds secrets.yaml): folders 0500, files 0400."""
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if not path.is_symlink():
-            path.chmod(0o500 if path.is_dir() else 0o400)
-    folder.chmod(0o500)
+    chmod_tree(folder, 0o500, 0o400)
 
 
 def sha256_of(path: Path) -> str:

@@ -28,7 +28,6 @@ from .intake.shareio import Identity, NotRegularFile, OpenedFile, open_regular, 
 from .library import (
     ROOM_MARGIN,
     CopyInProgress,
-    LinkedFolder,
     NoRoom,
     Placed,
     PlacementError,
@@ -111,7 +110,7 @@ class Pipeline:
         try:
             for path in paths:
                 remove_own(path, roots)
-        except LinkedFolder as err:
+        except OSError as err:  # a linked folder on the way, or a tree that will not go
             log.warning("an unfinished copy is not removed: %s", one_line(err))
             return
         self.catalog.drop_copy(copy.id)

@@ -351,6 +351,29 @@ def tar_link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tar
     return info, None
 
 
+def tar_member(name: str, kind: bytes, **fields: object) -> tuple[tarfile.TarInfo, None]:
+    """A member of any other kind (folder, device, FIFO) for ``backup_with_ha_part``."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, None
+
+
+def link_chain(top: str) -> tuple[list[tuple[tarfile.TarInfo, bytes | None]], str]:
+    """Sixteen nested folders of 247-byte names under ``top``, each with a one-letter
+    link to it (short names, long places: past the 4096 bytes of a path), and the path
+    of links that reaches the deepest."""
+    entries: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    place, letters = top, "abcdefghijklmnop"
+    for letter in letters:
+        entries.append(tar_member(f"{place}/{'d' * 247}".lstrip("/"), tarfile.DIRTYPE))
+        link = f"{place}/{letter}".lstrip("/")
+        entries.append(tar_member(link, tarfile.SYMTYPE, linkname="d" * 247))
+        place = f"{place}/{'d' * 247}"
+    return entries, "/".join(letters)
+
+
 def hostile_ha_entries(absolute: str) -> list[tuple[tarfile.TarInfo, bytes | None]]:
     """Members of an HA part that must not land where their names say: a good file, the
     absolute name ``absolute``, ``..`` names, links out, a hard link out, a hard link to a

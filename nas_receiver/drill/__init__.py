@@ -21,6 +21,7 @@ from ..errors import NasReceiverError, UnsafeArchiveError, one_line
 from ..haformat import KeyRing, Level, Verdict, VerifyReport, verify_archive
 from ..haformat.extract import ExtractResult, NoRoomToUnpack, extract_backup
 from ..haformat.names import inner_base_name, safe_component
+from ..haformat.output import chmod_tree
 from .compare import Thresholds, compare
 from .haconfig import Check, check_addon, check_recorder, check_storage, config_folder
 from .hayaml import check_yaml
@@ -265,9 +266,7 @@ class _workspace:
 
 
 def _make_writable(folder: Path) -> None:
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(0o700)
+    chmod_tree(folder, 0o700)
 
 
 def _used(folder: Path) -> int:

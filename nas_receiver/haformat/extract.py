@@ -239,6 +239,10 @@ class _Extraction:
         except tarfile.FilterError as err:
             self.result.refused.append(f"{member.name}: {err}")
             return
+        refusal = _beyond_the_filter(checked, target)
+        if refusal is not None:
+            self.result.refused.append(f"{member.name}: {refusal}")
+            return
         try:
             if checked.isfile():
                 self._check_budget(checked.size, target)
@@ -339,6 +343,33 @@ _NAME_ERRORS = frozenset(
         errno.EMLINK,
     }
 )
+
+
+# A member's place, resolved, must leave this much of the system's 4096 bytes for a path:
+# the folder it is unpacked in may be renamed to a longer name (a browse copy's).
+PATH_ROOM = 4096 - 256
+
+
+def _beyond_the_filter(checked: tarfile.TarInfo, target: Path) -> str | None:
+    """Why a member the data filter let through is refused all the same, or None.
+
+    The filter decides with ``os.path.realpath``, which before CPython 3.11.13 (3.12.11,
+    3.13.4) gives up on paths longer than the system takes and resolves the rest as text,
+    while the kernel follows the links: a chain of links can then lead out of the folder
+    (CVE-2025-4517).  So no name and no link target may climb with ``..`` (links only lead
+    down, from inside the folder, whatever realpath makes of them; no HA writer writes
+    such names), and no member may lie deeper than PATH_ROOM (a tree no one could walk by
+    path, nor realpath judge)."""
+    names = [checked.name]
+    if checked.issym() or checked.islnk():
+        names.append(checked.linkname)
+    for name in names:
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            return f"{name!r} climbs with '..': links and names may only lead down"
+    place = os.path.realpath(target / checked.name)
+    if len(os.fsencode(place)) >= PATH_ROOM:
+        return f"its place would be a path of {len(os.fsencode(place))} bytes or more"
+    return None
 
 
 def _is_file_within(path: Path, folder: Path) -> bool:

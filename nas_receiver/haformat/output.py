@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,3 +74,18 @@ def atomic_output(
         publish(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def chmod_tree(folder: Path, dir_mode: int, file_mode: int | None = None) -> None:
+    """Give ``folder`` and every folder under it ``dir_mode`` (and, with ``file_mode``, every
+    regular file that mode), never through a symbolic link, and by descriptor: a tree
+    unpacked from a backup may hold paths longer than the system takes whole."""
+    os.chmod(folder, dir_mode)
+    for _top, dirs, files, dirfd in os.fwalk(folder, follow_symlinks=False):
+        for name in dirs + (files if file_mode is not None else []):
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile: nothing to do
+                kind = os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode
+                if stat.S_ISDIR(kind):
+                    os.chmod(name, dir_mode, dir_fd=dirfd)
+                elif stat.S_ISREG(kind) and file_mode is not None:
+                    os.chmod(name, file_mode, dir_fd=dirfd)

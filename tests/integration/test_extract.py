@@ -13,7 +13,15 @@ import pytest
 from nas_receiver.errors import OutputExistsError, UnsafeArchiveError
 from nas_receiver.haformat import KeyRing
 from nas_receiver.haformat.extract import extract_backup
-from tests.builders import KEY, backup_with_ha_part, hostile_ha_entries, tar_file, tar_link
+from tests.builders import (
+    KEY,
+    backup_with_ha_part,
+    hostile_ha_entries,
+    link_chain,
+    tar_file,
+    tar_link,
+    tar_member,
+)
 
 MakeBackup = Callable[..., Path]
 
@@ -223,3 +231,72 @@ def test_a_link_onto_a_folder_never_falls_back_to_the_member_it_names(tmp_path: 
     assert [p for p in out.rglob("*") if p.is_symlink()] == []
     assert (out / "homeassistant/data/d/kept.txt").read_bytes() == b"kept"
     assert "data/d: a symbolic link where a folder" in " ".join(result.refused)
+
+
+def test_a_chain_of_links_past_what_realpath_resolves_writes_nothing_outside(
+    tmp_path: Path,
+) -> None:
+    """Asserts: the CVE-2025-4517 chain (links whose resolved path outgrows what realpath
+    follows, so tarfile's data filter judges it as text while the kernel follows the
+    links) writes nothing outside the folder, with or without force: links that climb
+    with '..' are refused whatever they resolve to."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    entries, via = link_chain("")
+    deep_link = f"{via}/{'l' * 254}"
+    entries += [
+        tar_member(deep_link, tarfile.SYMTYPE, linkname="../" * 16),
+        tar_member("escape", tarfile.SYMTYPE, linkname=deep_link + "/.." * 17 + str(outside)),
+        tar_file("escape/pwned.txt", b"written outside\n"),
+    ]
+    backup = backup_with_ha_part(tmp_path / "chain.tar", entries)
+    for force in (False, True):
+        out = tmp_path / f"out-{force}"
+        result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"], force=force)
+        assert list(outside.iterdir()) == []
+        assert "escape: " in " ".join(result.refused), result.refused
+
+
+def test_a_link_that_cannot_be_made_writes_nothing_in_its_place(tmp_path: Path) -> None:
+    """Asserts: a link the system cannot make (a target over 4096 bytes that climbs and
+    comes back) is refused, and nothing else is written in its place: not the refused
+    link to outside nor the device it would name (tarfile's fallback wrote either)."""
+    outside = tmp_path / "outside"
+    long_way = "../" + "x/../" * 1000 + "data/evil"
+    for evil in (
+        tar_link("data/evil", str(outside)),
+        tar_member("data/evil", tarfile.CHRTYPE, devmajor=1, devminor=3),
+    ):
+        backup = backup_with_ha_part(
+            tmp_path / "fall.tar",
+            [tar_file("data/ok.txt", b"ok"), evil, tar_link("data/s", long_way)],
+        )
+        out = tmp_path / f"out-{evil[0].type!r}"
+        result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
+        made = [p for p in out.rglob("*") if p.is_symlink() or p.is_char_device()]
+        assert made == [], made
+        assert (out / "homeassistant/data/ok.txt").read_bytes() == b"ok"
+        assert "data/s: " in " ".join(result.refused), result.refused
+
+
+def test_a_member_deeper_than_a_path_can_reach_is_left_out_and_the_tree_stays_walkable(
+    tmp_path: Path,
+) -> None:
+    """Asserts: a file whose place (through links that only lead down) lies deeper than a
+    path the system takes is left out, and said; the rest is unpacked, and the tree can
+    be made read-only and removed (the daemon's own walks take it)."""
+    from nas_receiver.library import make_read_only, remove_path
+
+    entries, via = link_chain("data")
+    entries += [
+        tar_file(f"data/{via}/{'f' * 200}", b"deep\n"),
+        tar_file("data/after.txt", b"after\n"),
+    ]
+    backup = backup_with_ha_part(tmp_path / "deep.tar", entries)
+    out = tmp_path / "out"
+    result = extract_backup(backup, out, KeyRing([KEY]), members=["homeassistant"])
+    assert (out / "homeassistant/data/after.txt").read_bytes() == b"after\n"
+    assert "fffff" in " ".join(result.refused) and "bytes or more" in " ".join(result.refused)
+    make_read_only(out)
+    remove_path(out)
+    assert not out.exists()

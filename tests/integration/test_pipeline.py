@@ -611,3 +611,57 @@ def test_members_left_out_of_a_browse_copy_are_told_by_name(
     assert ".partial-" not in warning
     original = next((config.library.path / "home").glob("*.tar"))
     assert (original.with_suffix("") / "homeassistant/data/configuration.yaml").is_file()
+
+
+def test_a_partial_tree_deeper_than_a_path_can_reach_is_removed_at_the_start(
+    tmp_path: Path,
+) -> None:
+    """Asserts: an unpacking a stop left behind whose folders lie deeper than a path the
+    system takes whole (as a hostile backup could once make them) is removed when the
+    daemon starts, by descriptor, and the start goes on: the next arrival is kept. (It
+    stopped every start with 'File name too long', and its cleanup first opened the
+    decrypted files' folders to everyone.)"""
+    config = config_at(tmp_path, settle=0)
+    left = config.library.path / "home" / ".arrival-browse.partial-deep"
+    left.mkdir(parents=True, mode=0o700)
+    fd = os.open(left, os.O_RDONLY)
+    try:
+        for _ in range(20):  # 20 x 248 bytes: well past 4096
+            os.mkdir("d" * 247, 0o500, dir_fd=fd)
+            inner = os.open("d" * 247, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        secret = os.open("secrets.yaml", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd)
+        os.close(secret)
+    finally:
+        os.close(fd)
+    Pipeline(config, Catalog(config.catalog_path)).recover()
+    assert not left.exists()
+    shutil.copyfile(corpus_file("supervisor_backup_example.tar"), config.sources[0].path / "a.tar")
+    assert scan_once(config) == ["valid"]
+
+
+def test_a_backup_with_a_member_deeper_than_a_path_can_reach_is_kept_and_browsable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Asserts: a valid backup whose HA part places a file deeper than a path the system
+    takes (through links that lead down) is kept with a browse copy that leaves that file
+    out, says so, and the job is done (it failed with 'File name too long' and left the
+    decrypted partial folder open to everyone); nothing partial is left."""
+    from tests.builders import backup_with_ha_part, link_chain, tar_file
+
+    config, _made = _browse_site(tmp_path, monkeypatch)
+    entries, via = link_chain("data")
+    entries += [
+        tar_file(f"data/{via}/{'f' * 200}", b"deep\n"),
+        tar_file("data/configuration.yaml", b"{}\n"),
+    ]
+    backup_with_ha_part(config.sources[0].path / "deep.tar", entries)
+    caplog.set_level("INFO", logger="nas_receiver")
+    assert scan_once(config) == ["valid"]
+    assert "(unpacked while verified)" in caplog.text and "left out of" in caplog.text
+    original = next((config.library.path / "home").glob("*.tar"))
+    assert (original.with_suffix("") / "homeassistant/data/configuration.yaml").is_file()
+    catalog = Catalog(config.catalog_path)
+    assert [s.state for s in catalog.sightings()] == [SightingState.DONE]
+    assert partials_in(config.library.path, config.quarantine.path) == []
