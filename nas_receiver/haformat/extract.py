@@ -236,7 +236,7 @@ class _Extraction:
     def _extract_one(self, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
         try:
             checked = tarfile.data_filter(member, str(target))
-        except tarfile.FilterError as err:
+        except (tarfile.FilterError, ValueError) as err:  # ValueError: a NUL in a name
             self.result.refused.append(f"{member.name}: {err}")
             return
         refusal = _beyond_the_filter(checked, target)
@@ -258,7 +258,12 @@ class _Extraction:
             # the same paths would be resolved again (HA's part of bench_arrival --files
             # 20000, 3 runs each: 9.3-9.6 s filtered twice, 8.6-8.9 s once; creating 20,000
             # files alone took 4.5-5.3 s of it on that disk).
+            if not _is_time(checked.mtime):  # tarfile's utime would raise once it is written
+                checked = checked.replace(mtime=0, deep=False)
             tar.extract(checked, path=target, filter="fully_trusted")
+        except (ValueError, OverflowError) as err:  # a value of the member's the system refuses
+            self.result.refused.append(f"{member.name}: not written: {err}")
+            return
         except OSError as err:
             if err.errno not in _NAME_ERRORS:
                 raise
@@ -341,6 +346,7 @@ _NAME_ERRORS = frozenset(
         errno.EINVAL,
         errno.ELOOP,
         errno.EMLINK,
+        errno.ENOENT,  # under a link that leads nowhere (an empty or refused target)
     }
 )
 
@@ -366,10 +372,18 @@ def _beyond_the_filter(checked: tarfile.TarInfo, target: Path) -> str | None:
     for name in names:
         if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
             return f"{name!r} climbs with '..': links and names may only lead down"
+    inner = checked.name.removeprefix("./").rstrip("/").split("/")
+    if "." in inner and checked.name not in (".", "./"):  # a name may start with ./, no more
+        return f"{checked.name!r} has a '.' inside it"
     place = os.path.realpath(target / checked.name)
     if len(os.fsencode(place)) >= PATH_ROOM:
         return f"its place would be a path of {len(os.fsencode(place))} bytes or more"
     return None
+
+
+def _is_time(value: object) -> bool:
+    """Whether ``value`` is a modification time the system takes (1901 to 2242)."""
+    return isinstance(value, int | float) and -(2**31) <= value < 2**33
 
 
 def _is_file_within(path: Path, folder: Path) -> bool:

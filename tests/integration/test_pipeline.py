@@ -665,3 +665,37 @@ def test_a_backup_with_a_member_deeper_than_a_path_can_reach_is_kept_and_browsab
     catalog = Catalog(config.catalog_path)
     assert [s.state for s in catalog.sightings()] == [SightingState.DONE]
     assert partials_in(config.library.path, config.quarantine.path) == []
+
+
+def test_a_backup_with_members_the_system_refuses_is_kept_and_browsable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asserts: a valid backup whose HA part holds members the system refuses (a NUL in a
+    name, a time out of range, a file under a link that leads nowhere) is kept with its
+    browse copy and its job is done (it failed at every try), nothing partial left."""
+    import tarfile
+
+    from tests.builders import backup_with_ha_part, tar_file, tar_link
+
+    nul = tarfile.TarInfo("data/nul")
+    nul.size, nul.pax_headers = 1, {"path": "data/a\x00b"}
+    late = tarfile.TarInfo("data/late")
+    late.size, late.pax_headers = 1, {"mtime": "1e300"}
+    config, _made = _browse_site(tmp_path, monkeypatch)
+    backup_with_ha_part(
+        config.sources[0].path / "odd.tar",
+        [
+            (nul, b"x"),
+            (late, b"x"),
+            tar_link("data/s", "nowhere"),
+            tar_file("data/s/f", b"f"),
+            tar_file("data/configuration.yaml", b"{}\n"),
+        ],
+    )
+    assert scan_once(config) == ["valid"]
+    original = next((config.library.path / "home").glob("*.tar"))
+    assert (original.with_suffix("") / "homeassistant/data/configuration.yaml").is_file()
+    assert (original.with_suffix("") / "homeassistant/data/late").stat().st_mtime == 0
+    catalog = Catalog(config.catalog_path)
+    assert [s.state for s in catalog.sightings()] == [SightingState.DONE]
+    assert partials_in(config.library.path, config.quarantine.path) == []
