@@ -172,7 +172,7 @@ class _Extraction:
         except (ValueError, RecursionError):
             self.result.problems.append(f"{entry.name}: not JSON; not written")
             return
-        self._refuse_overwrite(target)
+        self._make_way(target)
         target.write_bytes(data)
 
     def begin_member(self, stored_size: int) -> None:
@@ -254,12 +254,12 @@ class _Extraction:
             if checked.issym():
                 self._symlink(checked, target)
                 return
+            if not _is_time(checked.mtime):  # tarfile's utime would raise once it is written
+                checked = checked.replace(mtime=0, deep=False)
             # ``checked`` is the data filter's own result, from just above: filtered again,
             # the same paths would be resolved again (HA's part of bench_arrival --files
             # 20000, 3 runs each: 9.3-9.6 s filtered twice, 8.6-8.9 s once; creating 20,000
             # files alone took 4.5-5.3 s of it on that disk).
-            if not _is_time(checked.mtime):  # tarfile's utime would raise once it is written
-                checked = checked.replace(mtime=0, deep=False)
             tar.extract(checked, path=target, filter="fully_trusted")
         except (ValueError, OverflowError) as err:  # a value of the member's the system refuses
             self.result.refused.append(f"{member.name}: not written: {err}")
@@ -329,10 +329,6 @@ class _Extraction:
             raise OutputExistsError(f"{path}: exists already; use --force to overwrite")
         if path.is_symlink() or not path.is_dir():
             path.unlink()
-
-    def _refuse_overwrite(self, path: Path) -> None:
-        if not self.force and (path.exists() or path.is_symlink()):
-            raise OutputExistsError(f"{path}: exists already; use --force to overwrite")
 
 
 # What a member's own name or kind can make the filesystem refuse (not the disk's state).
