@@ -494,18 +494,22 @@ class Pipeline:
             if inner_base_name(inner.name) == "homeassistant"
         )
         final = self._claim(sha, LIBRARY_BROWSE, place_candidates(folder, base, sha, ""))
-        result = unpack.finish() if unpack is not None else None
-        if unpack is not None and result is None:  # its room is free again for the next try
-            log.debug("%s: HA's part unpacked after the verdict: %s", source.name, unpack.failure)
-            remove_path(unpack.destination)
-        when = "unpacked while verified" if result is not None else "unpacked after the verdict"
-        if result is None:
+        early = unpack.finish() if unpack is not None else None
+        if unpack is not None and early is not None:
+            temp, when = unpack.destination, "unpacked while verified"
+        else:
+            if unpack is not None:  # its room is free again for the unpacking after
+                log.debug(
+                    "%s: HA's part unpacked after the verdict: %s", source.name, unpack.failure
+                )
+                remove_path(unpack.destination)
             ensure_room(folder, content)
-        temp = unpack.destination if unpack is not None and result else temp_name(final)
+            temp, when = temp_name(final), "unpacked after the verdict"
         copy_id = self.catalog.begin_copy(
             sha, LIBRARY_BROWSE, self.clock(), temp_path=str(temp), key=str(final)
         )
         remove_path(final)  # only ever a leftover of this archive's own earlier attempt
+        result = early
         if result is None:
             temp.mkdir(mode=0o700)  # decrypted contents: private while they are written, too
             keys, bound = self.keys(source), content + (1 << 20)

@@ -165,9 +165,8 @@ def _check_parts(
             continue
         with _workspace(work) as folder:
             bound = sizes.get(slug, 0) + (1 << 20)
-            result, refusal = _unpack(archive, folder, keys, slug, bound)
+            _result, problem = _unpack(archive, folder, keys, slug, bound)
             drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
-            problem = refusal or (result.problems[0] if result.problems else None)
             drill.checks.append(
                 check_addon(folder / slug, slug)
                 if problem is None
@@ -193,10 +192,10 @@ def _unpack_and_check(
     excluded: bool,
     drill: DrillReport,
 ) -> list[Check]:
-    result, refusal = _unpack(archive, folder, keys, member, size + (1 << 20))
+    result, problem = _unpack(archive, folder, keys, member, size + (1 << 20))
     drill.peak_disk_bytes = max(drill.peak_disk_bytes, _used(folder))
-    if refusal or result.problems:
-        return [Check("unpack", False, refusal or result.problems[0])]
+    if problem is not None:
+        return [Check("unpack", False, problem)]
     return _check_ha_part(folder / member, result.refused, excluded, drill, None)
 
 
@@ -204,16 +203,18 @@ def _unpack(
     archive: Path, folder: Path, keys: KeyRing, member: str, bound: int
 ) -> tuple[ExtractResult, str | None]:
     """Unpack one inner archive as HA's restore would (a member replaces an earlier one of
-    the same name); what was refused as unsafe (a decompression bomb) is the second value,
-    a finding about the backup.  Raise DrillUnavailable where the disk lacks the room."""
+    the same name), and the first thing found wrong in it, a finding about the backup:
+    damage, or a refusal as unsafe (a decompression bomb).  Raise DrillUnavailable where
+    the disk lacks the room."""
     try:
-        return extract_backup(
+        result = extract_backup(
             archive, folder, keys, members=[member], max_bytes=bound, force=True
-        ), None
+        )
     except NoRoomToUnpack as err:
         raise DrillUnavailable(str(err)) from err
     except UnsafeArchiveError as err:
         return ExtractResult(), f"refused: {err}"
+    return result, result.problems[0] if result.problems else None
 
 
 def _check_ha_part(

@@ -490,10 +490,8 @@ class UnpackAlongside:
             return None
         self.end(False)  # where the verifier stopped before the part's end
         self._thread.join()
-        result = self._job.result
-        if self.failure or not self._whole or self._claims != 1 or result.problems:
-            return None
-        return result
+        # A second part of the name, and every refusal, set ``failure``.
+        return None if self.failure or not self._whole else self._job.result
 
     def close(self) -> None:
         """Stop the unpacking where it is, and wait for its thread."""

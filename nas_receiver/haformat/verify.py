@@ -668,7 +668,7 @@ def _damage(err: GzipError | _InnerTarError | TarFormatError) -> str:
 
 # The pieces a _Tee hands on of what the walk passes over.  Plain 1 GiB arrival (browse),
 # 4 runs each in turns: 1 MiB 1.24-1.26 s, peak RSS 72-80 MiB; 4 MiB (the walk's own
-# SKIP_CHUNK) 1.18-1.23 s, 82-89 MiB; then 2 MiB 1.20-1.22 s, 80-84 MiB.
+# SKIP_CHUNK) 1.18-1.23 s, 82-89 MiB; then 3 runs of 2 MiB 1.20-1.22 s, 80-84 MiB.
 TEE_STEP = 2 << 20
 
 
